@@ -1,0 +1,136 @@
+"""Application factory: reads the configuration, binds extensions, registers blueprints."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from config import CONFIGS, Config
+
+
+def create_app(config: type[Config] | str | None = None, **overrides) -> Flask:
+    """Build the Flask application from a config class (or its name) and overrides."""
+    app = Flask(__name__, instance_path=os.environ.get("PANIER_INSTANCE") or None)
+    if config is None:
+        config = os.environ.get("PANIER_CONFIG", "development" if os.environ.get("FLASK_DEBUG") else "production")
+    if isinstance(config, str):
+        config = CONFIGS[config]
+    app.config.from_object(config)
+    app.config.update(overrides)
+    _check_secret_key(app)
+    Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_template_helpers(app)
+    register_security_headers(app)
+    register_commands(app)
+    return app
+
+
+def _check_secret_key(app: Flask) -> None:
+    """Refuse to run without a secret key outside tests; the demo keeps one in instance/."""
+    if app.config.get("SECRET_KEY"):
+        return
+    key_file = Path(app.config["INSTANCE_DIR"]) / "secret_key"
+    if key_file.exists():
+        app.config["SECRET_KEY"] = key_file.read_text().strip()
+        return
+    raise RuntimeError(
+        "SECRET_KEY is not set. Set the SECRET_KEY environment variable "
+        "(bin/demo writes one to instance/secret_key for the demo)."
+    )
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind db, migrations, CSRF, login, Babel, the rate limiter and Celery to the app."""
+    from app import db_setup
+    from app.celery import celery_init_app
+    from app.extensions import babel, csrf, db, limiter, login_manager, migrate
+    from app.i18n import select_locale, select_timezone
+
+    db.init_app(app)
+    db_setup.configure_engine(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = None
+    babel.init_app(
+        app,
+        locale_selector=select_locale,
+        timezone_selector=select_timezone,
+        default_translation_directories=str(Path(__file__).resolve().parent / "translations"),
+    )
+    limiter.init_app(app)
+    celery_init_app(app)
+
+    from app.models import User
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        """Flask-Login's loader: the user by id, if still active."""
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.active else None
+
+    # Import every package's models so metadata (and migrations) see all tables.
+    import orders.models  # noqa: F401
+    import pickup.models  # noqa: F401
+    import producers.models  # noqa: F401
+
+
+def register_blueprints(app: Flask) -> None:
+    """One blueprint per feature."""
+    from app.auth import bp as auth_bp
+    from app.main import bp as main_bp
+    from orders import bp as orders_bp
+    from pickup import bp as pickup_bp
+    from producers import bp as producers_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp, url_prefix="/compte")
+    app.register_blueprint(producers_bp, url_prefix="/producteurs")
+    app.register_blueprint(orders_bp, url_prefix="/commandes")
+    app.register_blueprint(pickup_bp, url_prefix="/retrait")
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Plain French error pages; never a stack trace."""
+    from app.errors import register
+
+    register(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Jinja filters and globals: money, dates, navigation."""
+    from app.templating import register
+
+    register(app)
+
+
+def register_security_headers(app: Flask) -> None:
+    """A content security policy, no framing, no sniffing, on every response."""
+
+    @app.after_request
+    def set_headers(response):
+        """Add the security headers."""
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'; base-uri 'self'",
+        )
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+
+def register_commands(app: Flask) -> None:
+    """Flask CLI commands (users, demo data, cycles)."""
+    from app.cli import register
+
+    register(app)
+    logging.getLogger("panier").setLevel(logging.INFO)

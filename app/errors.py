@@ -1,0 +1,56 @@
+"""Error pages in plain French, without stack traces."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("panier")
+
+
+def _titles() -> dict[int, tuple[str, str]]:
+    """Title and explanation for each status, translated at request time."""
+    return {
+        400: (_("Demande incorrecte"), _("La demande n'a pas pu être comprise. Revenez en arrière et réessayez.")),
+        403: (_("Accès refusé"), _("Vous n'avez pas le droit d'ouvrir cette page.")),
+        404: (_("Page introuvable"), _("Cette page n'existe pas ou plus.")),
+        405: (_("Action impossible"), _("Cette action n'est pas possible ici.")),
+        409: (_("Conflit"), _("Cette action entre en conflit avec une autre. Rechargez la page.")),
+        413: (_("Fichier trop gros"), _("Le fichier envoyé est trop gros.")),
+        429: (_("Trop d'essais"), _("Trop d'essais en peu de temps. Attendez quelques minutes puis réessayez.")),
+        500: (_("Erreur du serveur"), _("Un problème est survenu de notre côté. Réessayez dans un moment.")),
+    }
+
+
+def render_error(status: int, message: str | None = None):
+    """The error page for a status, with an optional specific message."""
+    titles = _titles()
+    title, text = titles.get(status, titles[500] if status >= 500 else titles[400])
+    return render_template("errors/error.html", status=status, title=title, text=message or text), status
+
+
+def register(app: Flask) -> None:
+    """Attach the handlers to the app."""
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        """A form sent without its security token (or after too long)."""
+        return render_error(400, _("Le formulaire a expiré ou n'est pas valide. Rechargez la page et recommencez."))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        """Any 4xx or 5xx raised with abort()."""
+        message = error.description if getattr(error, "panier_message", False) else None
+        return render_error(error.code or 500, message)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        """Anything else: log it, roll back, show a plain page."""
+        from app.extensions import db
+
+        db.session.rollback()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render_error(500)

@@ -1,0 +1,38 @@
+"""Money helpers: integer cents, exact line totals, and the one display format."""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from babel.numbers import format_currency
+
+
+def line_total_cents(unit_price_cents: int, quantity: Decimal) -> int:
+    """A line total: price times quantity, rounded half up to the cent once, on the line."""
+    if isinstance(quantity, float) or isinstance(unit_price_cents, float):
+        raise TypeError("money and quantities are never floats")
+    exact = Decimal(unit_price_cents) * Decimal(quantity)
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def apply_basis_points(cents: int, basis_points: int) -> int:
+    """Cents increased (or decreased) by basis points (1000 = 10 %), rounded half up."""
+    exact = Decimal(cents) * (Decimal(10000) + Decimal(basis_points)) / Decimal(10000)
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def parse_euros(text: str) -> int:
+    """Cents from what a person types ("12", "12,50", "12.5 €"); ValueError if it is not money."""
+    cleaned = (text or "").replace("€", "").replace("\u00a0", "").replace(" ", "").replace(",", ".")
+    if not cleaned:
+        raise ValueError("empty amount")
+    amount = Decimal(cleaned)
+    if not amount.is_finite() or amount.as_tuple().exponent < -2:
+        raise ValueError("not an amount in euros and cents")
+    return int((amount * 100).to_integral_value())
+
+
+def format_cents(cents: int | None, locale: str = "fr_FR") -> str:
+    """12345 -> '123,45 €' (French) for display; the only place money becomes text."""
+    if cents is None:
+        return ""
+    return format_currency(Decimal(cents) / 100, "EUR", locale=locale)

@@ -1,0 +1,103 @@
+"""Jinja filters and globals: money, quantities, local dates, role-aware navigation."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from flask import Flask, current_app, url_for
+from flask_babel import format_date, format_datetime, get_locale
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from werkzeug.routing import BuildError
+
+from app.money import format_cents
+
+
+def money(cents: int | None) -> str:
+    """Cents as euros in the current language."""
+    locale = str(get_locale() or "fr")
+    return format_cents(cents, "fr_FR" if locale.startswith("fr") else "en_GB")
+
+
+def quantity(value: Decimal | None) -> str:
+    """A quantity without trailing zeros, with a French decimal comma."""
+    if value is None:
+        return ""
+    text = format(Decimal(value).normalize(), "f")
+    if str(get_locale() or "fr").startswith("fr"):
+        text = text.replace(".", ",")
+    return text
+
+
+def local_datetime(moment: datetime | None, fmt: str = "EEEE d MMMM HH:mm") -> str:
+    """A UTC datetime shown in the site's zone."""
+    return format_datetime(moment, fmt) if moment else ""
+
+
+def local_time(moment: datetime | None) -> str:
+    """Only the local hour and minutes."""
+    return format_datetime(moment, "HH:mm") if moment else ""
+
+
+def local_date(day, fmt: str = "EEEE d MMMM") -> str:
+    """A date in words."""
+    return format_date(day, fmt) if day else ""
+
+
+def nav_url(endpoint: str, **values) -> str | None:
+    """The URL of an endpoint, or None while that page does not exist yet."""
+    if endpoint not in current_app.view_functions:
+        return None
+    try:
+        return url_for(endpoint, **values)
+    except BuildError:
+        return None
+
+
+#: The menu: (roles that see it, endpoint, label). Entries whose page does not exist are hidden.
+NAVIGATION = (
+    (("member",), "orders.cart", _l("Ma commande")),
+    (("member",), "orders.history", _l("Mes commandes")),
+    (("member",), "orders.contracts", _l("Contrats AMAP")),
+    (("member",), "orders.account", _l("Mon solde")),
+    (("producer",), "producers.catalogue", _l("Mon catalogue")),
+    (("producer",), "producers.demand", _l("Demande en cours")),
+    (("volunteer",), "orders.assist", _l("Commande pour un foyer")),
+    (("volunteer",), "pickup.prepare", _l("Préparation")),
+    (("volunteer",), "pickup.desk", _l("Accueil des foyers")),
+    (("volunteer",), "pickup.rota", _l("Permanences")),
+    (("coordinator",), "orders.cycles", _l("Cycles")),
+    (("coordinator",), "producers.admin_producers", _l("Producteurs")),
+    (("coordinator",), "auth.users", _l("Comptes")),
+    (("coordinator",), "orders.money", _l("Argent")),
+)
+
+
+def navigation() -> list[tuple[str, str]]:
+    """Menu entries (url, label) for the signed-in user's roles."""
+    if not current_user.is_authenticated:
+        return []
+    items = []
+    for roles, endpoint, label in NAVIGATION:
+        if not current_user.has_role(*roles):
+            continue
+        if "member" in roles and not current_user.household_id:
+            continue
+        if "producer" in roles and not current_user.producer_id:
+            continue
+        url = nav_url(endpoint)
+        if url:
+            items.append((url, str(label)))
+    return items
+
+
+def register(app: Flask) -> None:
+    """Install filters and globals."""
+    app.add_template_filter(money, "money")
+    app.add_template_filter(quantity, "qty")
+    app.add_template_filter(local_datetime, "local_datetime")
+    app.add_template_filter(local_time, "local_time")
+    app.add_template_filter(local_date, "local_date")
+    app.add_template_global(nav_url)
+    app.add_template_global(get_locale)
+    app.add_template_global(navigation)

@@ -1,0 +1,118 @@
+"""Configuration classes read from the environment."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("PANIER_INSTANCE", BASE_DIR / "instance"))
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    """Read a yes/no environment variable."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def filesystem_broker_options(instance: Path) -> dict:
+    """Kombu filesystem transport folders under the instance folder, polled quickly."""
+    queue = instance / "broker" / "queue"
+    processed = instance / "broker" / "processed"
+    return {
+        "data_folder_in": str(queue),
+        "data_folder_out": str(queue),
+        "processed_folder": str(processed),
+        "store_processed": False,
+        "polling_interval": float(os.environ.get("CELERY_POLLING_INTERVAL", "0.05")),
+    }
+
+
+class Config:
+    """Defaults for every environment; each value can be set from the environment."""
+
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    SQLALCHEMY_DATABASE_URI = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'panier.db'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    DOCUMENTS_DIR = os.environ.get("DOCUMENTS_DIR", str(INSTANCE_DIR / "documents"))
+    INSTANCE_DIR = str(INSTANCE_DIR)
+    BASE_URL = os.environ.get("BASE_URL", "http://127.0.0.1:8000")
+    SITE_NAME = os.environ.get("SITE_NAME", "Panier commun")
+    #: The legal name printed on receipts; receipt numbers run without gaps per association.
+    ASSOCIATION_NAME = os.environ.get("ASSOCIATION_NAME", "Café associatif du Bourg")
+    DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Europe/Paris")
+
+    CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+    CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+
+    MAIL_SERVER = os.environ.get("MAIL_SERVER", "127.0.0.1")
+    MAIL_PORT = int(os.environ.get("MAIL_PORT", "25"))
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
+    MAIL_USE_TLS = _bool("MAIL_USE_TLS")
+    MAIL_SENDER = os.environ.get("MAIL_SENDER", "Panier commun <panier@localhost>")
+    #: "smtp" delivers for real; "file" writes .eml files under instance/mail (demo default).
+    MAIL_TRANSPORT = os.environ.get("MAIL_TRANSPORT", "smtp")
+
+    STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY") or None
+    STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY") or None
+    STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET") or None
+
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_HEADERS_ENABLED = False
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per 15 minutes")
+
+    BABEL_DEFAULT_LOCALE = "fr"
+    BABEL_DEFAULT_TIMEZONE = "Europe/Paris"
+    LANGUAGES = ("fr", "en")
+
+    WTF_CSRF_TIME_LIMIT = None
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", True)
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    PASSWORD_RESET_MAX_AGE = int(os.environ.get("PASSWORD_RESET_MAX_AGE", str(2 * 3600)))
+    MAX_CONTENT_LENGTH = 5 * 1024 * 1024
+    #: Households per bag-slip chunk: bounds the pages one render holds in memory.
+    DOCUMENT_CHUNK_HOUSEHOLDS = int(os.environ.get("DOCUMENT_CHUNK_HOUSEHOLDS", "100"))
+
+
+class ProductionConfig(Config):
+    """Production: a secret key is mandatory and cookies are Secure."""
+
+    SESSION_COOKIE_SECURE = True
+    REMEMBER_COOKIE_SECURE = True
+
+
+class DevelopmentConfig(Config):
+    """Local demo on the embedded defaults (plain HTTP on loopback)."""
+
+    SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    MAIL_TRANSPORT = os.environ.get("MAIL_TRANSPORT", "file")
+
+
+class TestConfig(Config):
+    """Tests: a throw-away database, no Secure cookies so the test client keeps them."""
+
+    TESTING = True
+    SECRET_KEY = "test-secret-key-not-for-production"
+    SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
+    SESSION_COOKIE_SECURE = False
+    REMEMBER_COOKIE_SECURE = False
+    RATELIMIT_STORAGE_URI = "memory://"
+    CELERY_BROKER_URL = "memory://"
+    MAIL_TRANSPORT = "smtp"
+    BASE_URL = "http://localhost"
+
+
+CONFIGS = {
+    "production": ProductionConfig,
+    "development": DevelopmentConfig,
+    "test": TestConfig,
+}

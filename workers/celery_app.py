@@ -1,0 +1,12 @@
+"""Worker entry point: `celery -A workers.celery_app worker` and `... beat`."""
+from app import create_app
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]
+
+# Import the task modules so the worker registers them, and the periodic schedule.
+import workers.tasks  # noqa: E402,F401
+from workers.schedule import BEAT_SCHEDULE  # noqa: E402
+
+celery_app.conf.beat_schedule = BEAT_SCHEDULE
+app = celery_app

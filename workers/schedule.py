@@ -1,0 +1,2 @@
+"""The periodic schedule run by Celery beat."""
+BEAT_SCHEDULE: dict = {}
