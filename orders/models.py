@@ -1,4 +1,4 @@
-"""Schedules, cycles, orders and their lines, AMAP contracts, and the household ledger."""
+"""Schedules, cycles, orders and their lines (contracts and money are imported from their modules)."""
 from __future__ import annotations
 
 from datetime import date, datetime, time
@@ -179,108 +179,6 @@ class OrderLine(db.Model):
         return line_total_cents(self.unit_price_cents, self.charged_quantity)
 
 
-class ContractOffer(db.Model):
-    """An AMAP season offer by a producer: a basket every week or every other week."""
-
-    __tablename__ = "contract_offer"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    producer_id: Mapped[int] = mapped_column(sa.ForeignKey("producer.id"), index=True)
-    product_id: Mapped[int] = mapped_column(sa.ForeignKey("product.id"), index=True)
-    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
-    name: Mapped[str] = mapped_column(sa.String(120))
-    first_date: Mapped[date]
-    last_date: Mapped[date]
-    #: 1 = every week, 2 = every other week.
-    every_weeks: Mapped[int] = mapped_column(default=1)
-    price_cents: Mapped[int]
-    absences_allowed: Mapped[int] = mapped_column(default=0)
-    shareable: Mapped[bool] = mapped_column(default=False)
-    open_for_subscription: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    __table_args__ = (
-        sa.CheckConstraint("first_date <= last_date", name="starts_before_ends"),
-        sa.CheckConstraint("every_weeks IN (1, 2)", name="known_frequency"),
-        sa.CheckConstraint("price_cents >= 0", name="price_not_negative"),
-        sa.CheckConstraint("absences_allowed >= 0", name="absences_not_negative"),
-    )
-
-
-class Contract(db.Model):
-    """A household's subscription to a season offer (contrat AMAP)."""
-
-    __tablename__ = "contract"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    contract_offer_id: Mapped[int] = mapped_column(sa.ForeignKey("contract_offer.id"), index=True)
-    household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
-    #: A shared basket: the co-holder takes it on alternate distributions.
-    co_holder_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("household.id"))
-    quantity: Mapped[Decimal] = mapped_column(Quantity, default=Decimal("1"))
-    status: Mapped[str] = mapped_column(sa.String(12), default="active")
-    subscribed_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    contract_offer: Mapped[ContractOffer] = relationship()
-
-    __table_args__ = (
-        sa.UniqueConstraint("contract_offer_id", "household_id", name="uq_contract_offer_household"),
-        sa.CheckConstraint("status IN ('active', 'cancelled')", name="known_status"),
-        sa.CheckConstraint("quantity > 0", name="quantity_positive"),
-    )
-
-
-class LedgerEntry(db.Model):
-    """A signed movement on a household's account; the balance is the sum of its entries."""
-
-    __tablename__ = "ledger_entry"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
-    #: Positive: money the household has with the association (payment, credit, top-up).
-    #: Negative: what it owes (charge for an order).
-    amount_cents: Mapped[int]
-    kind: Mapped[str] = mapped_column(sa.String(12))
-    #: What the entry is about, unique per kind so a retry records nothing twice
-    #: (e.g. "order:12:charge", "line:88:missing", "stripe:evt_...").
-    reference: Mapped[str] = mapped_column(sa.String(120))
-    order_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("order.id"), index=True)
-    note: Mapped[Optional[str]] = mapped_column(sa.String(300))
-    created_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    __table_args__ = (
-        sa.UniqueConstraint("reference", name="uq_ledger_entry_reference"),
-        sa.CheckConstraint(
-            "kind IN ('payment', 'charge', 'credit', 'refund', 'adjustment', 'topup')", name="known_kind"
-        ),
-    )
-
-
-class Payment(db.Model):
-    """A payment towards an order: card (Stripe), cash, cheque or balance."""
-
-    __tablename__ = "payment"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("order.id"), index=True)
-    household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
-    method: Mapped[str] = mapped_column(sa.String(10))
-    amount_cents: Mapped[int]
-    status: Mapped[str] = mapped_column(sa.String(12), default="pending")
-    #: Stripe Checkout Session id, or the cheque number.
-    provider_reference: Mapped[Optional[str]] = mapped_column(sa.String(120), index=True)
-    cheque_bank: Mapped[Optional[str]] = mapped_column(sa.String(80))
-    received_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-
-    __table_args__ = (
-        sa.CheckConstraint("method IN ('card', 'cash', 'cheque', 'balance')", name="known_method"),
-        sa.CheckConstraint(
-            "status IN ('pending', 'succeeded', 'failed', 'expired', 'refunded', 'flagged')",
-            name="known_status",
-        ),
-        sa.CheckConstraint("amount_cents > 0", name="amount_positive"),
-    )
+# Contracts and money live in their own modules; importing them here keeps one import path.
+from orders.contract_models import Contract, ContractOffer  # noqa: E402,F401
+from orders.payment_models import LedgerEntry, Payment  # noqa: E402,F401
