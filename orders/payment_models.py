@@ -1,14 +1,13 @@
 """Money: the household ledger and payments."""
 from __future__ import annotations
 
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Optional
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Quantity, UTCDateTime, utcnow
+from app.db import UTCDateTime, utcnow
 from app.extensions import db
 
 

@@ -1,0 +1,2 @@
+"""Pages of the payments area of orders (thin: form in, service call, redirect or render)."""
+from orders import bp  # noqa: F401
