@@ -7,3 +7,4 @@ bp = Blueprint("orders", __name__, template_folder="templates")
 from orders import routes  # noqa: E402,F401
 from orders import contract_routes  # noqa: E402,F401
 from orders import payment_routes  # noqa: E402,F401
+from orders import document_routes  # noqa: E402,F401
