@@ -1,3 +1,4 @@
+"""Alembic environment for Flask-Migrate: batch mode so migrations also apply on SQLite."""
 import logging
 from logging.config import fileConfig
 
@@ -11,17 +12,14 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# Keep the app's loggers alive when migrations run inside a process (tests, CLI).
+fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
 def get_engine():
-    try:
-        # this works with Flask-SQLAlchemy<3 and Alchemical
-        return current_app.extensions['migrate'].db.get_engine()
-    except (TypeError, AttributeError):
-        # this works with Flask-SQLAlchemy>=3
-        return current_app.extensions['migrate'].db.engine
+    """The application's engine (Flask-SQLAlchemy 3)."""
+    return current_app.extensions['migrate'].db.engine
 
 
 def get_engine_url():
@@ -51,6 +49,14 @@ def get_metadata():
     return target_db.metadata
 
 
+def render_item(type_, obj, autogen_context):
+    """Render our column types (app.db.UTCDateTime, app.db.Quantity) with their import."""
+    if type_ == "type" and type(obj).__module__ == "app.db":
+        autogen_context.imports.add("import app.db")
+        return f"app.db.{type(obj).__name__}()"
+    return False
+
+
 def run_migrations_offline():
     """Run migrations in 'offline' mode.
 
@@ -65,7 +71,8 @@ def run_migrations_offline():
     """
     url = config.get_main_option("sqlalchemy.url")
     context.configure(
-        url=url, target_metadata=get_metadata(), literal_binds=True
+        url=url, target_metadata=get_metadata(), literal_binds=True,
+        render_as_batch=True, render_item=render_item,
     )
 
     with context.begin_transaction():
@@ -97,6 +104,10 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        # Batch mode lets ALTER TABLE work on SQLite (it copies the table); harmless on PostgreSQL.
+        conf_args.setdefault("render_as_batch", True)
+        conf_args.setdefault("compare_type", True)
+        conf_args.setdefault("render_item", render_item)
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -38,6 +38,28 @@ def database_url(tmp_path_factory, worker_id):
         yield f"sqlite:///{path}"
 
 
+@pytest.fixture()
+def fresh_database_url(database_url, tmp_path):
+    """An empty extra database (no tables) on the same engine as this run, dropped afterwards."""
+    if not database_url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    import uuid
+
+    import psycopg
+
+    url = sa.engine.make_url(database_url)
+    name = f"panier_fresh_{uuid.uuid4().hex[:10]}"
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def _schema(database_url):
     """Create every table once per test process."""
