@@ -29,7 +29,7 @@ def test_upgrade_on_empty_database_matches_the_models(fresh_database_url):
     application = _app_on(fresh_database_url)
     result = application.test_cli_runner().invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert _differences(application) == []
+    assert _differences(application) == [], "models changed: run bin/regenerate-initial-migration"
     with application.app_context():
         tables = set(sa.inspect(db.engine).get_table_names())
         db.engine.dispose()
@@ -45,6 +45,6 @@ def test_downgrade_then_upgrade_again(fresh_database_url):
     with application.app_context():
         assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
-    assert _differences(application) == []
+    assert _differences(application) == [], "models changed: run bin/regenerate-initial-migration"
     with application.app_context():
         db.engine.dispose()

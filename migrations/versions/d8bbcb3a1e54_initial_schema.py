@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f4453c7c70dc
+Revision ID: d8bbcb3a1e54
 Revises: 
-Create Date: 2026-11-21 19:41:50.345232
+Create Date: 2026-11-21 19:42:21.405801
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import app.db
 
 # revision identifiers, used by Alembic.
-revision = 'f4453c7c70dc'
+revision = 'd8bbcb3a1e54'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -45,6 +45,12 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_producer')),
     sa.UniqueConstraint('name', name=op.f('uq_producer_name'))
     )
+    op.create_table('receipt_counter',
+    sa.Column('association', sa.String(length=120), nullable=False),
+    sa.Column('last_number', sa.Integer(), nullable=False),
+    sa.CheckConstraint('last_number >= 0', name=op.f('ck_receipt_counter_last_number_not_negative')),
+    sa.PrimaryKeyConstraint('association', name=op.f('pk_receipt_counter'))
+    )
     op.create_table('site',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=120), nullable=False),
@@ -53,6 +59,22 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_site')),
     sa.UniqueConstraint('name', name=op.f('uq_site_name'))
     )
+    op.create_table('stripe_event',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=120), nullable=False),
+    sa.Column('type', sa.String(length=80), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('payment_intent', sa.String(length=120), nullable=True),
+    sa.Column('payload', sa.Text(), nullable=False),
+    sa.Column('received_at', app.db.UTCDateTime(), nullable=False),
+    sa.Column('applied_at', app.db.UTCDateTime(), nullable=True),
+    sa.CheckConstraint("status IN ('applied', 'ignored', 'deferred')", name=op.f('ck_stripe_event_known_status')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_stripe_event')),
+    sa.UniqueConstraint('event_id', name=op.f('uq_stripe_event_event_id'))
+    )
+    with op.batch_alter_table('stripe_event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stripe_event_payment_intent'), ['payment_intent'], unique=False)
+
     op.create_table('household',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=120), nullable=False),
@@ -95,6 +117,20 @@ def upgrade():
     )
     with op.batch_alter_table('product', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_product_producer_id'), ['producer_id'], unique=False)
+
+    op.create_table('rota_default',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('needed', sa.Integer(), nullable=False),
+    sa.CheckConstraint("role IN ('setup', 'preparation', 'desk', 'closing')", name=op.f('ck_rota_default_known_role')),
+    sa.CheckConstraint('needed >= 0', name=op.f('ck_rota_default_needed_not_negative')),
+    sa.ForeignKeyConstraint(['site_id'], ['site.id'], name=op.f('fk_rota_default_site_id_site')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rota_default')),
+    sa.UniqueConstraint('site_id', 'role', name='uq_rota_default_site_role')
+    )
+    with op.batch_alter_table('rota_default', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_rota_default_site_id'), ['site_id'], unique=False)
 
     op.create_table('schedule',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -291,6 +327,22 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_outbox_message_cycle_id'), ['cycle_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_outbox_message_status'), ['status'], unique=False)
 
+    op.create_table('rota_role',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('cycle_id', sa.Integer(), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('needed', sa.Integer(), nullable=False),
+    sa.Column('filled', sa.Integer(), nullable=False),
+    sa.CheckConstraint("role IN ('setup', 'preparation', 'desk', 'closing')", name=op.f('ck_rota_role_known_role')),
+    sa.CheckConstraint('filled >= 0', name=op.f('ck_rota_role_filled_not_negative')),
+    sa.CheckConstraint('needed >= 0', name=op.f('ck_rota_role_needed_not_negative')),
+    sa.ForeignKeyConstraint(['cycle_id'], ['cycle.id'], name=op.f('fk_rota_role_cycle_id_cycle')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rota_role')),
+    sa.UniqueConstraint('cycle_id', 'role', name='uq_rota_role_cycle_role')
+    )
+    with op.batch_alter_table('rota_role', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_rota_role_cycle_id'), ['cycle_id'], unique=False)
+
     op.create_table('slot',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('cycle_id', sa.Integer(), nullable=False),
@@ -343,6 +395,20 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_order_cycle_id'), ['cycle_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_order_household_id'), ['household_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_order_slot_id'), ['slot_id'], unique=False)
+
+    op.create_table('rota_signup',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('rota_role_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['rota_role_id'], ['rota_role.id'], name=op.f('fk_rota_signup_rota_role_id_rota_role'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_rota_signup_user_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rota_signup')),
+    sa.UniqueConstraint('rota_role_id', 'user_id', name='uq_rota_signup_role_user')
+    )
+    with op.batch_alter_table('rota_signup', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_rota_signup_rota_role_id'), ['rota_role_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_rota_signup_user_id'), ['user_id'], unique=False)
 
     op.create_table('ledger_entry',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -404,17 +470,26 @@ def upgrade():
     sa.Column('received_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
     sa.Column('completed_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('idempotency_key', sa.String(length=120), nullable=True),
+    sa.Column('checkout_url', sa.String(length=1000), nullable=True),
+    sa.Column('payment_intent', sa.String(length=120), nullable=True),
+    sa.Column('refunded_cents', sa.Integer(), nullable=False),
+    sa.Column('received_cents', sa.Integer(), nullable=True),
+    sa.Column('flag_reason', sa.String(length=300), nullable=True),
     sa.CheckConstraint("method IN ('card', 'cash', 'cheque', 'balance')", name=op.f('ck_payment_known_method')),
     sa.CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'expired', 'refunded', 'flagged')", name=op.f('ck_payment_known_status')),
     sa.CheckConstraint('amount_cents > 0', name=op.f('ck_payment_amount_positive')),
+    sa.CheckConstraint('refunded_cents >= 0 AND refunded_cents <= amount_cents', name=op.f('ck_payment_refund_within_amount')),
     sa.ForeignKeyConstraint(['household_id'], ['household.id'], name=op.f('fk_payment_household_id_household')),
     sa.ForeignKeyConstraint(['order_id'], ['order.id'], name=op.f('fk_payment_order_id_order')),
     sa.ForeignKeyConstraint(['received_by_id'], ['user.id'], name=op.f('fk_payment_received_by_id_user')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment')),
+    sa.UniqueConstraint('idempotency_key', name=op.f('uq_payment_idempotency_key'))
     )
     with op.batch_alter_table('payment', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payment_household_id'), ['household_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_payment_order_id'), ['order_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payment_payment_intent'), ['payment_intent'], unique=False)
         batch_op.create_index(batch_op.f('ix_payment_provider_reference'), ['provider_reference'], unique=False)
 
     op.create_table('pickup',
@@ -432,14 +507,68 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_pickup')),
     sa.UniqueConstraint('order_id', name=op.f('uq_pickup_order_id'))
     )
+    op.create_table('receipt',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('association', sa.String(length=120), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('order_id', sa.Integer(), nullable=False),
+    sa.Column('household_id', sa.Integer(), nullable=False),
+    sa.Column('amount_cents', sa.Integer(), nullable=False),
+    sa.Column('issued_at', app.db.UTCDateTime(), nullable=False),
+    sa.CheckConstraint('number > 0', name=op.f('ck_receipt_number_positive')),
+    sa.ForeignKeyConstraint(['household_id'], ['household.id'], name=op.f('fk_receipt_household_id_household')),
+    sa.ForeignKeyConstraint(['order_id'], ['order.id'], name=op.f('fk_receipt_order_id_order')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_receipt')),
+    sa.UniqueConstraint('association', 'number', name='uq_receipt_association_number'),
+    sa.UniqueConstraint('order_id', name=op.f('uq_receipt_order_id'))
+    )
+    with op.batch_alter_table('receipt', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_receipt_household_id'), ['household_id'], unique=False)
+
+    op.create_table('shortfall',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('cycle_id', sa.Integer(), nullable=False),
+    sa.Column('producer_id', sa.Integer(), nullable=False),
+    sa.Column('order_line_id', sa.Integer(), nullable=False),
+    sa.Column('product_id', sa.Integer(), nullable=False),
+    sa.Column('quantity_expected', app.db.Quantity(), nullable=False),
+    sa.Column('quantity_missing', app.db.Quantity(), nullable=False),
+    sa.Column('amount_cents', sa.Integer(), nullable=False),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
+    sa.Column('recorded_at', app.db.UTCDateTime(), nullable=False),
+    sa.CheckConstraint('quantity_missing > 0', name=op.f('ck_shortfall_missing_positive')),
+    sa.ForeignKeyConstraint(['cycle_id'], ['cycle.id'], name=op.f('fk_shortfall_cycle_id_cycle')),
+    sa.ForeignKeyConstraint(['order_line_id'], ['order_line.id'], name=op.f('fk_shortfall_order_line_id_order_line'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['producer_id'], ['producer.id'], name=op.f('fk_shortfall_producer_id_producer')),
+    sa.ForeignKeyConstraint(['product_id'], ['product.id'], name=op.f('fk_shortfall_product_id_product')),
+    sa.ForeignKeyConstraint(['recorded_by_id'], ['user.id'], name=op.f('fk_shortfall_recorded_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_shortfall')),
+    sa.UniqueConstraint('order_line_id', name=op.f('uq_shortfall_order_line_id'))
+    )
+    with op.batch_alter_table('shortfall', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_shortfall_cycle_id'), ['cycle_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_shortfall_producer_id'), ['producer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_shortfall_product_id'), ['product_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('shortfall', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_shortfall_product_id'))
+        batch_op.drop_index(batch_op.f('ix_shortfall_producer_id'))
+        batch_op.drop_index(batch_op.f('ix_shortfall_cycle_id'))
+
+    op.drop_table('shortfall')
+    with op.batch_alter_table('receipt', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_receipt_household_id'))
+
+    op.drop_table('receipt')
     op.drop_table('pickup')
     with op.batch_alter_table('payment', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_payment_provider_reference'))
+        batch_op.drop_index(batch_op.f('ix_payment_payment_intent'))
         batch_op.drop_index(batch_op.f('ix_payment_order_id'))
         batch_op.drop_index(batch_op.f('ix_payment_household_id'))
 
@@ -456,6 +585,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ledger_entry_household_id'))
 
     op.drop_table('ledger_entry')
+    with op.batch_alter_table('rota_signup', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_rota_signup_user_id'))
+        batch_op.drop_index(batch_op.f('ix_rota_signup_rota_role_id'))
+
+    op.drop_table('rota_signup')
     with op.batch_alter_table('order', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_order_slot_id'))
         batch_op.drop_index(batch_op.f('ix_order_household_id'))
@@ -467,6 +601,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_slot_cycle_id'))
 
     op.drop_table('slot')
+    with op.batch_alter_table('rota_role', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_rota_role_cycle_id'))
+
+    op.drop_table('rota_role')
     with op.batch_alter_table('outbox_message', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_message_status'))
         batch_op.drop_index(batch_op.f('ix_outbox_message_cycle_id'))
@@ -507,6 +645,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_schedule_site_id'))
 
     op.drop_table('schedule')
+    with op.batch_alter_table('rota_default', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_rota_default_site_id'))
+
+    op.drop_table('rota_default')
     with op.batch_alter_table('product', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_product_producer_id'))
 
@@ -515,7 +657,12 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_household_name'))
 
     op.drop_table('household')
+    with op.batch_alter_table('stripe_event', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_stripe_event_payment_intent'))
+
+    op.drop_table('stripe_event')
     op.drop_table('site')
+    op.drop_table('receipt_counter')
     op.drop_table('producer')
     op.drop_table('price_tier')
     # ### end Alembic commands ###
