@@ -55,12 +55,82 @@ class Payment(db.Model):
     received_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    #: Card: the key sent to Stripe when creating the Checkout Session; one session per key.
+    idempotency_key: Mapped[Optional[str]] = mapped_column(sa.String(120), unique=True)
+    #: Card: where the household is sent to pay (Stripe's hosted page).
+    checkout_url: Mapped[Optional[str]] = mapped_column(sa.String(1000))
+    #: Card: the PaymentIntent behind the session, learnt from the webhook; charge.refunded names it.
+    payment_intent: Mapped[Optional[str]] = mapped_column(sa.String(120), index=True)
+    #: Card: what has gone back to the card so far (cents); moved only upwards by guarded UPDATEs.
+    refunded_cents: Mapped[int] = mapped_column(default=0)
+    #: Card, flagged: the amount Stripe reported, when it differs from what was asked.
+    received_cents: Mapped[Optional[int]]
+    #: Why the payment was flagged for the coordinator.
+    flag_reason: Mapped[Optional[str]] = mapped_column(sa.String(300))
 
     __table_args__ = (
         sa.CheckConstraint("method IN ('card', 'cash', 'cheque', 'balance')", name="known_method"),
+        sa.CheckConstraint("refunded_cents >= 0 AND refunded_cents <= amount_cents", name="refund_within_amount"),
         sa.CheckConstraint(
             "status IN ('pending', 'succeeded', 'failed', 'expired', 'refunded', 'flagged')",
             name="known_status",
         ),
         sa.CheckConstraint("amount_cents > 0", name="amount_positive"),
+    )
+
+
+class ReceiptCounter(db.Model):
+    """The last receipt number issued by an association; moved only by a guarded UPDATE."""
+
+    __tablename__ = "receipt_counter"
+
+    association: Mapped[str] = mapped_column(sa.String(120), primary_key=True)
+    last_number: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (sa.CheckConstraint("last_number >= 0", name="last_number_not_negative"),)
+
+
+class Receipt(db.Model):
+    """A receipt for a fully paid order, numbered without gaps per association."""
+
+    __tablename__ = "receipt"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    association: Mapped[str] = mapped_column(sa.String(120))
+    number: Mapped[int]
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("order.id"), unique=True)
+    household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
+    #: What the household had paid for the order when the receipt was issued (cents).
+    amount_cents: Mapped[int]
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("association", "number", name="uq_receipt_association_number"),
+        sa.CheckConstraint("number > 0", name="number_positive"),
+    )
+
+    @property
+    def label(self) -> str:
+        """The printed number, e.g. "R-000042"."""
+        return f"R-{self.number:06d}"
+
+
+class StripeEvent(db.Model):
+    """A Stripe webhook event, stored once by its id so a redelivery applies nothing twice."""
+
+    __tablename__ = "stripe_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(120), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(80))
+    #: applied, ignored, or deferred (waits for the event it depends on, e.g. a refund before payment).
+    status: Mapped[str] = mapped_column(sa.String(12), default="applied")
+    #: The PaymentIntent the event is about, so deferred events can be found again.
+    payment_intent: Mapped[Optional[str]] = mapped_column(sa.String(120), index=True)
+    payload: Mapped[str] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    applied_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('applied', 'ignored', 'deferred')", name="known_status"),
     )

@@ -1,0 +1,145 @@
+"""The household ledger: signed entries in cents whose sum is the household's balance.
+
+Accounting rules (every euro is accounted for):
+
+* An entry is a movement on the household's account with the association, in integer cents.
+  Positive means money the household has with the association, negative what it owes.
+  ``balance_cents(household) == SUM(amount_cents)`` of its entries, always; nothing else is stored.
+* kinds:
+    - ``payment`` (+): money that came in for an order: card (after Stripe's webhook), cash, cheque.
+      A payment from the balance moves no money and writes no payment entry (see below).
+    - ``charge`` (-) / ``credit`` (+): what the order costs. For each order,
+      ``SUM(charge and credit entries of the order) == -order.total_cents`` once it is charged;
+      ``sync_order_charge`` keeps that true by adding one entry for the difference
+      (``charge`` when the order grows, ``credit`` when it shrinks: missing items, bulk allocated
+      below the order, a lighter weight). An order is charged when its cycle is finalized, or
+      earlier when a payment is recorded for it (so a payment and the charge it covers land
+      together and a positive balance is always money the household may spend).
+    - ``refund`` (-): money that went back out (a Stripe refund to the card).
+    - ``topup`` (+): money handed to the coordinator to keep on the account.
+    - ``adjustment`` (+/-): a coordinator's correction, with a note.
+* Hence, summed over all households:
+  ``SUM(balances) == payments in + top-ups - refunds out - net charges (+ adjustments)``.
+* Example: an order of 20,00 € paid by card before close: +20,00 payment and -20,00 charge
+  (balance 0). A missing item of 3,00 € found on Thursday: ``sync_order_charge`` adds a
+  +3,00 credit; the balance is +3,00, spent on a later order, or sent back to the card by a
+  coordinator (-3,00 refund).
+* Every entry has a unique ``reference`` so a retried call records nothing twice.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from orders.models import Order
+from orders.payment_models import LedgerEntry
+
+LEDGER_KINDS = ("payment", "charge", "credit", "refund", "adjustment", "topup")
+#: Signs each kind may carry (adjustments may go either way).
+_SIGNS = {
+    "payment": 1, "credit": 1, "topup": 1, "charge": -1, "refund": -1,
+}
+
+
+def balance_cents(household_id: int) -> int:
+    """The household's balance: the sum of its ledger entries (cents, positive = in its favour)."""
+    total = db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount_cents), 0)).where(
+            LedgerEntry.household_id == household_id
+        )
+    )
+    return int(total or 0)
+
+
+def record_entry(
+    household_id: int,
+    amount_cents: int,
+    kind: str,
+    reference: str,
+    *,
+    order_id: int | None = None,
+    note: str | None = None,
+    created_by_id: int | None = None,
+) -> LedgerEntry:
+    """Add one ledger entry, or return the existing one with the same reference (idempotent)."""
+    if kind not in LEDGER_KINDS:
+        raise ValueError(f"unknown ledger kind {kind!r}")
+    if not isinstance(amount_cents, int) or isinstance(amount_cents, bool):
+        raise TypeError("ledger amounts are integer cents")
+    sign = _SIGNS.get(kind)
+    if sign is not None and amount_cents * sign < 0:
+        raise ValueError(f"a {kind} entry cannot be {amount_cents} cents")
+    existing = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.reference == reference))
+    if existing is not None:
+        return existing
+    entry = LedgerEntry(
+        household_id=household_id,
+        amount_cents=amount_cents,
+        kind=kind,
+        reference=reference,
+        order_id=order_id,
+        note=note,
+        created_by_id=created_by_id,
+    )
+    # A concurrent writer may insert the same reference between our read and our insert:
+    # the savepoint keeps the caller's transaction usable and we return the winner's entry.
+    try:
+        with db.session.begin_nested():
+            db.session.add(entry)
+    except IntegrityError:
+        return db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.reference == reference))
+    return entry
+
+
+def order_charged_cents(order_id: int) -> int:
+    """What the order is charged so far: minus the sum of its charge and credit entries."""
+    total = db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount_cents), 0)).where(
+            LedgerEntry.order_id == order_id, LedgerEntry.kind.in_(("charge", "credit"))
+        )
+    )
+    return -int(total or 0)
+
+
+def order_target_cents(order: Order) -> int:
+    """What an order should cost: the sum of its line totals (nothing if cancelled)."""
+    if order.status == "cancelled":
+        return 0
+    return sum(line.total_cents for line in order.lines)
+
+
+def sync_order_charge(order_id: int) -> int:
+    """Make the order's charge equal its total with one entry for the difference; returns the delta.
+
+    The delta is what the household owes more (positive, a ``charge``) or less (negative, a
+    ``credit``). Order.total_cents is refreshed from the lines first, by the same rule as the
+    order service (sum of line totals).
+    """
+    # Lock the order row (PostgreSQL) so two syncs of the same order cannot both add the delta.
+    order = db.session.scalar(
+        sa.select(Order).where(Order.id == order_id).with_for_update()
+    )
+    if order is None:
+        raise LookupError(f"no order {order_id}")
+    target = order_target_cents(order)
+    if order.status != "cancelled" and order.total_cents != target:
+        order.total_cents = target
+    delta = target - order_charged_cents(order_id)
+    if delta == 0:
+        return 0
+    # The reference names the state reached, so a retry of the same sync adds nothing.
+    seq = db.session.scalar(
+        sa.select(sa.func.count(LedgerEntry.id)).where(
+            LedgerEntry.order_id == order_id, LedgerEntry.kind.in_(("charge", "credit"))
+        )
+    )
+    kind = "charge" if delta > 0 else "credit"
+    record_entry(
+        order.household_id,
+        -delta,
+        kind,
+        f"order:{order_id}:{kind}:{seq + 1}:{target}",
+        order_id=order_id,
+    )
+    return delta
