@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -25,9 +24,9 @@ class LedgerEntry(db.Model):
     #: What the entry is about, unique per kind so a retry records nothing twice
     #: (e.g. "order:12:charge", "line:88:missing", "stripe:evt_...").
     reference: Mapped[str] = mapped_column(sa.String(120))
-    order_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("order.id"), index=True)
-    note: Mapped[Optional[str]] = mapped_column(sa.String(300))
-    created_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    order_id: Mapped[int | None] = mapped_column(sa.ForeignKey("order.id"), index=True)
+    note: Mapped[str | None] = mapped_column(sa.String(300))
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
@@ -44,29 +43,29 @@ class Payment(db.Model):
     __tablename__ = "payment"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("order.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(sa.ForeignKey("order.id"), index=True)
     household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
     method: Mapped[str] = mapped_column(sa.String(10))
     amount_cents: Mapped[int]
     status: Mapped[str] = mapped_column(sa.String(12), default="pending")
     #: Stripe Checkout Session id, or the cheque number.
-    provider_reference: Mapped[Optional[str]] = mapped_column(sa.String(120), index=True)
-    cheque_bank: Mapped[Optional[str]] = mapped_column(sa.String(80))
-    received_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    provider_reference: Mapped[str | None] = mapped_column(sa.String(120), index=True)
+    cheque_bank: Mapped[str | None] = mapped_column(sa.String(80))
+    received_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Card: the key sent to Stripe when creating the Checkout Session; one session per key.
-    idempotency_key: Mapped[Optional[str]] = mapped_column(sa.String(120), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(120), unique=True)
     #: Card: where the household is sent to pay (Stripe's hosted page).
-    checkout_url: Mapped[Optional[str]] = mapped_column(sa.String(1000))
+    checkout_url: Mapped[str | None] = mapped_column(sa.String(1000))
     #: Card: the PaymentIntent behind the session, learnt from the webhook; charge.refunded names it.
-    payment_intent: Mapped[Optional[str]] = mapped_column(sa.String(120), index=True)
+    payment_intent: Mapped[str | None] = mapped_column(sa.String(120), index=True)
     #: Card: what has gone back to the card so far (cents); moved only upwards by guarded UPDATEs.
     refunded_cents: Mapped[int] = mapped_column(default=0)
     #: Card, flagged: the amount Stripe reported, when it differs from what was asked.
-    received_cents: Mapped[Optional[int]]
+    received_cents: Mapped[int | None]
     #: Why the payment was flagged for the coordinator.
-    flag_reason: Mapped[Optional[str]] = mapped_column(sa.String(300))
+    flag_reason: Mapped[str | None] = mapped_column(sa.String(300))
 
     __table_args__ = (
         sa.CheckConstraint("method IN ('card', 'cash', 'cheque', 'balance')", name="known_method"),
@@ -126,10 +125,10 @@ class StripeEvent(db.Model):
     #: applied, ignored, or deferred (waits for the event it depends on, e.g. a refund before payment).
     status: Mapped[str] = mapped_column(sa.String(12), default="applied")
     #: The PaymentIntent the event is about, so deferred events can be found again.
-    payment_intent: Mapped[Optional[str]] = mapped_column(sa.String(120), index=True)
+    payment_intent: Mapped[str | None] = mapped_column(sa.String(120), index=True)
     payload: Mapped[str] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    applied_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('applied', 'ignored', 'deferred')", name="known_status"),

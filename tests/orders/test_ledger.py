@@ -4,7 +4,12 @@ from decimal import Decimal
 import pytest
 
 from app.extensions import db
-from orders.ledger import balance_cents, order_charged_cents, record_entry, sync_order_charge
+from orders.ledger import (
+    balance_cents,
+    order_charged_cents,
+    record_entry,
+    sync_order_charge,
+)
 from orders.payment_models import LedgerEntry
 from tests.factories import HouseholdFactory, OrderFactory, OrderLineFactory
 
@@ -48,7 +53,7 @@ def test_sync_order_charge_follows_shrinking_and_growing_order(app):
 
     # A missing item on Thursday: credit for the difference.
     line = order.lines[0]
-    line.quantity_prepared = Decimal("1")
+    line.quantity_prepared = Decimal(1)
     db.session.flush()
     assert sync_order_charge(order.id) == -250
     assert order.total_cents == 867

@@ -13,13 +13,18 @@ from orders.payments import (
     settle_balance_payments,
     spendable_balance_cents,
 )
-from tests.factories import HouseholdFactory, OrderFactory, OrderLineFactory, UserFactory
+from tests.factories import (
+    HouseholdFactory,
+    OrderFactory,
+    OrderLineFactory,
+    UserFactory,
+)
 
 
 def make_order(total_cents=1250, **kwargs):
     """A confirmed order of one line worth total_cents."""
     order = OrderFactory(**kwargs)
-    OrderLineFactory(order=order, unit_price_cents=total_cents, base_price_cents=total_cents, quantity=Decimal("1"))
+    OrderLineFactory(order=order, unit_price_cents=total_cents, base_price_cents=total_cents, quantity=Decimal(1))
     order.total_cents = total_cents
     db.session.flush()
     return order
