@@ -53,6 +53,8 @@ class Contract(db.Model):
     quantity: Mapped[Decimal] = mapped_column(Quantity, default=Decimal("1"))
     status: Mapped[str] = mapped_column(sa.String(12), default="active")
     subscribed_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    #: First distribution the contract covers (a late subscription does not pay for past weeks).
+    starts_on: Mapped[Optional[date]]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     contract_offer: Mapped[ContractOffer] = relationship()
@@ -61,4 +63,66 @@ class Contract(db.Model):
         sa.UniqueConstraint("contract_offer_id", "household_id", name="uq_contract_offer_household"),
         sa.CheckConstraint("status IN ('active', 'cancelled')", name="known_status"),
         sa.CheckConstraint("quantity > 0", name="quantity_positive"),
+        sa.CheckConstraint("co_holder_id IS NULL OR co_holder_id <> household_id", name="co_holder_other"),
+    )
+
+
+ABSENCE_KINDS = ("skip", "handover")
+INSTALMENT_METHODS = ("cheque", "cash", "transfer")
+
+
+class ContractAbsence(db.Model):
+    """A distribution a household will miss: the basket is skipped or handed to another household."""
+
+    __tablename__ = "contract_absence"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contract_id: Mapped[int] = mapped_column(sa.ForeignKey("contract.id", ondelete="CASCADE"), index=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("cycle.id"), index=True)
+    #: The household that is away (the holder, or the co-holder on its weeks of a shared basket).
+    household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
+    #: "skip": the producer brings one basket less; "handover": another household collects it.
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    handed_to_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("household.id"))
+    declared_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("contract_id", "cycle_id", name="uq_contract_absence_contract_cycle"),
+        sa.CheckConstraint("kind IN ('skip', 'handover')", name="known_kind"),
+        sa.CheckConstraint(
+            "(kind = 'handover') = (handed_to_id IS NOT NULL)", name="handover_has_household"
+        ),
+    )
+
+
+class ContractInstalment(db.Model):
+    """One payment of a season (often a cheque cashed in a given month), received then passed on."""
+
+    __tablename__ = "contract_instalment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contract_id: Mapped[int] = mapped_column(sa.ForeignKey("contract.id", ondelete="CASCADE"), index=True)
+    #: Who pays: the holder, or the co-holder of a shared basket for its own share.
+    household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
+    position: Mapped[int] = mapped_column(default=1)
+    method: Mapped[str] = mapped_column(sa.String(10), default="cheque")
+    amount_cents: Mapped[int]
+    cheque_number: Mapped[Optional[str]] = mapped_column(sa.String(40))
+    bank: Mapped[Optional[str]] = mapped_column(sa.String(80))
+    #: The month the producer may cash it (first day of that month).
+    cashing_month: Mapped[Optional[date]]
+    received_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    received_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    #: When the association handed it to the producer.
+    passed_on_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    passed_on_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    recorded_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("contract_id", "household_id", "position", name="uq_contract_instalment_position"),
+        sa.CheckConstraint("amount_cents > 0", name="amount_positive"),
+        sa.CheckConstraint("method IN ('cheque', 'cash', 'transfer')", name="known_method"),
+        sa.CheckConstraint("passed_on_at IS NULL OR received_at IS NOT NULL", name="received_before_passed_on"),
     )

@@ -1,0 +1,491 @@
+"""VRAC bulk buying: how full each case is during the cycle, and sharing whole cases back at close.
+
+The rule (also shown to households)
+-----------------------------------
+Work in portion steps: every quantity is counted in steps of the product (0.5 kg, 1 bottle).
+
+1. Cases. ``full = floor(total ordered / case size)``; one more case is bought when the rest of the
+   last case is not empty and the rest plus every tolerance reaches a whole case. A tolerance never
+   makes a case alone: with nothing ordered, or when the orders fill whole cases exactly, tolerances
+   add nothing. If the portions that may be given (each household: quantity + tolerance, rounded down
+   to the step) cannot hold the cases, cases are removed until they can.
+2. Sharing back ``cases x case size``:
+
+   * ``pro_rata`` (default). First the ordered quantities: when less than ordered is bought, each
+     household gets its share of the cases in proportion to what it ordered, rounded down to the step;
+     the steps left go one each to the largest remainders, ties to the oldest order (then the lowest
+     line id). When more than ordered is bought (the extra case), every household gets its quantity
+     and the extra is shared the same way in proportion to tolerances, never beyond them.
+   * ``first_come``: orders are served oldest first, their quantity then (in the same order) their
+     tolerance, until the cases are shared.
+
+3. Guarantees (property-tested): the total given equals cases x case size; nobody gets less than 0 or
+   more than quantity + tolerance; every portion is a multiple of the step; the same input gives the
+   same result in any order; under pro rata, of two households with the same quantity and tolerance
+   the earlier one never gets less.
+
+Edge cases: a case size that is not a whole number of steps (25 kg with 0.3 kg portions) cannot be
+shared in whole steps, so that product is shared to the thousandth (the storage precision) instead;
+the product form should not allow it. Zero quantities get nothing; lines with only a tolerance may get
+part of a case that other households' quantities started.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Optional
+
+import sqlalchemy as sa
+
+from app.db import THOUSANDTH, to_quantity
+from app.extensions import db
+from app.models import Household
+from orders.models import Cycle, Order, OrderLine
+from producers.models import Offer, Producer, Product
+
+POLICIES = ("pro_rata", "first_come")
+#: Orders whose bulk lines count (a cancelled order holds nothing).
+COUNTED_ORDER_STATUSES = ("cart", "confirmed")
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One household line for a bulk product: what it ordered, how much more it accepts, and when."""
+
+    line_id: int
+    quantity: Decimal
+    tolerance: Decimal
+    ordered_at: datetime
+
+
+@dataclass
+class AllocationResult:
+    """Whole cases bought and what each line gets."""
+
+    cases: int
+    allocations: dict[int, Decimal]
+
+
+def effective_step(case_size: Decimal, step: Optional[Decimal]) -> Decimal:
+    """The portion step used: the product's step when a case holds a whole number of them."""
+    if step is None or step <= 0:
+        return THOUSANDTH
+    if case_size % step != 0:
+        return THOUSANDTH
+    return step
+
+
+def count_cases(case_size: Decimal, quantity: Decimal, tolerance: Decimal) -> int:
+    """Full cases from the quantities, plus one when the remainder and the tolerances fill it."""
+    if case_size <= 0 or quantity <= 0:
+        return 0
+    full = int(quantity // case_size)
+    rest = quantity - full * case_size
+    if rest > 0 and rest + tolerance >= case_size:
+        full += 1
+    return full
+
+
+def _share(amount: int, weights: list[Fraction], caps: list[int], ranks: list[int]) -> list[int]:
+    """Share `amount` steps in proportion to weights, within caps, largest remainders to the best rank."""
+    n = len(weights)
+    given = [0] * n
+    active = [i for i in range(n) if weights[i] > 0 and caps[i] > 0]
+    remaining = amount
+    # Whoever would get more than its cap gets its cap; the rest is shared again among the others.
+    while active and remaining > 0:
+        total_weight = sum(weights[i] for i in active)
+        capped = [i for i in active if remaining * weights[i] / total_weight >= caps[i]]
+        if not capped:
+            break
+        for i in capped:
+            given[i] = caps[i]
+            remaining -= caps[i]
+        active = [i for i in active if i not in capped]
+    if active and remaining > 0:
+        total_weight = sum(weights[i] for i in active)
+        ideal = {i: Fraction(remaining) * weights[i] / total_weight for i in active}
+        for i in active:
+            given[i] = math.floor(ideal[i])
+        left = remaining - sum(given[i] for i in active)
+        for i in sorted(active, key=lambda i: (-(ideal[i] - math.floor(ideal[i])), ranks[i])):
+            if left == 0:
+                break
+            if given[i] < caps[i]:
+                given[i] += 1
+                left -= 1
+        remaining = left
+    # Safety net (only reachable with odd inputs): what is left goes by rank to whoever has room.
+    for i in sorted(range(n), key=lambda i: ranks[i]):
+        if remaining <= 0:
+            break
+        room = caps[i] - given[i]
+        take = min(room, remaining)
+        given[i] += take
+        remaining -= take
+    return given
+
+
+def allocate(
+    case_size: Decimal, step: Optional[Decimal], demands: list[Demand], policy: str = "pro_rata"
+) -> AllocationResult:
+    """Buy whole cases for these demands and share them back by the policy (see the module rule)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown allocation policy {policy!r}")
+    case_size = to_quantity(case_size)
+    if case_size <= 0:
+        raise ValueError("case size must be positive")
+    unit = effective_step(case_size, to_quantity(step) if step is not None else None)
+    ordered = sorted(demands, key=lambda d: (d.ordered_at, d.line_id))
+    if not ordered:
+        return AllocationResult(0, {})
+    quantities = [max(to_quantity(d.quantity), Decimal(0)) for d in ordered]
+    tolerances = [max(to_quantity(d.tolerance), Decimal(0)) for d in ordered]
+    # In whole steps: what each line may get from its quantity, and in all.
+    q_steps = [int(q // unit) for q in quantities]
+    caps = [int((q + t) // unit) for q, t in zip(quantities, tolerances)]
+    case_steps = int(case_size / unit)
+    cases = count_cases(case_size, sum(quantities), sum(tolerances))
+    while cases and cases * case_steps > sum(caps):
+        cases -= 1
+    amount = cases * case_steps
+    ranks = list(range(len(ordered)))
+    first = min(amount, sum(q_steps))
+    extra_caps = []
+    if policy == "pro_rata":
+        given = _share(first, [Fraction(q) for q in quantities], q_steps, ranks)
+        extra_caps = [c - g for c, g in zip(caps, given)]
+        extra = _share(amount - first, [Fraction(t) for t in tolerances], extra_caps, ranks)
+    else:
+        given, left = [], first
+        for q in q_steps:
+            take = min(q, left)
+            given.append(take)
+            left -= take
+        extra, left = [], amount - first
+        for c, g in zip(caps, given):
+            take = min(c - g, left)
+            extra.append(take)
+            left -= take
+    allocations = {
+        d.line_id: to_quantity((g + e) * unit) for d, g, e in zip(ordered, given, extra)
+    }
+    return AllocationResult(cases, allocations)
+
+
+# --- database side --------------------------------------------------------------------------------
+
+
+@dataclass
+class BulkProgress:
+    """How full the current case of a bulk product is during the cycle (no household names)."""
+
+    offer_id: int
+    product_id: int
+    product_name: str
+    unit: str
+    case_size: Decimal
+    step: Decimal
+    total_ordered: Decimal
+    total_tolerance: Decimal
+    full_cases: int
+    remainder: Decimal
+    #: What is missing to complete the case being filled (a whole case when the last one is full).
+    missing: Decimal
+    #: True when the tolerances already given would complete the case being filled.
+    tolerances_complete: bool
+    #: How full the case being filled is, 0-100, for the bar.
+    percent: int
+
+
+def _bulk_offers(cycle_id: int) -> list[tuple[Offer, Product]]:
+    """The cycle's offers of bulk products."""
+    return list(
+        db.session.execute(
+            sa.select(Offer, Product)
+            .join(Product, Product.id == Offer.product_id)
+            .where(Offer.cycle_id == cycle_id, Product.case_size.is_not(None))
+            .order_by(Product.name, Offer.id)
+        ).tuples()
+    )
+
+
+def bulk_progress(cycle_id: int) -> list[BulkProgress]:
+    """For each bulk product of a cycle, how full the case is and what would complete it."""
+    offers = _bulk_offers(cycle_id)
+    if not offers:
+        return []
+    sums = {
+        offer_id: (quantity or Decimal(0), tolerance or Decimal(0))
+        for offer_id, quantity, tolerance in db.session.execute(
+            sa.select(OrderLine.offer_id, sa.func.sum(OrderLine.quantity), sa.func.sum(OrderLine.tolerance))
+            .join(Order, Order.id == OrderLine.order_id)
+            .where(
+                OrderLine.offer_id.in_([o.id for o, _p in offers]),
+                Order.status.in_(COUNTED_ORDER_STATUSES),
+            )
+            .group_by(OrderLine.offer_id)
+        )
+    }
+    rows = []
+    for offer, product in offers:
+        if not offer.active:
+            continue
+        total, tolerance = sums.get(offer.id, (Decimal(0), Decimal(0)))
+        total, tolerance = to_quantity(total), to_quantity(tolerance)
+        size = product.case_size
+        full = int(total // size)
+        rest = to_quantity(total - full * size)
+        missing = to_quantity(size - rest)
+        rows.append(
+            BulkProgress(
+                offer_id=offer.id,
+                product_id=product.id,
+                product_name=product.name,
+                unit=product.unit,
+                case_size=size,
+                step=product.step,
+                total_ordered=total,
+                total_tolerance=tolerance,
+                full_cases=full,
+                remainder=rest,
+                missing=missing,
+                tolerances_complete=rest > 0 and rest + tolerance >= size,
+                percent=int(rest * 100 // size),
+            )
+        )
+    return rows
+
+
+@dataclass
+class LineAllocation:
+    """What one household line ordered and gets."""
+
+    line_id: int
+    order_id: int
+    household_id: int
+    household_name: str
+    bag_number: Optional[int]
+    quantity: Decimal
+    tolerance: Decimal
+    allocated: Decimal
+
+
+@dataclass
+class ProductAllocation:
+    """A bulk product's cases and each line's share."""
+
+    offer_id: int
+    product_id: int
+    product_name: str
+    producer_id: int
+    unit: str
+    case_size: Decimal
+    step: Decimal
+    price_cents: int
+    cases: int
+    total_ordered: Decimal
+    lines: list[LineAllocation] = field(default_factory=list)
+
+    @property
+    def total_allocated(self) -> Decimal:
+        """Everything shared back; equals cases x case size."""
+        return sum((line.allocated for line in self.lines), Decimal("0.000"))
+
+
+def _compute(cycle: Cycle, policy: Optional[str], use_stored: bool) -> list[ProductAllocation]:
+    """Allocations of every bulk product of a cycle (stored ones when asked and complete)."""
+    policy = policy or cycle.allocation_policy or "pro_rata"
+    offers = _bulk_offers(cycle.id)
+    if not offers:
+        return []
+    lines_by_offer: dict[int, list] = defaultdict(list)
+    for line, order, name in db.session.execute(
+        sa.select(OrderLine, Order, Household.name)
+        .join(Order, Order.id == OrderLine.order_id)
+        .join(Household, Household.id == Order.household_id)
+        .where(
+            OrderLine.offer_id.in_([o.id for o, _p in offers]),
+            Order.status.in_(COUNTED_ORDER_STATUSES),
+        )
+        .order_by(OrderLine.id)
+    ).tuples():
+        lines_by_offer[line.offer_id].append((line, order, name))
+    result = []
+    for offer, product in offers:
+        entries = lines_by_offer.get(offer.id, [])
+        stored = use_stored and entries and all(line.quantity_allocated is not None for line, _o, _n in entries)
+        if stored:
+            shares = {line.id: line.quantity_allocated for line, _o, _n in entries}
+            cases = int(sum(shares.values(), Decimal(0)) // product.case_size)
+        else:
+            outcome = allocate(
+                product.case_size,
+                product.step,
+                [Demand(line.id, line.quantity, line.tolerance, line.ordered_at) for line, _o, _n in entries],
+                policy,
+            )
+            shares, cases = outcome.allocations, outcome.cases
+        allocation = ProductAllocation(
+            offer_id=offer.id,
+            product_id=product.id,
+            product_name=product.name,
+            producer_id=product.producer_id,
+            unit=product.unit,
+            case_size=product.case_size,
+            step=product.step,
+            price_cents=offer.price_cents,
+            cases=cases,
+            total_ordered=to_quantity(sum((line.quantity for line, _o, _n in entries), Decimal(0))),
+        )
+        for line, order, name in entries:
+            allocation.lines.append(
+                LineAllocation(line.id, order.id, order.household_id, name, order.bag_number,
+                               line.quantity, line.tolerance, shares.get(line.id, Decimal("0.000")))
+            )
+        result.append(allocation)
+    return result
+
+
+def allocate_bulk(cycle_id: int, policy: Optional[str] = None) -> list[ProductAllocation]:
+    """Share whole cases of each bulk product back to lines and store OrderLine.quantity_allocated.
+
+    Deterministic and idempotent: running it again writes nothing new. Uses the cycle's policy
+    unless one is given. The caller commits (and recomputes order totals).
+    """
+    cycle = db.session.get(Cycle, cycle_id)
+    if cycle is None:
+        raise LookupError(f"no cycle {cycle_id}")
+    allocations = _compute(cycle, policy, use_stored=False)
+    for product in allocations:
+        for line in product.lines:
+            db.session.execute(
+                sa.update(OrderLine)
+                .where(
+                    OrderLine.id == line.line_id,
+                    sa.or_(OrderLine.quantity_allocated.is_(None), OrderLine.quantity_allocated != line.allocated),
+                )
+                .values(quantity_allocated=line.allocated)
+                .execution_options(synchronize_session=False)
+            )
+    db.session.expire_all()
+    return allocations
+
+
+@dataclass
+class Portion:
+    """A household's portion taken out of one case."""
+
+    household_name: str
+    bag_number: Optional[int]
+    quantity: Decimal
+
+
+@dataclass
+class RepackCase:
+    """One case and the portions it is split into."""
+
+    number: int
+    portions: list[Portion]
+
+
+@dataclass
+class RepackagingProduct:
+    """A bulk product of the repackaging sheet (fiche de reconditionnement)."""
+
+    product_name: str
+    unit: str
+    case_size: Decimal
+    step: Decimal
+    cases: list[RepackCase]
+
+
+def repackaging_rows(cycle_id: int) -> list[RepackagingProduct]:
+    """Each bulk case split into household portions, in bag order then name (stored allocation first)."""
+    cycle = db.session.get(Cycle, cycle_id)
+    if cycle is None:
+        raise LookupError(f"no cycle {cycle_id}")
+    sheet = []
+    for product in _compute(cycle, None, use_stored=True):
+        if product.cases == 0:
+            continue
+        getting = sorted(
+            (line for line in product.lines if line.allocated > 0),
+            key=lambda line: (line.bag_number is None, line.bag_number or 0, line.household_name.lower(), line.line_id),
+        )
+        cases = [RepackCase(n + 1, []) for n in range(product.cases)]
+        index, room = 0, product.case_size
+        for line in getting:
+            left = line.allocated
+            while left > 0 and index < len(cases):
+                take = min(left, room)
+                cases[index].portions.append(Portion(line.household_name, line.bag_number, take))
+                left -= take
+                room -= take
+                if room == 0:
+                    index, room = index + 1, product.case_size
+        sheet.append(RepackagingProduct(product.product_name, product.unit, product.case_size, product.step, cases))
+    return sheet
+
+
+@dataclass
+class CaseOrder:
+    """What to order from the supplier: a bulk product in whole cases."""
+
+    producer_id: int
+    producer_name: str
+    product_id: int
+    product_name: str
+    unit: str
+    case_size: Decimal
+    cases: int
+    quantity: Decimal
+    price_cents: int
+
+
+def cases_to_order(cycle_id: int) -> list[CaseOrder]:
+    """The producers' bulk orders in whole cases (stored allocation if done, else computed)."""
+    cycle = db.session.get(Cycle, cycle_id)
+    if cycle is None:
+        raise LookupError(f"no cycle {cycle_id}")
+    rows = []
+    for product in _compute(cycle, None, use_stored=True):
+        if product.cases == 0:
+            continue
+        producer = db.session.get(Producer, product.producer_id)
+        rows.append(
+            CaseOrder(product.producer_id, producer.name, product.product_id, product.product_name, product.unit,
+                      product.case_size, product.cases, to_quantity(product.case_size * product.cases),
+                      product.price_cents)
+        )
+    return sorted(rows, key=lambda r: (r.producer_name.lower(), r.product_name.lower()))
+
+
+@dataclass
+class OrderBulkLine:
+    """A household's bulk line as shown on its order: ordered, accepted extra, and what it gets."""
+
+    product_name: str
+    unit: str
+    quantity: Decimal
+    tolerance: Decimal
+    allocated: Optional[Decimal]
+    case_size: Decimal
+
+
+def order_bulk_lines(order_id: int) -> list[OrderBulkLine]:
+    """The bulk lines of one order, with their allocation once the cycle is closed."""
+    return [
+        OrderBulkLine(name, unit, line.quantity, line.tolerance, line.quantity_allocated, case_size)
+        for line, name, unit, case_size in db.session.execute(
+            sa.select(OrderLine, Product.name, Product.unit, Product.case_size)
+            .join(Offer, Offer.id == OrderLine.offer_id)
+            .join(Product, Product.id == Offer.product_id)
+            .where(OrderLine.order_id == order_id, Product.case_size.is_not(None))
+            .order_by(Product.name)
+        ).tuples()
+    ]
