@@ -1,0 +1,484 @@
+"""Ordering services: cycles from schedules, the cart (save_order), slot booking and order totals."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from app.db import THOUSANDTH, utcnow
+from app.extensions import db
+from app.models import Household
+from orders.models import Cycle, Order, OrderLine, Schedule
+from orders.pricing import ShareError, check_share, household_tier, unit_price_cents
+from pickup.models import Site, Slot
+from producers.models import Offer, Producer, Product
+
+#: No household orders more than this of one product (typing 10000 instead of 1.0 is a mistake).
+MAX_QUANTITY = Decimal(500)
+
+
+class OrderRefused(Exception):
+    """The order cannot be saved; `messages` say why in French. Nothing has been written."""
+
+    def __init__(self, messages: list[str] | str):
+        """Keep the French messages for the form."""
+        self.messages = [messages] if isinstance(messages, str) else list(messages)
+        super().__init__("; ".join(self.messages))
+
+
+class CycleRefused(Exception):
+    """A coordinator's change to a cycle is refused (message in French)."""
+
+
+# --------------------------------------------------------------------------- cycles from schedules
+
+
+def _cycle_dates(schedule: Schedule, distribution_day: date) -> tuple[date, date]:
+    """The local days of opening and deadline for a distribution day."""
+    back = (schedule.distribution_weekday - schedule.closes_weekday) % 7
+    if back == 0 and schedule.closes_time > schedule.distribution_start:
+        back = 7
+    closes_day = distribution_day - timedelta(days=back)
+    back = (schedule.closes_weekday - schedule.opens_weekday) % 7
+    if back == 0 and schedule.opens_time >= schedule.closes_time:
+        back = 7
+    return closes_day - timedelta(days=back), closes_day
+
+
+def _at(day: date, at: time, zone: ZoneInfo) -> datetime:
+    """A local wall-clock time as aware UTC (DST-safe: the zone decides the offset of that day)."""
+    return datetime.combine(day, at, tzinfo=zone).astimezone(UTC)
+
+
+def slot_times(schedule: Schedule, day: date, zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """Every slot of a distribution day: slot_minutes long, from start to end in local time."""
+    start = datetime.combine(day, schedule.distribution_start)
+    end = datetime.combine(day, schedule.distribution_end)
+    step = timedelta(minutes=schedule.slot_minutes)
+    result = []
+    while start + step <= end:
+        result.append((_at(day, start.time(), zone), _at(day, (start + step).time(), zone)))
+        start += step
+    return result
+
+
+def generate_cycles(today: date | None = None, now: datetime | None = None) -> list[Cycle]:
+    """Create the missing cycles (and their slots) of the next weeks_ahead weeks of every active schedule."""
+    now = now or utcnow()
+    today = today or now.astimezone(ZoneInfo("Europe/Paris")).date()
+    created: list[Cycle] = []
+    schedules = db.session.execute(
+        sa.select(Schedule, Site.timezone).join(Site, Site.id == Schedule.site_id).where(Schedule.active.is_(True))
+    ).all()
+    for schedule, tz in schedules:
+        zone = ZoneInfo(tz or "Europe/Paris")
+        existing = set(db.session.scalars(sa.select(Cycle.week).where(Cycle.schedule_id == schedule.id)))
+        first = today + timedelta(days=(schedule.distribution_weekday - today.weekday()) % 7)
+        for k in range(schedule.weeks_ahead):
+            day = first + timedelta(weeks=k)
+            iso = day.isocalendar()
+            week = f"{iso.year}-W{iso.week:02d}"
+            if week in existing:
+                continue
+            opens_day, closes_day = _cycle_dates(schedule, day)
+            closes_at = _at(closes_day, schedule.closes_time, zone)
+            if closes_at <= now:
+                continue  # too late to order for that distribution
+            cycle = Cycle(
+                site_id=schedule.site_id, schedule_id=schedule.id, week=week,
+                opens_at=_at(opens_day, schedule.opens_time, zone), closes_at=closes_at,
+                distribution_date=day,
+                distribution_starts_at=_at(day, schedule.distribution_start, zone),
+                distribution_ends_at=_at(day, schedule.distribution_end, zone),
+                status="draft", allocation_policy=schedule.allocation_policy,
+            )
+            try:
+                # A savepoint per cycle: a beat running twice at once loses on the unique key, not the batch.
+                with db.session.begin_nested():
+                    db.session.add(cycle)
+                    db.session.flush()
+                    for starts, ends in slot_times(schedule, day, zone):
+                        db.session.add(Slot(cycle_id=cycle.id, starts_at=starts, ends_at=ends,
+                                            capacity=schedule.slot_capacity, booked=0))
+                    db.session.flush()
+            except IntegrityError:
+                continue
+            created.append(cycle)
+    return created
+
+
+def open_due_cycles(now: datetime | None = None) -> int:
+    """Open the draft cycles whose opening time has come (guarded draft -> open); returns how many."""
+    now = now or utcnow()
+    result = db.session.execute(
+        sa.update(Cycle)
+        .where(Cycle.status == "draft", Cycle.opens_at <= now, Cycle.closes_at > now)
+        .values(status="open")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
+               distribution_starts_at: datetime, distribution_ends_at: datetime) -> Cycle:
+    """Move a distribution (and its slots) to other dates or times; only before it closes."""
+    if not (opens_at < closes_at <= distribution_starts_at < distribution_ends_at):
+        raise CycleRefused("Les dates doivent se suivre : ouverture, date limite, début puis fin de distribution.")
+    cycle = db.session.get(Cycle, cycle_id)
+    if cycle is None:
+        raise CycleRefused("Cette distribution n'existe pas.")
+    shift = distribution_starts_at - cycle.distribution_starts_at
+    result = db.session.execute(
+        sa.update(Cycle)
+        .where(Cycle.id == cycle_id, Cycle.status.in_(("draft", "open")))
+        .values(opens_at=opens_at, closes_at=closes_at, distribution_starts_at=distribution_starts_at,
+                distribution_ends_at=distribution_ends_at,
+                distribution_date=distribution_starts_at.astimezone(ZoneInfo("Europe/Paris")).date())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise CycleRefused("Cette distribution est déjà close ou annulée : elle ne peut plus être déplacée.")
+    if shift:
+        for slot in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id)):
+            slot.starts_at += shift
+            slot.ends_at += shift
+    db.session.refresh(cycle)
+    return cycle
+
+
+def cancel_cycle(cycle_id: int) -> Cycle:
+    """Cancel a distribution before it closes: its orders are cancelled and their stock released."""
+    result = db.session.execute(
+        sa.update(Cycle)
+        .where(Cycle.id == cycle_id, Cycle.status.in_(("draft", "open")))
+        .values(status="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise CycleRefused("Cette distribution est déjà close ou annulée.")
+    db.session.execute(sa.update(Order).where(Order.cycle_id == cycle_id)
+                       .values(status="cancelled").execution_options(synchronize_session=False))
+    db.session.execute(sa.update(Offer).where(Offer.cycle_id == cycle_id)
+                       .values(reserved=Decimal(0)).execution_options(synchronize_session=False))
+    db.session.execute(sa.update(Slot).where(Slot.cycle_id == cycle_id)
+                       .values(booked=0).execution_options(synchronize_session=False))
+    cycle = db.session.get(Cycle, cycle_id)
+    db.session.refresh(cycle)
+    return cycle
+
+
+def current_cycle(now: datetime | None = None) -> Cycle | None:
+    """The open cycle households order in now (the one closing first)."""
+    now = now or utcnow()
+    return db.session.scalar(
+        sa.select(Cycle).where(Cycle.status == "open", Cycle.closes_at > now, Cycle.opens_at <= now)
+        .order_by(Cycle.closes_at).limit(1)
+    )
+
+
+# --------------------------------------------------------------------------- the cart
+
+
+def parse_quantity(text: str | None) -> Decimal:
+    """A quantity from what a person typed ("1,5"); ValueError with a French message if it is not one."""
+    cleaned = (text or "").strip().replace(",", ".").replace(" ", "")
+    if not cleaned:
+        return Decimal(0)
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise ValueError(f"« {text} » n'est pas une quantité.") from None
+    if not value.is_finite():
+        raise ValueError(f"« {text} » n'est pas une quantité.")
+    return value
+
+
+def _check_line(product: Product, qty: Decimal, tolerance: Decimal) -> str | None:
+    """Why a quantity cannot be ordered for this product (French), or None."""
+    name = product.name
+    for value in (qty, tolerance):
+        if not isinstance(value, Decimal) or not value.is_finite():
+            return f"{name} : la quantité n'est pas un nombre."
+    if qty < 0 or tolerance < 0:
+        return f"{name} : une quantité ne peut pas être négative."
+    if qty > MAX_QUANTITY or tolerance > MAX_QUANTITY:
+        return f"{name} : {MAX_QUANTITY} au plus ; vérifiez la quantité."
+    for value in (qty, tolerance):
+        if value != value.quantize(THOUSANDTH) and value.as_tuple().exponent < -3:
+            return f"{name} : trois décimales au plus (au gramme près)."
+    if qty == 0 and tolerance > 0:
+        return f"{name} : une tolérance sans quantité commandée n'est pas possible."
+    if tolerance > 0 and not product.is_bulk:
+        return f"{name} : la tolérance n'existe que pour les produits en vrac."
+    step = product.step
+    if qty % step != 0 or tolerance % step != 0:
+        if step == 1:
+            return f"{name} : se commande à l'unité (nombre entier)."
+        return f"{name} : se commande par multiples de {format(step.normalize(), 'f').replace('.', ',')}."
+    return None
+
+
+@dataclass
+class _Wanted:
+    """One line the household asks for, once validated."""
+
+    offer: Offer
+    quantity: Decimal
+    tolerance: Decimal
+    unit_price_cents: int
+
+
+def save_order(
+    cycle_id: int,
+    household_id: int,
+    quantities: dict[int, tuple[Decimal, Decimal]],
+    slot_id: int | None,
+    entered_by_id: int | None,
+    by_volunteer: bool = False,
+    now: datetime | None = None,
+    *,
+    chosen_share_bp: int | None = None,
+    expected_prices: dict[int, int] | None = None,
+) -> Order | None:
+    """Replace the household's order in a cycle with these quantities; all or nothing.
+
+    Offers absent from `quantities` keep their line; a quantity of 0 removes it. Returns the
+    order (None if an empty cart was confirmed with no order yet). Raises OrderRefused, in which
+    case nothing of this call stays written (the savepoint is rolled back). The caller commits.
+    """
+    now = now or utcnow()
+    # FOR SHARE: saves run side by side, but close_cycle's UPDATE waits for them (and they for it),
+    # so the deadline and status read here still hold when this transaction commits.
+    cycle = db.session.scalar(
+        sa.select(Cycle).where(Cycle.id == cycle_id).with_for_update(read=True)
+    )
+    if cycle is None:
+        raise OrderRefused("Cette commande de la semaine n'existe pas.")
+    _check_cycle_open(cycle, now)
+    household = db.session.get(Household, household_id)
+    if household is None or not household.active:
+        raise OrderRefused("Ce foyer n'existe pas ou n'est plus actif.")
+    tier = household_tier(household)
+    try:
+        share = check_share(tier, chosen_share_bp)
+    except ShareError as error:
+        raise OrderRefused(str(error)) from None
+
+    order = db.session.scalar(
+        sa.select(Order).where(Order.cycle_id == cycle_id, Order.household_id == household_id)
+        .options(selectinload(Order.lines)).with_for_update(of=Order)
+    )
+    if order is not None:
+        # The row lock above serializes two saves of the same order; see them as they are now.
+        db.session.refresh(order)
+    current = {line.offer_id: line for line in (order.lines if order else []) if line.contract_id is None}
+    errors: list[str] = []
+
+    try:
+        offer_ids = sorted({int(k) for k in quantities})
+    except (TypeError, ValueError):
+        raise OrderRefused("Produit inconnu.") from None
+    rows = db.session.execute(
+        sa.select(Offer, Product, Producer)
+        .join(Product, Product.id == Offer.product_id)
+        .join(Producer, Producer.id == Product.producer_id)
+        .where(Offer.id.in_(offer_ids + list(current)))
+    ).all() if offer_ids or current else []
+    found = {offer.id: (offer, product, producer) for offer, product, producer in rows}
+
+    wanted: dict[int, _Wanted] = {}
+    for offer_id in offer_ids:
+        qty, tolerance = quantities[offer_id]
+        if offer_id not in found or found[offer_id][0].cycle_id != cycle_id:
+            errors.append("Ce produit ne fait pas partie de cette commande de la semaine.")
+            continue
+        offer, product, producer = found[offer_id]
+        problem = _check_line(product, qty, tolerance)
+        if problem:
+            errors.append(problem)
+            continue
+        if qty == 0:
+            continue
+        if not (offer.active and product.active and producer.active):
+            errors.append(f"{product.name} n'est plus proposé cette semaine.")
+            continue
+        price = unit_price_cents(offer.price_cents, tier, share)
+        if expected_prices is not None and offer_id in expected_prices and expected_prices[offer_id] != price:
+            errors.append(f"Le prix de {product.name} a changé : vérifiez le panier et confirmez à nouveau.")
+            continue
+        wanted[offer_id] = _Wanted(offer, qty.quantize(THOUSANDTH), tolerance.quantize(THOUSANDTH), price)
+    # Lines not mentioned are kept as they are (at the price of today's tier).
+    for offer_id, line in current.items():
+        if offer_id not in quantities:
+            offer = found[offer_id][0]
+            wanted[offer_id] = _Wanted(offer, line.quantity, line.tolerance,
+                                       unit_price_cents(offer.price_cents, tier, share))
+    if errors:
+        raise OrderRefused(errors)
+    if not wanted and order is None:
+        raise OrderRefused("Votre panier est vide : indiquez au moins une quantité.")
+    if wanted and slot_id is None:
+        raise OrderRefused("Choisissez un créneau de retrait.")
+
+    savepoint = db.session.begin_nested()
+    try:
+        if order is None:
+            order = Order(cycle_id=cycle_id, household_id=household_id, status="confirmed", total_cents=0)
+            db.session.add(order)
+            db.session.flush()
+        errors = _move_reserved(current, wanted, found)
+        if errors:
+            raise OrderRefused(errors)
+        _write_lines(order, current, wanted, now)
+        if wanted:
+            book_slot(order.id, slot_id, now=now, _checked=True)
+            order.status = "confirmed"
+            order.confirmed_at = now
+        else:
+            _release_slot(order)
+            order.status = "cancelled"
+        order.entered_by_id = entered_by_id
+        order.entered_by_volunteer = bool(by_volunteer)
+        order.chosen_share_bp = share
+        order.updated_at = now
+        db.session.flush()
+        recompute_order_total(order.id)
+        savepoint.commit()
+    except OrderRefused:
+        savepoint.rollback()
+        raise
+    except IntegrityError:
+        savepoint.rollback()
+        raise OrderRefused("Votre commande vient d'être modifiée en même temps ailleurs : réessayez.") from None
+    return order
+
+
+def _check_cycle_open(cycle: Cycle, now: datetime) -> None:
+    """Refuse any write outside the ordering window, against the stored times."""
+    if cycle.status != "open" or now < cycle.opens_at:
+        raise OrderRefused("Cette commande de la semaine n'est pas ouverte : plus aucune modification possible.")
+    if now >= cycle.closes_at:
+        raise OrderRefused("La date limite de commande est passée : la commande ne peut plus être modifiée.")
+
+
+def _move_reserved(current: dict[int, OrderLine], wanted: dict[int, _Wanted], found: dict) -> list[str]:
+    """Move each offer's reserved counter by the change, with the cap in the WHERE clause."""
+    errors = []
+    # Always in offer id order, so two transactions never wait on each other in a cycle.
+    for offer_id in sorted(set(current) | set(wanted)):
+        old = current[offer_id].quantity if offer_id in current else Decimal(0)
+        new = wanted[offer_id].quantity if offer_id in wanted else Decimal(0)
+        delta = new - old
+        if delta == 0:
+            continue
+        statement = (sa.update(Offer).where(Offer.id == offer_id)
+                     .values(reserved=Offer.reserved + delta)
+                     .execution_options(synchronize_session=False))
+        if delta > 0:
+            statement = statement.where(sa.or_(Offer.stock_cap.is_(None), Offer.reserved + delta <= Offer.stock_cap))
+        if db.session.execute(statement).rowcount != 1:
+            product = found[offer_id][1]
+            cap, reserved = db.session.execute(
+                sa.select(Offer.stock_cap, Offer.reserved).where(Offer.id == offer_id)).one()
+            left = max((cap or Decimal(0)) - reserved + (current[offer_id].quantity if offer_id in current else 0), 0)
+            left_text = format(Decimal(left).normalize(), "f").replace(".", ",")
+            errors.append(f"Plus assez de « {product.name} » : il en reste {left_text} pour vous.")
+    return errors
+
+
+def _write_lines(order: Order, current: dict[int, OrderLine], wanted: dict[int, _Wanted], now: datetime) -> None:
+    """Insert, update or delete the order's plain lines to match what is wanted."""
+    for offer_id, line in current.items():
+        if offer_id not in wanted:
+            db.session.delete(line)
+    for offer_id, want in wanted.items():
+        line = current.get(offer_id)
+        if line is None:
+            db.session.add(OrderLine(order_id=order.id, offer_id=offer_id, quantity=want.quantity,
+                                     tolerance=want.tolerance, unit_price_cents=want.unit_price_cents,
+                                     base_price_cents=want.offer.price_cents, ordered_at=now))
+            continue
+        if want.quantity > line.quantity:
+            line.ordered_at = now  # more asked: the extra comes last in first-come allocation
+        line.quantity = want.quantity
+        line.tolerance = want.tolerance
+        line.unit_price_cents = want.unit_price_cents
+        line.base_price_cents = want.offer.price_cents
+    db.session.flush()
+
+
+def _release_slot(order: Order) -> None:
+    """Give the order's slot place back."""
+    if order.slot_id is not None:
+        db.session.execute(sa.update(Slot).where(Slot.id == order.slot_id, Slot.booked > 0)
+                           .values(booked=Slot.booked - 1).execution_options(synchronize_session=False))
+        order.slot_id = None
+
+
+def book_slot(order_id: int, slot_id: int, now: datetime | None = None, _checked: bool = False) -> Order:
+    """Book a pickup slot for an order (capacity guarded), releasing its previous slot. Caller commits."""
+    now = now or utcnow()
+    order = db.session.get(Order, order_id)
+    if order is None:
+        raise OrderRefused("Cette commande n'existe pas.")
+    if not _checked:
+        cycle = db.session.scalar(sa.select(Cycle).where(Cycle.id == order.cycle_id).with_for_update(read=True))
+        _check_cycle_open(cycle, now)
+    if order.slot_id == slot_id:
+        return order
+    booked = db.session.execute(
+        sa.update(Slot)
+        .where(Slot.id == slot_id, Slot.cycle_id == order.cycle_id, Slot.booked < Slot.capacity)
+        .values(booked=Slot.booked + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if booked.rowcount != 1:
+        exists = db.session.scalar(sa.select(Slot.id).where(Slot.id == slot_id, Slot.cycle_id == order.cycle_id))
+        if exists is None:
+            raise OrderRefused("Ce créneau n'existe pas pour cette distribution.")
+        raise OrderRefused("Ce créneau est complet : choisissez-en un autre.")
+    _release_slot(order)
+    order.slot_id = slot_id
+    db.session.flush()
+    return order
+
+
+def recompute_order_total(order_id: int) -> int:
+    """Store on the order the sum of its line totals (each rounded once); returns it."""
+    lines = db.session.scalars(sa.select(OrderLine).where(OrderLine.order_id == order_id)).all()
+    total = sum((line.total_cents for line in lines), 0)
+    db.session.execute(sa.update(Order).where(Order.id == order_id).values(total_cents=total)
+                       .execution_options(synchronize_session=False))
+    order = db.session.get(Order, order_id)
+    if order is not None:
+        order.total_cents = total
+        db.session.flush()
+    return total
+
+
+def household_orders(household_id: int) -> list[tuple[Order, Cycle]]:
+    """The household's orders, newest distribution first, with their cycle."""
+    return db.session.execute(
+        sa.select(Order, Cycle).join(Cycle, Cycle.id == Order.cycle_id)
+        .where(Order.household_id == household_id)
+        .order_by(Cycle.distribution_date.desc())
+    ).all()
+
+
+def search_households(text: str, limit: int = 20) -> list[Household]:
+    """Active households whose name (or a member's name or e-mail) contains the text."""
+    from app.models import User
+
+    pattern = f"%{text.strip()}%"
+    return list(db.session.scalars(
+        sa.select(Household).where(Household.active.is_(True))
+        .where(sa.or_(Household.name.ilike(pattern),
+                      Household.id.in_(sa.select(User.household_id).where(
+                          sa.or_(User.name.ilike(pattern), User.email.ilike(pattern))))))
+        .order_by(Household.name).limit(limit)
+    ))
