@@ -1,2 +1,515 @@
 """Pages of the pickup package (thin: form in, service call, redirect or render)."""
-from pickup import bp  # noqa: F401
+from __future__ import annotations
+
+from flask import (
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user
+from werkzeug.exceptions import Conflict, NotFound
+
+from app.auth.decorators import roles_required
+from app.extensions import db
+from app.models import User
+from orders.models import Cycle
+from pickup import bp, services
+from pickup.forms import (
+    NO_SHOW_OUTCOMES,
+    CollectForm,
+    EndDistributionForm,
+    NoShowOutcomeForm,
+    PaymentForm,
+    PreparedForm,
+    RotaNeededForm,
+    RotaSignupForm,
+    RotaWithdrawForm,
+    SearchForm,
+    ShortageForm,
+    SlotForm,
+    WeightForm,
+)
+from pickup.services import NeedsConfirmation, NotInDistribution, PickupError
+
+
+def _refuse(status: int, message: str):
+    """Stop with a plain French error page carrying this message."""
+    error = (NotFound if status == 404 else Conflict)(description=message)
+    error.panier_message = True
+    raise error
+
+
+def _current_cycle_or_404() -> Cycle:
+    """The distribution being handled, for pages that write."""
+    cycle = services.current_distribution()
+    if cycle is None:
+        _refuse(404, _("Aucune distribution en cours."))
+    return cycle
+
+
+def _deliver_mail() -> None:
+    """Ask a worker to send queued e-mails (after commit; harmless without a worker)."""
+    from app.outbox import request_delivery
+
+    request_delivery()
+
+
+# --------------------------------------------------------------------------- household's slot
+
+
+def _household_id() -> int:
+    """The signed-in member's household (403 without one)."""
+    if not current_user.household_id:
+        _refuse(404, _("Votre compte n'est rattaché à aucun foyer."))
+    return current_user.household_id
+
+
+def _slot_forms(choices: list[services.SlotChoice]) -> dict[int, SlotForm]:
+    """One slot form per order, with the slots and places left as choices."""
+    forms = {}
+    for choice in choices:
+        form = SlotForm(prefix=f"o{choice.order.id}", formdata=None)
+        form.slot.choices = [(s.id, s) for s in choice.slots]
+        form.slot.data = choice.order.slot_id
+        forms[choice.order.id] = form
+    return forms
+
+
+@bp.route("/mon-creneau")
+@roles_required("member")
+def my_slot():
+    """The household's slot for each coming distribution, changeable until the deadline."""
+    choices = services.household_slots(_household_id())
+    return render_template("pickup/my_slot.html", choices=choices, forms=_slot_forms(choices))
+
+
+@bp.route("/mon-creneau/<int:order_id>", methods=["POST"])
+@roles_required("member")
+def choose_slot(order_id: int):
+    """Book or change the slot of one order."""
+    household_id = _household_id()
+    try:
+        services.household_order(order_id, household_id)
+    except NotInDistribution as error:
+        _refuse(404, error.message)
+    form = SlotForm(prefix=f"o{order_id}")
+    form.slot.choices = [(s.id, str(s.id)) for s in services.slots_of_order(order_id)]
+    if form.validate_on_submit():
+        try:
+            services.choose_slot(household_id, order_id, form.slot.data)
+        except PickupError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("C'est noté : votre créneau est enregistré."), "success")
+    else:
+        for message in form.slot.errors:
+            flash(message, "error")
+    return redirect(url_for("pickup.my_slot"))
+
+
+@bp.route("/mon-creneau/<int:order_id>/creneau.ics")
+@roles_required("member")
+def slot_ics(order_id: int):
+    """The household's slot as a calendar file."""
+    from pickup.ics import slot_calendar
+
+    try:
+        order = services.household_order(order_id, _household_id())
+    except NotInDistribution as error:
+        _refuse(404, error.message)
+    if order.slot_id is None:
+        _refuse(404, _("Choisissez d'abord un créneau."))
+    body = slot_calendar(order.id, current_app.config.get("BASE_URL", ""))
+    return Response(body, mimetype="text/calendar", headers={
+        "Content-Disposition": f'attachment; filename="retrait-panier-{order.id}.ics"',
+    })
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@bp.route("/preparation")
+@roles_required("volunteer")
+def prepare():
+    """Bags to prepare, slot by slot, for the current distribution."""
+    cycle = services.current_distribution()
+    groups = services.bags_by_slot(cycle.id) if cycle else []
+    return render_template("pickup/prepare.html", cycle=cycle, groups=groups)
+
+
+def _render_bag(order_id: int, status: int = 200, forms: dict | None = None, ticked: set[int] | None = None):
+    """The preparation page of one bag, with per-line forms (errors kept on the line that had them)."""
+    cycle = _current_cycle_or_404()
+    try:
+        bag = services.get_bag(order_id, cycle.id)
+    except NotInDistribution as error:
+        _refuse(404, error.message)
+    forms = forms or {}
+    weight_forms, shortage_forms = {}, {}
+    for line in bag.lines:
+        if line.offer.product.sold_by_weight:
+            weight_forms[line.id] = forms.get(("w", line.id)) or WeightForm(prefix=f"w{line.id}", formdata=None)
+        shortage_forms[line.id] = forms.get(("s", line.id)) or ShortageForm(prefix=f"s{line.id}", formdata=None)
+    return render_template(
+        "pickup/prepare_bag.html", cycle=cycle, bag=bag, weight_forms=weight_forms,
+        shortage_forms=shortage_forms, prepared_form=forms.get("prepared") or PreparedForm(),
+        ticked=ticked or set(), expected=services.expected_quantity,
+    ), status
+
+
+@bp.route("/preparation/sac/<int:order_id>")
+@roles_required("volunteer")
+def prepare_bag(order_id: int):
+    """One bag: tick the products, weigh, report what is missing, mark it ready."""
+    return _render_bag(order_id)
+
+
+def _line_order_id(line_id: int, cycle_id: int) -> int:
+    """The bag of a line of the current distribution (404 otherwise)."""
+    from orders.models import OrderLine
+
+    line = db.session.get(OrderLine, line_id)
+    if line is None or line.order.cycle_id != cycle_id:
+        _refuse(404, _("Ce produit n'appartient pas à la distribution en cours."))
+    return line.order_id
+
+
+@bp.route("/preparation/ligne/<int:line_id>/poids", methods=["POST"])
+@roles_required("volunteer")
+def record_weight(line_id: int):
+    """Record the weight packed; a suspicious weight asks to be confirmed."""
+    cycle = _current_cycle_or_404()
+    order_id = _line_order_id(line_id, cycle.id)
+    form = WeightForm(prefix=f"w{line_id}")
+    if form.validate_on_submit():
+        try:
+            services.record_weight(line_id, form.weight.quantity, cycle_id=cycle.id, user_id=current_user.id,
+                                   confirmed=form.confirm.data)
+        except NeedsConfirmation as error:
+            db.session.rollback()
+            form.confirm.errors = [error.message]
+            form.needs_confirm = True
+            return _render_bag(order_id, 422, forms={("w", line_id): form})
+        except PickupError as error:
+            db.session.rollback()
+            form.weight.errors = [error.message]
+            return _render_bag(order_id, 422, forms={("w", line_id): form})
+        db.session.commit()
+        _deliver_mail()
+        flash(_("Poids enregistré."), "success")
+        return redirect(url_for("pickup.prepare_bag", order_id=order_id) + f"#ligne-{line_id}")
+    return _render_bag(order_id, 422, forms={("w", line_id): form})
+
+
+@bp.route("/preparation/ligne/<int:line_id>/manque", methods=["POST"])
+@roles_required("volunteer")
+def record_shortage(line_id: int):
+    """A product is missing or short: the household is credited and told."""
+    cycle = _current_cycle_or_404()
+    order_id = _line_order_id(line_id, cycle.id)
+    form = ShortageForm(prefix=f"s{line_id}")
+    if form.validate_on_submit():
+        try:
+            services.record_shortage(line_id, form.received.quantity, cycle_id=cycle.id, user_id=current_user.id)
+        except PickupError as error:
+            db.session.rollback()
+            form.received.errors = [error.message]
+            return _render_bag(order_id, 422, forms={("s", line_id): form})
+        db.session.commit()
+        _deliver_mail()
+        flash(_("Manque enregistré : le foyer est remboursé de la différence et prévenu."), "success")
+        return redirect(url_for("pickup.prepare_bag", order_id=order_id) + f"#ligne-{line_id}")
+    return _render_bag(order_id, 422, forms={("s", line_id): form})
+
+
+@bp.route("/preparation/sac/<int:order_id>/pret", methods=["POST"])
+@roles_required("volunteer")
+def mark_prepared(order_id: int):
+    """The bag is ready once every product is ticked."""
+    cycle = _current_cycle_or_404()
+    form = PreparedForm()
+    ticked = {int(v) for v in request.form.getlist("line") if v.isdigit()}
+    if form.validate_on_submit():
+        try:
+            services.mark_prepared(order_id, ticked, cycle_id=cycle.id, user_id=current_user.id)
+        except NotInDistribution as error:
+            db.session.rollback()
+            _refuse(404, error.message)
+        except PickupError as error:
+            db.session.rollback()
+            form.submit.errors = [error.message]
+            return _render_bag(order_id, 422, forms={"prepared": form}, ticked=ticked)
+        db.session.commit()
+        flash(_("Sac prêt."), "success")
+        return redirect(url_for("pickup.prepare"))
+    return _render_bag(order_id, 400, ticked=ticked)
+
+
+# --------------------------------------------------------------------------- hand-out desk
+
+
+@bp.route("/accueil")
+@roles_required("volunteer")
+def desk():
+    """Find a household by name, bag number or slot."""
+    cycle = services.current_distribution()
+    form = SearchForm(request.args)
+    slot_id = request.args.get("slot", type=int)
+    groups = services.bags_by_slot(cycle.id) if cycle else []
+    results = None
+    if cycle and (form.q.data or slot_id):
+        results = services.find_bags(cycle.id, form.q.data or "", slot_id)
+    return render_template("pickup/desk.html", cycle=cycle, form=form, groups=groups, results=results,
+                           slot_id=slot_id, end_form=EndDistributionForm())
+
+
+def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm | None = None):
+    """What the household collects and still owes, with payment and hand-over buttons."""
+    from orders.ledger import balance_cents
+    from orders.payments import amount_due_cents
+
+    cycle = _current_cycle_or_404()
+    try:
+        bag = services.get_bag(order_id, cycle.id)
+    except NotInDistribution as error:
+        _refuse(404, error.message)
+    due = amount_due_cents(order_id)
+    if payment_form is None:
+        payment_form = PaymentForm(formdata=None)
+        payment_form.method.data = "cash"
+        if due:
+            payment_form.amount.data = f"{due // 100},{due % 100:02d}"
+    collector = db.session.get(User, bag.pickup.collected_by_id) if (
+        bag.pickup and bag.pickup.collected_by_id) else None
+    card_url = None
+    if current_app.config.get("STRIPE_SECRET_KEY"):
+        from app.templating import nav_url
+
+        card_url = nav_url("orders.pay", order_id=order_id)
+    return render_template(
+        "pickup/desk_bag.html", cycle=cycle, bag=bag, due=due, balance=balance_cents(bag.household.id),
+        payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_url=card_url,
+        expected=services.expected_quantity,
+    ), status
+
+
+@bp.route("/accueil/sac/<int:order_id>")
+@roles_required("volunteer")
+def desk_bag(order_id: int):
+    """One household at the desk."""
+    return _render_desk_bag(order_id)
+
+
+@bp.route("/accueil/sac/<int:order_id>/paiement", methods=["POST"])
+@roles_required("volunteer")
+def desk_pay(order_id: int):
+    """Take cash, a cheque or the balance for a bag."""
+    cycle = _current_cycle_or_404()
+    form = PaymentForm()
+    if form.validate_on_submit():
+        try:
+            services.desk_payment(
+                order_id, cycle_id=cycle.id, method=form.method.data, amount_cents=form.amount.cents,
+                user_id=current_user.id, cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data,
+            )
+        except NotInDistribution as error:
+            db.session.rollback()
+            _refuse(404, error.message)
+        except PickupError as error:
+            db.session.rollback()
+            form.submit.errors = [error.message]
+            return _render_desk_bag(order_id, 422, form)
+        db.session.commit()
+        flash(_("Paiement enregistré."), "success")
+        return redirect(url_for("pickup.desk_bag", order_id=order_id))
+    return _render_desk_bag(order_id, 422, form)
+
+
+@bp.route("/accueil/sac/<int:order_id>/remis", methods=["POST"])
+@roles_required("volunteer")
+def collect(order_id: int):
+    """The bag is handed over (once only)."""
+    cycle = _current_cycle_or_404()
+    form = CollectForm()
+    if not form.validate_on_submit():
+        _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
+    try:
+        services.collect_bag(order_id, cycle_id=cycle.id, user_id=current_user.id)
+    except NotInDistribution as error:
+        db.session.rollback()
+        _refuse(404, error.message)
+    except PickupError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(url_for("pickup.desk_bag", order_id=order_id))
+    db.session.commit()
+    flash(_("Sac remis. Bonne semaine !"), "success")
+    return redirect(url_for("pickup.desk"))
+
+
+@bp.route("/distribution/<int:cycle_id>/fin", methods=["POST"])
+@roles_required("volunteer")
+def end_distribution(cycle_id: int):
+    """End of the afternoon: bags not collected become no-shows."""
+    cycle = _current_cycle_or_404()
+    if cycle.id != cycle_id:
+        _refuse(404, _("Cette distribution n'est pas celle en cours."))
+    if not EndDistributionForm().validate_on_submit():
+        _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
+    count = services.end_distribution(cycle_id)
+    db.session.commit()
+    flash(_("Distribution terminée : %(count)s sac(s) non récupéré(s).", count=count), "success")
+    if current_user.has_role("coordinator"):
+        return redirect(url_for("pickup.no_shows"))
+    return redirect(url_for("pickup.desk"))
+
+
+# --------------------------------------------------------------------------- coordinator: board, no-shows
+
+
+@bp.route("/tableau")
+@roles_required("coordinator")
+def board():
+    """The live board of the distribution (the page reloads itself)."""
+    cycle = services.current_distribution()
+    data = services.board(cycle.id) if cycle else None
+    page = render_template("pickup/board.html", cycle=cycle, board=data,
+                           labels=services.PAYMENT_METHOD_LABELS, end_form=EndDistributionForm())
+    # The header reloads the board even where a browser ignores the meta tag in the body.
+    return page, 200, {"Refresh": "30"}
+
+
+@bp.route("/non-recuperes")
+@roles_required("coordinator")
+def no_shows():
+    """Bags nobody came for, and what was done with them."""
+    bags = services.no_show_bags()
+    forms = {}
+    for bag in bags:
+        forms[bag.order.id] = NoShowOutcomeForm(prefix=f"n{bag.order.id}", formdata=None)
+    cycles = {bag.order.cycle_id: db.session.get(Cycle, bag.order.cycle_id) for bag in bags}
+    return render_template("pickup/no_shows.html", bags=bags, forms=forms, cycles=cycles)
+
+
+@bp.route("/non-recuperes/<int:order_id>", methods=["POST"])
+@roles_required("coordinator")
+def no_show_outcome(order_id: int):
+    """Record what was done with a bag nobody came for."""
+    form = NoShowOutcomeForm(prefix=f"n{order_id}")
+    if form.validate_on_submit():
+        label = dict(NO_SHOW_OUTCOMES)[form.outcome.data]
+        text = f"{label} — {form.note.data.strip()}" if form.note.data and form.note.data.strip() else str(label)
+        try:
+            services.record_no_show_outcome(order_id, text)
+        except NotInDistribution as error:
+            db.session.rollback()
+            _refuse(404, error.message)
+        db.session.commit()
+        flash(_("C'est noté."), "success")
+    else:
+        for message in form.outcome.errors:
+            flash(message, "error")
+    return redirect(url_for("pickup.no_shows") + f"#sac-{order_id}")
+
+
+@bp.route("/manques")
+@roles_required("producer", "coordinator")
+def shortfalls():
+    """What producers did not deliver, per cycle (a producer sees only its own)."""
+    producer_id = None
+    if not current_user.has_role("coordinator"):
+        if not current_user.producer_id:
+            _refuse(404, _("Votre compte n'est rattaché à aucun producteur."))
+        producer_id = current_user.producer_id
+    rows = services.shortfalls(producer_id=producer_id)
+    return render_template("pickup/shortfalls.html", rows=rows, own=producer_id is not None)
+
+
+# --------------------------------------------------------------------------- rota
+
+
+@bp.route("/permanences")
+@roles_required("volunteer")
+def rota():
+    """Roles of the coming distributions: sign up, withdraw, and (coordinator) how many are needed."""
+    overview = services.rota_overview()
+    db.session.commit()  # the roles of a new distribution were just created from the defaults
+    needed_forms = {}
+    if current_user.has_role("coordinator"):
+        for _cycle, roles in overview:
+            for role in roles:
+                form = RotaNeededForm(prefix=f"r{role.id}", formdata=None)
+                form.needed.data = role.needed
+                needed_forms[role.id] = form
+    return render_template(
+        "pickup/rota.html", overview=overview, labels=services.ROLE_LABELS, signup_form=RotaSignupForm(),
+        withdraw_form=RotaWithdrawForm(), needed_forms=needed_forms,
+    )
+
+
+def _rota_change(change, rota_role_id: int, success: str):
+    """Run a sign-up or withdrawal for the signed-in volunteer, then back to the rota."""
+    if not RotaSignupForm().validate_on_submit():
+        _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
+    try:
+        change(rota_role_id, current_user.id)
+    except NotInDistribution as error:
+        db.session.rollback()
+        _refuse(404, error.message)
+    except PickupError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        db.session.commit()
+        flash(success, "success")
+    return redirect(url_for("pickup.rota") + f"#role-{rota_role_id}")
+
+
+@bp.route("/permanences/<int:rota_role_id>/inscription", methods=["POST"])
+@roles_required("volunteer")
+def rota_sign_up(rota_role_id: int):
+    """Sign up for a role."""
+    return _rota_change(services.sign_up, rota_role_id, _("Merci, vous êtes inscrit·e."))
+
+
+@bp.route("/permanences/<int:rota_role_id>/desinscription", methods=["POST"])
+@roles_required("volunteer")
+def rota_withdraw(rota_role_id: int):
+    """Withdraw from a role."""
+    return _rota_change(services.withdraw, rota_role_id, _("Vous êtes désinscrit·e."))
+
+
+@bp.route("/permanences/<int:rota_role_id>/besoin", methods=["POST"])
+@roles_required("coordinator")
+def rota_needed(rota_role_id: int):
+    """The coordinator sets how many people a role needs."""
+    form = RotaNeededForm(prefix=f"r{rota_role_id}")
+    if form.validate_on_submit():
+        try:
+            services.set_needed(rota_role_id, form.needed.data)
+        except NotInDistribution as error:
+            _refuse(404, error.message)
+        except PickupError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Nombre de personnes enregistré."), "success")
+    else:
+        for message in form.needed.errors:
+            flash(message, "error")
+    return redirect(url_for("pickup.rota") + f"#role-{rota_role_id}")
+
+
+@bp.route("/permanences/participation")
+@roles_required("coordinator")
+def rota_participation():
+    """How often each volunteer helped."""
+    return render_template("pickup/participation.html", rows=services.participation())

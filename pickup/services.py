@@ -1,0 +1,875 @@
+"""Pickup on Thursday: slot choice, bag preparation, hand-out desk, no-shows, live board and rota."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+from flask_babel import format_date, format_datetime
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from app.db import to_quantity, utcnow
+from app.extensions import db
+from app.models import Household, User, UserRole
+from app.money import format_cents, line_total_cents
+from app.timeutil import PARIS
+from orders.models import Cycle, Order, OrderLine
+from orders.payment_models import Payment
+from pickup.models import (
+    DEFAULT_ROTA_NEEDS,
+    ROTA_ROLES,
+    Pickup,
+    RotaDefault,
+    RotaRole,
+    RotaSignup,
+    Shortfall,
+    Site,
+    Slot,
+)
+from producers.models import Offer, Product
+
+#: Cycle statuses whose bags are prepared and handed out.
+DISTRIBUTION_STATUSES = ("closed", "finalized", "distributed")
+#: A weight this many times the expected quantity is probably a typing mistake.
+SUSPICIOUS_FACTOR = 10
+
+ROLE_LABELS = {
+    "setup": _l("Installation"),
+    "preparation": _l("Préparation des sacs"),
+    "desk": _l("Accueil et caisse"),
+    "closing": _l("Rangement"),
+}
+
+PAYMENT_METHOD_LABELS = {
+    "cash": _l("Espèces"),
+    "cheque": _l("Chèque"),
+    "card": _l("Carte"),
+    "balance": _l("Solde"),
+}
+
+
+class PickupError(Exception):
+    """A refusal explained in plain French; nothing was written."""
+
+    def __init__(self, message: str) -> None:
+        """Keep the message to show."""
+        super().__init__(message)
+        self.message = message
+
+
+class NotInDistribution(PickupError):
+    """The bag or line does not belong to the distribution being handled."""
+
+
+class NeedsConfirmation(PickupError):
+    """The value looks wrong; the volunteer must confirm it."""
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def paris_today() -> date:
+    """Today's date at the café."""
+    return datetime.now(PARIS).date()
+
+
+def _insert_ignore(model, values: dict, conflict: list[str]) -> None:
+    """INSERT a row unless one with the same unique key exists (safe when two clicks race)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    db.session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=conflict))
+
+
+def expected_quantity(line: OrderLine) -> Decimal:
+    """What the household should receive for a line: allocated at close, else ordered."""
+    return line.quantity_allocated if line.quantity_allocated is not None else line.quantity
+
+
+def _money_after_change(order_id: int) -> int:
+    """Recompute the order total and move the ledger by the difference; returns the ledger delta."""
+    from orders.ledger import sync_order_charge
+    from orders.services import recompute_order_total
+
+    db.session.flush()
+    recompute_order_total(order_id)
+    db.session.flush()
+    return sync_order_charge(order_id)
+
+
+# ---------------------------------------------------------------------------
+# The distribution being handled and its bags
+
+
+def current_distribution(today: date | None = None) -> Cycle | None:
+    """The distribution of today or the next one whose orders are closed."""
+    today = today or paris_today()
+    return db.session.scalar(
+        sa.select(Cycle)
+        .where(Cycle.status.in_(DISTRIBUTION_STATUSES), Cycle.distribution_date >= today)
+        .order_by(Cycle.distribution_date, Cycle.id)
+        .limit(1)
+    )
+
+
+@dataclass
+class Bag:
+    """One household's bag in a distribution, as volunteers see it."""
+
+    order: Order
+    household: Household
+    slot: Slot | None
+    pickup: Pickup | None
+
+    @property
+    def status(self) -> str:
+        """collected, no_show, prepared or todo."""
+        if self.pickup is not None and self.pickup.collected_at is not None:
+            return "collected"
+        if self.pickup is not None and self.pickup.no_show:
+            return "no_show"
+        if self.pickup is not None and self.pickup.prepared_at is not None:
+            return "prepared"
+        return "todo"
+
+    @property
+    def lines(self) -> list[OrderLine]:
+        """The lines that put something in the bag (nothing allocated means nothing to pack)."""
+        return [line for line in self.order.lines if expected_quantity(line) > 0 or line.missing]
+
+
+@dataclass
+class SlotBags:
+    """The bags of one slot (slot None: households that chose no slot)."""
+
+    slot: Slot | None
+    bags: list[Bag] = field(default_factory=list)
+
+    @property
+    def prepared(self) -> int:
+        """Bags ready or already handed out."""
+        return sum(1 for b in self.bags if b.pickup is not None and b.pickup.prepared_at is not None)
+
+    @property
+    def collected(self) -> int:
+        """Bags handed out."""
+        return sum(1 for b in self.bags if b.status == "collected")
+
+    @property
+    def no_show(self) -> int:
+        """Bags nobody came for."""
+        return sum(1 for b in self.bags if b.status == "no_show")
+
+    @property
+    def expected(self) -> int:
+        """Households still expected."""
+        return len(self.bags) - self.collected - self.no_show
+
+
+def _bag_query():
+    """Orders with everything a bag screen shows, loaded in a few queries."""
+    return (
+        sa.select(Order, Household, Slot, Pickup)
+        .join(Household, Household.id == Order.household_id)
+        .outerjoin(Slot, Slot.id == Order.slot_id)
+        .outerjoin(Pickup, Pickup.order_id == Order.id)
+        .where(Order.status == "confirmed")
+        .options(
+            selectinload(Order.lines)
+            .selectinload(OrderLine.offer)
+            .selectinload(Offer.product)
+            .selectinload(Product.producer)
+        )
+        .order_by(Slot.starts_at, Order.bag_number, Household.name)
+    )
+
+
+def bags_by_slot(cycle_id: int) -> list[SlotBags]:
+    """Every bag of a distribution, grouped by slot in time order."""
+    groups: dict[int | None, SlotBags] = {}
+    for order, household, slot, pickup in db.session.execute(_bag_query().where(Order.cycle_id == cycle_id)):
+        key = slot.id if slot is not None else None
+        groups.setdefault(key, SlotBags(slot=slot)).bags.append(Bag(order, household, slot, pickup))
+    # Slots without any bag still appear so the board shows the whole afternoon.
+    for slot in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id)):
+        groups.setdefault(slot.id, SlotBags(slot=slot))
+    far = datetime.max.replace(tzinfo=PARIS)
+    return sorted(groups.values(), key=lambda g: g.slot.starts_at if g.slot else far)
+
+
+def get_bag(order_id: int, cycle_id: int) -> Bag:
+    """One bag of the distribution being handled; NotInDistribution otherwise."""
+    row = db.session.execute(_bag_query().where(Order.id == order_id)).first()
+    if row is None or row[0].cycle_id != cycle_id:
+        raise NotInDistribution(_("Ce sac n'appartient pas à la distribution en cours."))
+    return Bag(*row)
+
+
+def find_bags(cycle_id: int, query: str = "", slot_id: int | None = None) -> list[Bag]:
+    """Bags of the distribution by household name, bag number or slot."""
+    stmt = _bag_query().where(Order.cycle_id == cycle_id)
+    text = (query or "").strip()
+    if text.isdigit():
+        stmt = stmt.where(sa.or_(Order.bag_number == int(text), Household.name.icontains(text, autoescape=True)))
+    elif text:
+        stmt = stmt.where(Household.name.icontains(text, autoescape=True))
+    if slot_id is not None:
+        stmt = stmt.where(Order.slot_id == slot_id)
+    return [Bag(*row) for row in db.session.execute(stmt)]
+
+
+def ensure_pickup(order_id: int) -> Pickup:
+    """The bag's pickup row, created once even if two volunteers open it together."""
+    _insert_ignore(Pickup, {"order_id": order_id, "no_show": False}, ["order_id"])
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == order_id))
+    db.session.refresh(pickup)
+    return pickup
+
+
+def _line_in_distribution(line_id: int, cycle_id: int) -> OrderLine:
+    """A line of a confirmed order of the distribution; NotInDistribution otherwise."""
+    line = db.session.get(OrderLine, line_id)
+    if line is None or line.order.cycle_id != cycle_id or line.order.status != "confirmed":
+        raise NotInDistribution(_("Ce produit n'appartient pas à la distribution en cours."))
+    return line
+
+
+def _refuse_if_collected(order_id: int) -> Pickup:
+    """Bags already handed out are not changed any more."""
+    pickup = ensure_pickup(order_id)
+    if pickup.collected_at is not None:
+        raise PickupError(_("Ce sac a déjà été remis au foyer : il ne peut plus être modifié."))
+    return pickup
+
+
+# ---------------------------------------------------------------------------
+# Preparation
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A quantity typed by a person ("1,25", "0.8 kg"); PickupError if it is not one."""
+    cleaned = (text or "").lower().replace("kg", "").replace(" ", "").replace(",", ".")
+    try:
+        value = Decimal(cleaned)
+    except ArithmeticError:
+        raise PickupError(_("Écrivez un nombre, par exemple 1,25.")) from None
+    if not value.is_finite() or value < 0:
+        raise PickupError(_("Écrivez un nombre positif, par exemple 1,25."))
+    if value.as_tuple().exponent < -3:
+        raise PickupError(_("Trois chiffres après la virgule au plus (au gramme près)."))
+    return to_quantity(value)
+
+
+def record_weight(
+    line_id: int, weight: Decimal, *, cycle_id: int, user_id: int, confirmed: bool = False
+) -> OrderLine:
+    """Record the weight packed for a product sold by weight; the line's price follows it."""
+    line = _line_in_distribution(line_id, cycle_id)
+    if not line.offer.product.sold_by_weight:
+        raise PickupError(_("Ce produit n'est pas vendu au poids."))
+    _refuse_if_collected(line.order_id)
+    weight = to_quantity(weight)
+    expected = expected_quantity(line)
+    if not confirmed:
+        if weight == 0:
+            raise NeedsConfirmation(
+                _("Un poids de zéro veut dire que le produit manque. Cochez « Je confirme » et validez à nouveau.")
+            )
+        if expected > 0 and weight >= expected * SUSPICIOUS_FACTOR:
+            raise NeedsConfirmation(
+                _(
+                    "%(weight)s kg, c'est au moins dix fois ce qui était commandé (%(expected)s kg). "
+                    "Vérifiez, cochez « Je confirme » et validez à nouveau.",
+                    weight=_fmt_qty(weight),
+                    expected=_fmt_qty(expected),
+                )
+            )
+    if weight == 0:
+        record_shortage(line_id, Decimal(0), cycle_id=cycle_id, user_id=user_id)
+        return line
+    line.quantity_prepared = weight
+    line.missing = False
+    # A new weight replaces a shortage recorded earlier for the same line.
+    db.session.execute(sa.delete(Shortfall).where(Shortfall.order_line_id == line.id))
+    _money_after_change(line.order_id)
+    return line
+
+
+def _fmt_qty(value: Decimal) -> str:
+    """A quantity with a French comma, without trailing zeros."""
+    return format(Decimal(value).normalize(), "f").replace(".", ",")
+
+
+def record_shortage(line_id: int, received: Decimal, *, cycle_id: int, user_id: int) -> Shortfall:
+    """A product missing or short: adjust the line, credit the household, note the producer, tell the household."""
+    line = _line_in_distribution(line_id, cycle_id)
+    _refuse_if_collected(line.order_id)
+    received = to_quantity(received)
+    expected = expected_quantity(line)
+    if received < 0 or received >= expected:
+        raise PickupError(
+            _("La quantité reçue doit être plus petite que la quantité prévue (%(expected)s).",
+              expected=_fmt_qty(expected))
+        )
+    line.quantity_prepared = received
+    line.missing = True
+    missing = expected - received
+    amount = line_total_cents(line.unit_price_cents, expected) - line_total_cents(line.unit_price_cents, received)
+    shortfall = db.session.scalar(sa.select(Shortfall).where(Shortfall.order_line_id == line.id))
+    if shortfall is None:
+        shortfall = Shortfall(
+            cycle_id=cycle_id,
+            producer_id=line.offer.product.producer_id,
+            order_line_id=line.id,
+            product_id=line.offer.product_id,
+        )
+        db.session.add(shortfall)
+    shortfall.quantity_expected = expected
+    shortfall.quantity_missing = missing
+    shortfall.amount_cents = amount
+    shortfall.recorded_by_id = user_id
+    shortfall.recorded_at = utcnow()
+    _money_after_change(line.order_id)
+    _tell_household_of_shortage(line, received, amount)
+    return shortfall
+
+
+def _tell_household_of_shortage(line: OrderLine, received: Decimal, amount_cents: int) -> None:
+    """Queue one e-mail per line and address, so the household knows before it comes."""
+    from app.outbox import queue_message
+
+    order = line.order
+    household = db.session.get(Household, order.household_id)
+    product = line.offer.product
+    if received == 0:
+        what = _("%(product)s manque dans votre sac cette semaine.", product=product.name)
+    else:
+        what = _(
+            "Il manque une partie de %(product)s : vous recevrez %(received)s au lieu de %(expected)s.",
+            product=product.name, received=_fmt_qty(received), expected=_fmt_qty(expected_quantity(line)),
+        )
+    body = "\n\n".join([
+        _("Bonjour,"),
+        what,
+        _("Nous avons retiré %(amount)s de votre commande. Si vous aviez déjà payé, cette somme est "
+          "ajoutée à votre solde (avoir).", amount=format_cents(amount_cents)),
+        _("Nouveau montant de la commande : %(total)s.", total=format_cents(order.total_cents)),
+        _("Merci de votre compréhension. L'équipe du café"),
+    ])
+    for email in household.contact_emails():
+        queue_message(
+            f"pickup:line:{line.id}:short:{email}",
+            email,
+            _("Produit manquant dans votre sac"),
+            body,
+            kind="shortage",
+            cycle_id=order.cycle_id,
+        )
+
+
+def mark_prepared(order_id: int, ticked_line_ids: set[int], *, cycle_id: int, user_id: int,
+                  now: datetime | None = None) -> Pickup:
+    """Mark a bag prepared once every product is ticked and every weighed product is weighed."""
+    bag = get_bag(order_id, cycle_id)
+    pickup = _refuse_if_collected(order_id)
+    todo = [line for line in bag.lines if not line.missing]
+    unticked = [line for line in todo if line.id not in ticked_line_ids]
+    if unticked:
+        raise PickupError(
+            _("Cochez chaque produit mis dans le sac. Pas encore coché : %(names)s.",
+              names=", ".join(line.offer.product.name for line in unticked))
+        )
+    unweighed = [line for line in todo if line.offer.product.sold_by_weight and line.quantity_prepared is None]
+    if unweighed:
+        raise PickupError(
+            _("Pesez d'abord : %(names)s.", names=", ".join(line.offer.product.name for line in unweighed))
+        )
+    for line in todo:
+        if line.quantity_prepared is None:
+            line.quantity_prepared = expected_quantity(line)
+    db.session.execute(
+        sa.update(Pickup)
+        .where(Pickup.id == pickup.id, Pickup.prepared_at.is_(None))
+        .values(prepared_at=now or utcnow(), prepared_by_id=user_id)
+    )
+    db.session.refresh(pickup)
+    return pickup
+
+
+def shortfalls(cycle_id: int | None = None, producer_id: int | None = None) -> list[dict]:
+    """What each producer did not deliver, per cycle and product (coordinator: all; producer: its own)."""
+    from producers.models import Producer
+
+    stmt = (
+        sa.select(
+            Cycle.id, Cycle.distribution_date, Producer.id, Producer.name, Product.name, Product.unit,
+            sa.func.sum(Shortfall.quantity_missing), sa.func.sum(Shortfall.amount_cents),
+            sa.func.count(Shortfall.id),
+        )
+        .join(Cycle, Cycle.id == Shortfall.cycle_id)
+        .join(Producer, Producer.id == Shortfall.producer_id)
+        .join(Product, Product.id == Shortfall.product_id)
+        .group_by(Cycle.id, Cycle.distribution_date, Producer.id, Producer.name, Product.name, Product.unit)
+        .order_by(Cycle.distribution_date.desc(), Producer.name, Product.name)
+    )
+    if cycle_id is not None:
+        stmt = stmt.where(Shortfall.cycle_id == cycle_id)
+    if producer_id is not None:
+        stmt = stmt.where(Shortfall.producer_id == producer_id)
+    rows = []
+    for cid, day, pid, pname, product, unit, qty, amount, count in db.session.execute(stmt):
+        rows.append({
+            "cycle_id": cid, "distribution_date": day, "producer_id": pid, "producer": pname,
+            "product": product, "unit": unit, "quantity": to_quantity(qty), "amount_cents": int(amount or 0),
+            "households": count,
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Hand-out desk
+
+
+def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int, user_id: int,
+                 cheque_number: str | None = None, cheque_bank: str | None = None) -> Payment:
+    """Take a payment at the desk for a bag of the distribution (through the payments service)."""
+    from orders.payments import PaymentError, record_desk_payment
+
+    get_bag(order_id, cycle_id)
+    if method not in ("cash", "cheque", "balance"):
+        raise PickupError(_("Choisissez espèces, chèque ou solde."))
+    try:
+        return record_desk_payment(
+            order_id, method, amount_cents, received_by_id=user_id,
+            cheque_number=cheque_number, cheque_bank=cheque_bank,
+        )
+    except PaymentError as error:
+        raise PickupError(str(error)) from error
+
+
+def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | None = None) -> Pickup:
+    """Hand the bag over: who and when, once only (a second click is refused)."""
+    get_bag(order_id, cycle_id)
+    pickup = ensure_pickup(order_id)
+    result = db.session.execute(
+        sa.update(Pickup)
+        .where(Pickup.id == pickup.id, Pickup.collected_at.is_(None))
+        .values(collected_at=now or utcnow(), collected_by_id=user_id, no_show=False, no_show_outcome=None)
+    )
+    db.session.refresh(pickup)
+    if result.rowcount != 1:
+        who = db.session.get(User, pickup.collected_by_id) if pickup.collected_by_id else None
+        raise PickupError(
+            _("Ce sac a déjà été remis (%(when)s, par %(who)s).",
+              when=format_datetime(pickup.collected_at, "EEEE d MMMM HH:mm"), who=who.name if who else "?")
+        )
+    return pickup
+
+
+def end_distribution(cycle_id: int) -> int:
+    """Mark every bag not collected as a no-show; returns how many (running it again adds none)."""
+    order_ids = list(db.session.scalars(
+        sa.select(Order.id).where(Order.cycle_id == cycle_id, Order.status == "confirmed")
+    ))
+    for order_id in order_ids:
+        _insert_ignore(Pickup, {"order_id": order_id, "no_show": False}, ["order_id"])
+    result = db.session.execute(
+        sa.update(Pickup)
+        .where(Pickup.order_id.in_(order_ids), Pickup.collected_at.is_(None), Pickup.no_show.is_(False))
+        .values(no_show=True)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(
+        sa.update(Cycle).where(Cycle.id == cycle_id, Cycle.status == "finalized").values(status="distributed")
+    )
+    db.session.expire_all()
+    return result.rowcount
+
+
+def no_show_bags(since: date | None = None) -> list[Bag]:
+    """Bags not collected, newest distribution first (the coordinator records what was done)."""
+    since = since or paris_today() - timedelta(days=60)
+    stmt = (
+        _bag_query()
+        .join(Cycle, Cycle.id == Order.cycle_id)
+        .where(Pickup.no_show.is_(True), Cycle.distribution_date >= since)
+        .order_by(None)
+        .order_by(Cycle.distribution_date.desc(), Household.name)
+    )
+    return [Bag(*row) for row in db.session.execute(stmt)]
+
+
+def record_no_show_outcome(order_id: int, outcome: str) -> Pickup:
+    """Write down what was done with a bag nobody came for."""
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == order_id))
+    if pickup is None or not pickup.no_show:
+        raise NotInDistribution(_("Ce sac n'est pas dans la liste des sacs non récupérés."))
+    outcome = (outcome or "").strip()
+    if not outcome:
+        raise PickupError(_("Dites ce qui a été fait du sac."))
+    pickup.no_show_outcome = outcome[:300]
+    return pickup
+
+
+# ---------------------------------------------------------------------------
+# Live board
+
+
+@dataclass
+class Board:
+    """The distribution at a glance: bags per slot and money taken per method."""
+
+    cycle: Cycle
+    slots: list[SlotBags]
+    money: dict[str, int]
+
+    @property
+    def money_total(self) -> int:
+        """All money taken."""
+        return sum(self.money.values())
+
+
+def board(cycle_id: int) -> Board:
+    """Bags prepared, collected and expected per slot, and money taken per method."""
+    money = {
+        method: int(total or 0)
+        for method, total in db.session.execute(
+            sa.select(Payment.method, sa.func.sum(Payment.amount_cents - Payment.refunded_cents))
+            .join(Order, Order.id == Payment.order_id)
+            .where(Order.cycle_id == cycle_id, Payment.status == "succeeded")
+            .group_by(Payment.method)
+        )
+    }
+    return Board(cycle=db.session.get(Cycle, cycle_id), slots=bags_by_slot(cycle_id), money=money)
+
+
+# ---------------------------------------------------------------------------
+# The household's slot
+
+
+@dataclass
+class SlotChoice:
+    """An order of the household with the slots of its cycle."""
+
+    order: Order
+    cycle: Cycle
+    site: Site
+    slots: list[Slot]
+
+    @property
+    def slot(self) -> Slot | None:
+        """The slot booked, if any."""
+        return next((s for s in self.slots if s.id == self.order.slot_id), None)
+
+    def can_change(self, now: datetime | None = None) -> bool:
+        """Until the deadline, the household may choose or change its slot."""
+        return self.cycle.status == "open" and (now or utcnow()) < self.cycle.closes_at
+
+
+def household_slots(household_id: int, today: date | None = None) -> list[SlotChoice]:
+    """The household's orders for coming distributions, with their slots."""
+    today = today or paris_today()
+    orders = db.session.scalars(
+        sa.select(Order)
+        .join(Cycle, Cycle.id == Order.cycle_id)
+        .where(
+            Order.household_id == household_id,
+            Order.status != "cancelled",
+            Cycle.distribution_date >= today,
+            Cycle.status.in_(("open",) + DISTRIBUTION_STATUSES),
+        )
+        .order_by(Cycle.distribution_date)
+    ).all()
+    choices = []
+    for order in orders:
+        cycle = db.session.get(Cycle, order.cycle_id)
+        slots = db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle.id).order_by(Slot.starts_at)).all()
+        choices.append(SlotChoice(order, cycle, db.session.get(Site, cycle.site_id), list(slots)))
+    return choices
+
+
+def slots_of_order(order_id: int) -> list[Slot]:
+    """The slots of an order's cycle, in time order."""
+    order = db.session.get(Order, order_id)
+    return list(db.session.scalars(sa.select(Slot).where(Slot.cycle_id == order.cycle_id).order_by(Slot.starts_at)))
+
+
+def household_order(order_id: int, household_id: int) -> Order:
+    """An order of this household; NotInDistribution (404) for anybody else's."""
+    order = db.session.get(Order, order_id)
+    if order is None or order.household_id != household_id:
+        raise NotInDistribution(_("Cette commande n'existe pas."))
+    return order
+
+
+def choose_slot(household_id: int, order_id: int, slot_id: int, now: datetime | None = None) -> Order:
+    """Book or change the household's slot before the deadline (capacity guarded by book_slot)."""
+    from orders.services import OrderRefused, book_slot
+
+    now = now or utcnow()
+    order = household_order(order_id, household_id)
+    cycle = db.session.get(Cycle, order.cycle_id)
+    if cycle.status != "open" or now >= cycle.closes_at:
+        raise PickupError(_("La date limite est passée : le créneau ne peut plus être changé."))
+    slot = db.session.get(Slot, slot_id)
+    if slot is None or slot.cycle_id != order.cycle_id:
+        raise PickupError(_("Ce créneau n'existe pas pour cette commande."))
+    if order.slot_id == slot_id:
+        return order
+    try:
+        book_slot(order_id, slot_id, now=now)
+    except OrderRefused as refused:
+        raise PickupError(" ".join(refused.messages)) from refused
+    db.session.refresh(order)
+    return order
+
+
+# ---------------------------------------------------------------------------
+# Volunteer rota
+
+
+def rota_defaults(site_id: int) -> dict[str, int]:
+    """How many people each role needs at a site (its own defaults, else the usual ones)."""
+    needs = dict(DEFAULT_ROTA_NEEDS)
+    for row in db.session.scalars(sa.select(RotaDefault).where(RotaDefault.site_id == site_id)):
+        needs[row.role] = row.needed
+    return needs
+
+
+def set_rota_default(site_id: int, role: str, needed: int) -> RotaDefault:
+    """Change a site's usual number of people for a role (future distributions start from it)."""
+    if role not in ROTA_ROLES or needed < 0:
+        raise PickupError(_("Rôle ou nombre de personnes incorrect."))
+    row = db.session.scalar(sa.select(RotaDefault).where(RotaDefault.site_id == site_id, RotaDefault.role == role))
+    if row is None:
+        row = RotaDefault(site_id=site_id, role=role, needed=needed)
+        db.session.add(row)
+    row.needed = needed
+    return row
+
+
+def ensure_rota(cycle_id: int) -> list[RotaRole]:
+    """The roles of a distribution, created from the site's defaults the first time."""
+    cycle = db.session.get(Cycle, cycle_id)
+    needs = rota_defaults(cycle.site_id)
+    existing = {r.role for r in db.session.scalars(sa.select(RotaRole).where(RotaRole.cycle_id == cycle_id))}
+    for role in ROTA_ROLES:
+        if role not in existing:
+            _insert_ignore(RotaRole, {"cycle_id": cycle_id, "role": role, "needed": needs[role], "filled": 0},
+                           ["cycle_id", "role"])
+    roles = db.session.scalars(
+        sa.select(RotaRole).where(RotaRole.cycle_id == cycle_id)
+        .options(selectinload(RotaRole.signups).selectinload(RotaSignup.user))
+    ).all()
+    return sorted(roles, key=lambda r: ROTA_ROLES.index(r.role))
+
+
+def upcoming_cycles(today: date | None = None, limit: int = 4) -> list[Cycle]:
+    """The next distributions volunteers can sign up for."""
+    today = today or paris_today()
+    return list(db.session.scalars(
+        sa.select(Cycle)
+        .where(Cycle.distribution_date >= today, Cycle.status.not_in(("cancelled", "archived")))
+        .order_by(Cycle.distribution_date, Cycle.id)
+        .limit(limit)
+    ))
+
+
+def rota_overview(today: date | None = None, limit: int = 4) -> list[tuple[Cycle, list[RotaRole]]]:
+    """The coming distributions with their roles and who signed up."""
+    return [(cycle, ensure_rota(cycle.id)) for cycle in upcoming_cycles(today, limit)]
+
+
+def _role_for_change(rota_role_id: int, today: date | None = None) -> RotaRole:
+    """A role of a distribution that has not happened yet."""
+    role = db.session.get(RotaRole, rota_role_id)
+    if role is None:
+        raise NotInDistribution(_("Ce rôle n'existe pas."))
+    cycle = db.session.get(Cycle, role.cycle_id)
+    if cycle.distribution_date < (today or paris_today()):
+        raise PickupError(_("Cette distribution est passée."))
+    return role
+
+
+def sign_up(rota_role_id: int, user_id: int, today: date | None = None) -> RotaSignup:
+    """Sign a volunteer up for a role; a full role or a second sign-up is refused."""
+    role = _role_for_change(rota_role_id, today)
+    already = db.session.scalar(
+        sa.select(RotaSignup).where(RotaSignup.rota_role_id == role.id, RotaSignup.user_id == user_id)
+    )
+    if already is not None:
+        raise PickupError(_("Vous êtes déjà inscrit·e à ce rôle."))
+    taken = db.session.execute(
+        sa.update(RotaRole)
+        .where(RotaRole.id == role.id, RotaRole.filled < RotaRole.needed)
+        .values(filled=RotaRole.filled + 1)
+    )
+    if taken.rowcount != 1:
+        raise PickupError(_("Ce rôle est complet : il y a déjà assez de bénévoles. Merci quand même !"))
+    signup = RotaSignup(rota_role_id=role.id, user_id=user_id)
+    db.session.add(signup)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        raise PickupError(_("Vous êtes déjà inscrit·e à ce rôle.")) from None
+    db.session.refresh(role)
+    return signup
+
+
+def withdraw(rota_role_id: int, user_id: int, today: date | None = None) -> None:
+    """Take a volunteer off a role (frees the place for someone else)."""
+    role = _role_for_change(rota_role_id, today)
+    removed = db.session.execute(
+        sa.delete(RotaSignup).where(RotaSignup.rota_role_id == role.id, RotaSignup.user_id == user_id)
+    )
+    if removed.rowcount != 1:
+        raise PickupError(_("Vous n'étiez pas inscrit·e à ce rôle."))
+    db.session.execute(
+        sa.update(RotaRole).where(RotaRole.id == role.id, RotaRole.filled > 0).values(filled=RotaRole.filled - 1)
+    )
+    db.session.expire_all()
+
+
+def set_needed(rota_role_id: int, needed: int) -> RotaRole:
+    """The coordinator changes how many people a role needs for one distribution."""
+    role = db.session.get(RotaRole, rota_role_id)
+    if role is None:
+        raise NotInDistribution(_("Ce rôle n'existe pas."))
+    if needed < 0 or needed > 50:
+        raise PickupError(_("Entre 0 et 50 personnes."))
+    role.needed = needed
+    return role
+
+
+@dataclass
+class Participation:
+    """How often a volunteer helped (past) and is signed up (to come)."""
+
+    user: User
+    done: int
+    upcoming: int
+
+
+def participation(today: date | None = None) -> list[Participation]:
+    """Each volunteer's count of permanences, most active first."""
+    today = today or paris_today()
+    past = sa.func.sum(sa.case((Cycle.distribution_date < today, 1), else_=0))
+    coming = sa.func.sum(sa.case((Cycle.distribution_date >= today, 1), else_=0))
+    rows = db.session.execute(
+        sa.select(User, past, coming)
+        .join(RotaSignup, RotaSignup.user_id == User.id)
+        .join(RotaRole, RotaRole.id == RotaSignup.rota_role_id)
+        .join(Cycle, Cycle.id == RotaRole.cycle_id)
+        .group_by(User.id)
+        .order_by(past.desc(), User.name)
+    ).all()
+    counted = {user.id for user, _p, _c in rows}
+    result = [Participation(user, int(p or 0), int(c or 0)) for user, p, c in rows]
+    # Volunteers who never signed up are listed too: the coordinator sees who to ask.
+    for user in _volunteers():
+        if user.id not in counted:
+            result.append(Participation(user, 0, 0))
+    return result
+
+
+def _volunteers() -> list[User]:
+    """Active users who volunteer (coordinators included)."""
+    return list(db.session.scalars(
+        sa.select(User)
+        .where(User.active.is_(True), User.id.in_(
+            sa.select(UserRole.user_id).where(UserRole.role.in_(("volunteer", "coordinator")))
+        ))
+        .order_by(User.name)
+    ))
+
+
+def _distribution_words(cycle: Cycle) -> str:
+    """"jeudi 26 novembre, 16:30–19:30 (Café)" in French."""
+    site = db.session.get(Site, cycle.site_id)
+    return "{day}, {start}–{end} ({site})".format(
+        day=format_date(cycle.distribution_date, "EEEE d MMMM"),
+        start=format_datetime(cycle.distribution_starts_at, "HH:mm"),
+        end=format_datetime(cycle.distribution_ends_at, "HH:mm"),
+        site=site.name if site else "",
+    )
+
+
+def send_rota_reminders(today: date | None = None) -> int:
+    """Queue a reminder to each volunteer signed up for the distribution in two days (once per key)."""
+    from app.outbox import queue_message
+
+    today = today or paris_today()
+    queued = 0
+    cycles = db.session.scalars(
+        sa.select(Cycle).where(Cycle.distribution_date == today + timedelta(days=2),
+                               Cycle.status.not_in(("cancelled", "archived")))
+    ).all()
+    for cycle in cycles:
+        for role in ensure_rota(cycle.id):
+            for signup in role.signups:
+                user = signup.user
+                if not user.active:
+                    continue
+                body = "\n\n".join([
+                    _("Bonjour %(name)s,", name=user.name),
+                    _("Petit rappel : vous êtes inscrit·e pour « %(role)s » à la distribution du %(when)s.",
+                      role=ROLE_LABELS[role.role], when=_distribution_words(cycle)),
+                    _("Si vous ne pouvez plus venir, désinscrivez-vous sur la page Permanences pour que "
+                      "quelqu'un d'autre prenne la place."),
+                    _("Merci ! L'équipe du café"),
+                ])
+                queue_message(
+                    f"rota:{cycle.id}:reminder:{role.role}:user:{user.id}", user.email,
+                    _("Rappel : votre permanence de jeudi"), body, kind="rota_reminder", cycle_id=cycle.id,
+                )
+                queued += 1
+    return queued
+
+
+def send_rota_alerts(today: date | None = None) -> int:
+    """Three days before, if a role still has nobody, queue an alert to every volunteer (once per key)."""
+    from app.outbox import queue_message
+
+    today = today or paris_today()
+    queued = 0
+    cycles = db.session.scalars(
+        sa.select(Cycle).where(Cycle.distribution_date == today + timedelta(days=3),
+                               Cycle.status.not_in(("cancelled", "archived")))
+    ).all()
+    for cycle in cycles:
+        roles = ensure_rota(cycle.id)
+        if not any(role.needed > 0 and role.filled == 0 for role in roles):
+            continue
+        missing = [
+            _("%(role)s : il manque %(count)s personne(s)", role=ROLE_LABELS[r.role], count=r.needed - r.filled)
+            for r in roles if r.filled < r.needed
+        ]
+        for user in _volunteers():
+            body = "\n\n".join([
+                _("Bonjour %(name)s,", name=user.name),
+                _("Pour la distribution du %(when)s, il manque encore des bénévoles :",
+                  when=_distribution_words(cycle)),
+                "\n".join("- " + line for line in missing),
+                _("Si vous pouvez venir, inscrivez-vous sur la page Permanences. Merci !"),
+            ])
+            queue_message(
+                f"rota:{cycle.id}:alert:user:{user.id}", user.email,
+                _("On cherche des bénévoles pour jeudi"), body, kind="rota_alert", cycle_id=cycle.id,
+            )
+            queued += 1
+    return queued
+
+
+def bags_summary(bags: list[Bag]) -> dict[str, int]:
+    """Counts of bags per status."""
+    counts: dict[str, int] = defaultdict(int)
+    for bag in bags:
+        counts[bag.status] += 1
+    return dict(counts)
