@@ -1,0 +1,303 @@
+"""AMAP contracts: subscriptions, season totals, contract lines in each cycle, absences, instalments."""
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.timeutil import local_to_utc
+from orders.contract_models import Contract, ContractAbsence, ContractInstalment, ContractOffer
+from orders.contracts import (
+    ContractError,
+    InstalmentInput,
+    cancel_absence,
+    contract_view,
+    create_contract_offer,
+    declare_absence,
+    find_household,
+    generate_contract_lines,
+    mark_instalment_passed_on,
+    mark_instalment_received,
+    producer_distributions,
+    record_instalments,
+    season_subscribers,
+    season_total_cents,
+    subscribe,
+)
+from orders.models import Cycle, Order, OrderLine
+from producers.models import Offer
+from tests.factories import HouseholdFactory, ProducerFactory, ProductFactory, SiteFactory
+
+#: The season starts on Thursday 3 January 2030; "now" is the Monday before.
+FIRST = date(2030, 1, 3)
+NOW = datetime(2029, 12, 31, 9, 0, tzinfo=timezone.utc)
+
+
+def make_cycle(site_id: int, thursday: date, status: str = "open", week: bool = True) -> Cycle:
+    """A cycle for the week of `thursday`: closes Tuesday 20:00 Paris, distribution 17:00-19:00."""
+    cycle = Cycle(
+        site_id=site_id,
+        week=f"{thursday.isocalendar()[0]}-W{thursday.isocalendar()[1]:02d}" if week else None,
+        opens_at=local_to_utc(thursday - timedelta(days=7), time(8)),
+        closes_at=local_to_utc(thursday - timedelta(days=2), time(20)),
+        distribution_date=thursday,
+        distribution_starts_at=local_to_utc(thursday, time(17)),
+        distribution_ends_at=local_to_utc(thursday, time(19)),
+        status=status,
+    )
+    db.session.add(cycle)
+    db.session.flush()
+    return cycle
+
+
+class Season:
+    """A farmer with a small and a large basket, a season of 8 weekly distributions, and cycles."""
+
+    def __init__(self, weeks: int = 8, every_weeks: int = 1, cycles: int = 3, absences: int = 2,
+                 shareable: bool = True):
+        self.site = SiteFactory()
+        self.farmer = ProducerFactory(name="Ferme des Saules")
+        self.small = ProductFactory(producer=self.farmer, name="Petit panier", unit="basket",
+                                    price_cents=1200, is_contract_basket=True)
+        self.large = ProductFactory(producer=self.farmer, name="Grand panier", unit="basket",
+                                    price_cents=2000, is_contract_basket=True)
+        last = FIRST + timedelta(weeks=weeks - 1)
+        self.offer = create_contract_offer(self.small.id, self.site.id, "Petit panier hiver", FIRST, last,
+                                           every_weeks, 1200, absences, shareable)
+        self.large_offer = create_contract_offer(self.large.id, self.site.id, "Grand panier hiver", FIRST, last,
+                                                 every_weeks, 2000, absences, shareable)
+        self.cycles = [make_cycle(self.site.id, FIRST + timedelta(weeks=k)) for k in range(cycles)]
+
+
+def contract_lines(cycle_id: int) -> list[tuple[str, int, Decimal]]:
+    """(household name, contract id, quantity) of the contract lines of a cycle."""
+    from app.models import Household
+
+    return sorted(
+        db.session.execute(
+            sa.select(Household.name, OrderLine.contract_id, OrderLine.quantity)
+            .join(Order, Order.id == OrderLine.order_id)
+            .join(Household, Household.id == Order.household_id)
+            .where(Order.cycle_id == cycle_id, OrderLine.contract_id.is_not(None))
+        ).tuples()
+    )
+
+
+def test_subscription_shows_the_season_total_and_schedule(app):
+    season = Season()
+    home = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, home.id, quantity=2, now=NOW)
+    view = contract_view(contract, home.id, now=NOW)
+    assert view.total_cents == 8 * 1200 * 2
+    assert [row.day for row in view.rows] == [FIRST + timedelta(weeks=k) for k in range(8)]
+    # Cycles exist for the first three weeks only; absences may be declared there.
+    assert [row.can_declare for row in view.rows] == [True] * 3 + [False] * 5
+
+
+def test_shared_basket_alternates_and_each_household_pays_its_weeks(app):
+    season = Season(weeks=7)
+    holder, partner = HouseholdFactory(name="Martin"), HouseholdFactory(name="Nguyen")
+    contract = subscribe(season.offer.id, holder.id, co_holder_id=partner.id, now=NOW)
+    assert season_total_cents(contract, holder.id) == 4 * 1200
+    assert season_total_cents(contract, partner.id) == 3 * 1200
+    assert contract_lines(season.cycles[0].id) == [("Martin", contract.id, Decimal("1"))]
+    assert contract_lines(season.cycles[1].id) == [("Nguyen", contract.id, Decimal("1"))]
+    assert contract_lines(season.cycles[2].id) == [("Martin", contract.id, Decimal("1"))]
+
+
+def test_generation_puts_paid_basket_lines_in_confirmed_orders_and_is_idempotent(app):
+    season = Season()
+    home = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, home.id, now=NOW)
+    cycle = season.cycles[0]
+    order = db.session.scalar(sa.select(Order).where(Order.cycle_id == cycle.id, Order.household_id == home.id))
+    assert order.status == "confirmed"
+    line = order.lines[0]
+    offer = db.session.get(Offer, line.offer_id)
+    assert (offer.product_id, offer.price_cents, offer.stock_cap, offer.reserved) == (
+        season.small.id, 1200, None, Decimal("1"))
+    assert line.contract_id == contract.id
+    # Paid for the season by instalments: the weekly order does not charge the basket again.
+    assert (line.unit_price_cents, line.base_price_cents, line.total_cents) == (0, 1200, 0)
+    assert generate_contract_lines(cycle.id) == 0
+    assert generate_contract_lines(cycle.id) == 0
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OrderLine)) == 3
+    assert db.session.get(Offer, offer.id).reserved == Decimal("1")
+
+
+def test_late_cycle_moved_cycle_and_cancelled_cycle(app):
+    season = Season(cycles=1)
+    home = HouseholdFactory(name="Martin")
+    subscribe(season.offer.id, home.id, now=NOW)
+    # A cycle made after the subscription gets its lines when generation runs.
+    later = make_cycle(season.site.id, FIRST + timedelta(weeks=1))
+    assert generate_contract_lines(later.id) == 1
+    # The distribution of week 3 moved to Wednesday (and made without a schedule week): still the basket.
+    moved = make_cycle(season.site.id, FIRST + timedelta(weeks=2, days=-1), week=False)
+    assert generate_contract_lines(moved.id) == 1
+    # A cancelled cycle gets nothing.
+    cancelled = make_cycle(season.site.id, FIRST + timedelta(weeks=3), status="cancelled")
+    assert generate_contract_lines(cancelled.id) == 0
+    assert contract_lines(cancelled.id) == []
+    # Outside the season: nothing.
+    outside = make_cycle(season.site.id, FIRST + timedelta(weeks=9))
+    assert generate_contract_lines(outside.id) == 0
+
+
+def test_every_other_week(app):
+    season = Season(every_weeks=2, cycles=4)
+    home = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, home.id, now=NOW)
+    assert season_total_cents(contract) == 4 * 1200  # 8 weeks, one in two
+    assert [bool(contract_lines(c.id)) for c in season.cycles] == [True, False, True, False]
+
+
+def test_late_subscription_starts_at_the_next_open_deadline(app):
+    season = Season()
+    home = HouseholdFactory(name="Martin")
+    # Wednesday 9 January: the second cycle's deadline (Tuesday 8) has passed.
+    contract = subscribe(season.offer.id, home.id, now=datetime(2030, 1, 9, 9, tzinfo=timezone.utc))
+    assert contract.starts_on == FIRST + timedelta(weeks=2)
+    assert season_total_cents(contract) == 6 * 1200
+
+
+def test_stock_cap_does_not_push_out_contract_baskets(app):
+    season = Season(cycles=1)
+    cycle = season.cycles[0]
+    capped = Offer(cycle_id=cycle.id, product_id=season.small.id, price_cents=1200,
+                   stock_cap=Decimal("1"), reserved=Decimal("1"))
+    db.session.add(capped)
+    db.session.flush()
+    subscribe(season.offer.id, HouseholdFactory().id, now=NOW)
+    db.session.refresh(capped)
+    assert (capped.reserved, capped.stock_cap) == (Decimal("2"), Decimal("2"))
+
+
+def test_skip_absence_drops_the_producers_count_before_or_after_generation(app):
+    season = Season()
+    a, b = HouseholdFactory(name="Martin"), HouseholdFactory(name="Diallo")
+    first = subscribe(season.offer.id, a.id, now=NOW)
+    subscribe(season.offer.id, b.id, now=NOW)
+    week0, week2 = season.cycles[0], season.cycles[2]
+    declare_absence(first.id, week0.id, a.id, "skip", now=NOW)  # lines already generated
+    assert [name for name, *_ in contract_lines(week0.id)] == ["Diallo"]
+    offer = db.session.scalar(sa.select(Offer).where(Offer.cycle_id == week0.id))
+    assert offer.reserved == Decimal("1")
+    counts = {row.day: (row.baskets["Petit panier"], row.skipped) for row in producer_distributions(
+        season.farmer.id, today=date(2030, 1, 1))}
+    assert counts[FIRST] == (Decimal("1"), Decimal("1"))
+    assert counts[FIRST + timedelta(weeks=1)] == (Decimal("2"), Decimal("0"))
+    # Declared on a cycle whose lines were removed since: generation respects the absence.
+    db.session.execute(sa.delete(OrderLine))
+    declare_absence(first.id, week2.id, a.id, "skip", now=NOW)
+    assert [name for name, *_ in contract_lines(week2.id)] == ["Diallo"]
+    assert generate_contract_lines(week2.id) == 0
+    assert [name for name, *_ in contract_lines(week2.id)] == ["Diallo"]
+
+
+def test_handover_gives_the_basket_to_the_named_household(app):
+    season = Season()
+    a = HouseholdFactory(name="Martin")
+    HouseholdFactory(name="Lefèvre")
+    contract = subscribe(season.offer.id, a.id, now=NOW)
+    neighbour = find_household("lefèvre")
+    declare_absence(contract.id, season.cycles[1].id, a.id, "handover", handed_to_id=neighbour.id, now=NOW)
+    assert contract_lines(season.cycles[1].id) == [("Lefèvre", contract.id, Decimal("1"))]
+    order = db.session.scalar(sa.select(Order).where(Order.household_id == neighbour.id))
+    assert order.status == "confirmed"
+    assert generate_contract_lines(season.cycles[1].id) == 0
+    # Taken back before the deadline: the basket returns to its holder.
+    absence = db.session.scalar(sa.select(ContractAbsence))
+    cancel_absence(absence.id, a.id, now=NOW)
+    assert contract_lines(season.cycles[1].id) == [("Martin", contract.id, Decimal("1"))]
+
+
+def rows_written():
+    """Rows a refused operation must not add."""
+    return tuple(db.session.scalar(sa.select(sa.func.count()).select_from(m))
+                 for m in (ContractOffer, Contract, ContractAbsence, ContractInstalment, OrderLine))
+
+
+def test_bad_absences_are_refused_in_french_and_write_nothing(app):
+    season = Season(absences=1)
+    a = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, a.id, now=NOW)
+    declare_absence(contract.id, season.cycles[0].id, a.id, "skip", now=NOW)
+    before = rows_written()
+    with pytest.raises(ContractError, match="absences autorisées"):
+        declare_absence(contract.id, season.cycles[1].id, a.id, "skip", now=NOW)
+    with pytest.raises(ContractError, match="date limite"):
+        declare_absence(contract.id, season.cycles[2].id, a.id, "skip",
+                        now=season.cycles[2].closes_at + timedelta(minutes=1))
+    with pytest.raises(ContractError, match="Aucun foyer"):
+        find_household("Inconnu du quartier")
+    with pytest.raises(ContractError, match="Foyer inconnu"):
+        declare_absence(contract.id, season.cycles[1].id, a.id, "handover", handed_to_id=999999, now=NOW)
+    with pytest.raises(ContractError, match="pas celui de votre foyer"):
+        declare_absence(contract.id, season.cycles[1].id, HouseholdFactory().id, "skip", now=NOW)
+    assert rows_written() == before
+
+
+def test_contract_offer_ending_before_it_starts_is_refused(app):
+    season = Season()
+    before = rows_written()
+    with pytest.raises(ContractError, match="après la première"):
+        create_contract_offer(season.small.id, season.site.id, "À l'envers", FIRST, FIRST - timedelta(days=7),
+                              1, 1200)
+    with pytest.raises(ContractError, match="panier de saison"):
+        create_contract_offer(ProductFactory().id, season.site.id, "Pas un panier", FIRST, FIRST, 1, 1200)
+    assert rows_written() == before
+
+
+def test_subscription_refusals(app):
+    season = Season(shareable=False)
+    a, b = HouseholdFactory(), HouseholdFactory()
+    subscribe(season.offer.id, a.id, now=NOW)
+    with pytest.raises(ContractError, match="déjà inscrit"):
+        subscribe(season.offer.id, a.id, now=NOW)
+    with pytest.raises(ContractError, match="partagé"):
+        subscribe(season.large_offer.id, a.id, co_holder_id=b.id, now=NOW)
+    with pytest.raises(ContractError, match="terminée"):
+        subscribe(season.large_offer.id, b.id, now=NOW + timedelta(days=365))
+
+
+def test_instalments_must_add_up_and_move_once(app):
+    from tests.factories import UserFactory
+
+    season = Season(weeks=6)
+    volunteer = UserFactory(roles=["volunteer"])
+    a = HouseholdFactory()
+    contract = subscribe(season.offer.id, a.id, now=NOW)  # 6 x 12,00 = 72,00
+    before = rows_written()
+    with pytest.raises(ContractError, match="saison coûte"):
+        record_instalments(contract.id, a.id, [InstalmentInput(3000), InstalmentInput(3000)])
+    assert rows_written() == before
+    plan = record_instalments(contract.id, a.id, [
+        InstalmentInput(2400, cheque_number="0001", bank="Crédit Mutuel", cashing_month=date(2030, 1, 15)),
+        InstalmentInput(2400, cheque_number="0002", bank="Crédit Mutuel", cashing_month=date(2030, 2, 1)),
+        InstalmentInput(2400, cheque_number="0003", bank="Crédit Mutuel", cashing_month=date(2030, 3, 1)),
+    ], recorded_by_id=volunteer.id)
+    assert [i.cashing_month for i in plan] == [date(2030, 1, 1), date(2030, 2, 1), date(2030, 3, 1)]
+    assert not mark_instalment_passed_on(plan[0].id, volunteer.id)  # not received yet
+    assert mark_instalment_received(plan[0].id, volunteer.id)
+    assert not mark_instalment_received(plan[0].id, volunteer.id)
+    assert mark_instalment_passed_on(plan[0].id, volunteer.id)
+    assert not mark_instalment_passed_on(plan[0].id, volunteer.id)
+    with pytest.raises(ContractError, match="déjà reçus"):
+        record_instalments(contract.id, a.id, [InstalmentInput(7200)])
+
+
+def test_producer_sees_subscribers_by_name(app):
+    season = Season(weeks=4)
+    a, b, c = HouseholdFactory(name="Martin"), HouseholdFactory(name="Nguyen"), HouseholdFactory(name="Abadie")
+    subscribe(season.offer.id, a.id, co_holder_id=b.id, now=NOW)
+    subscribe(season.offer.id, c.id, quantity=2, now=NOW)
+    rows = season_subscribers(season.offer.id)
+    assert [(r.household_name, r.co_holder_name, r.quantity, r.distributions, r.total_cents) for r in rows] == [
+        ("Abadie", None, Decimal("2"), 4, 9600),
+        ("Martin", "Nguyen", Decimal("1"), 4, 4800),
+    ]
