@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from orders.models import Order
+from orders.models import Order, OrderLine
 from orders.payment_models import LedgerEntry
 
 LEDGER_KINDS = ("payment", "charge", "credit", "refund", "adjustment", "topup")
@@ -117,12 +117,16 @@ def sync_order_charge(order_id: int) -> int:
     order service (sum of line totals).
     """
     # Lock the order row (PostgreSQL) so two syncs of the same order cannot both add the delta.
+    # populate_existing: bulk UPDATEs elsewhere (allocation, close) may have left stale objects.
     order = db.session.scalar(
-        sa.select(Order).where(Order.id == order_id).with_for_update()
+        sa.select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
     )
     if order is None:
         raise LookupError(f"no order {order_id}")
-    target = order_target_cents(order)
+    lines = db.session.scalars(
+        sa.select(OrderLine).where(OrderLine.order_id == order_id).execution_options(populate_existing=True)
+    ).all()
+    target = 0 if order.status == "cancelled" else sum(line.total_cents for line in lines)
     if order.status != "cancelled" and order.total_cents != target:
         order.total_cents = target
     delta = target - order_charged_cents(order_id)

@@ -1,14 +1,18 @@
 """Payments towards orders: what is due, desk payments (cash, cheque, balance), balance settlement."""
 from __future__ import annotations
 
+import csv
+import io
+from dataclasses import dataclass, field
+
 import sqlalchemy as sa
 from flask_babel import gettext as _
 
 from app.db import utcnow
 from app.extensions import db
-from app.money import format_cents
+from app.money import format_cents, line_total_cents
 from orders import ledger
-from orders.models import Order
+from orders.models import Order, OrderLine
 from orders.payment_models import LedgerEntry, Payment
 
 DESK_METHODS = ("cash", "cheque", "balance")
@@ -198,3 +202,239 @@ def settle_balance_payments(cycle_id: int) -> int:
         _issue_receipt_if_paid(order_id)
         settled += 1
     return settled
+
+
+# --- top-ups, accounts and reports --------------------------------------------------------
+
+#: A top-up above this is almost certainly a typo (500,00 €).
+MAX_TOPUP_CENTS = 50_000
+
+
+def record_topup(
+    household_id: int, amount_cents: int, *, token: str, created_by_id: int | None, note: str | None = None
+) -> LedgerEntry:
+    """Money handed to the coordinator, kept on the household's account; one entry per form token."""
+    from app.models import Household
+
+    if db.session.get(Household, household_id) is None:
+        raise PaymentError(_("Ce foyer n'existe pas."))
+    if not isinstance(amount_cents, int) or isinstance(amount_cents, bool) or amount_cents <= 0:
+        raise PaymentError(_("Le montant doit être supérieur à zéro."))
+    if amount_cents > MAX_TOPUP_CENTS:
+        raise PaymentError(_("Ce montant est trop élevé pour un versement (500,00 € au plus)."))
+    token = (token or "").strip()
+    if not (8 <= len(token) <= 64 and token.isalnum()):
+        raise PaymentError(_("Le formulaire a expiré. Rechargez la page."))
+    return ledger.record_entry(
+        household_id,
+        amount_cents,
+        "topup",
+        f"topup:{household_id}:{token}",
+        note=(note or "").strip()[:300] or None,
+        created_by_id=created_by_id,
+    )
+
+
+@dataclass
+class HouseholdBalance:
+    """One line of the coordinator's balances page."""
+
+    household_id: int
+    name: str
+    balance_cents: int
+
+
+def household_balances() -> list[HouseholdBalance]:
+    """Every household with its balance (sum of its ledger), by name; one query."""
+    from app.models import Household
+
+    rows = db.session.execute(
+        sa.select(Household.id, Household.name, sa.func.coalesce(sa.func.sum(LedgerEntry.amount_cents), 0))
+        .outerjoin(LedgerEntry, LedgerEntry.household_id == Household.id)
+        .group_by(Household.id, Household.name)
+        .order_by(Household.name, Household.id)
+    ).all()
+    return [HouseholdBalance(hid, name, int(total)) for hid, name, total in rows]
+
+
+@dataclass
+class OrderMoney:
+    """An order seen from the money side."""
+
+    order: Order
+    paid_cents: int
+    due_cents: int
+    methods: dict[str, int] = field(default_factory=dict)
+    household_name: str = ""
+
+
+@dataclass
+class ProducerOwed:
+    """What the association owes a producer for a cycle (line totals at base price)."""
+
+    producer_id: int
+    name: str
+    owed_cents: int
+
+
+@dataclass
+class CycleMoney:
+    """The coordinator's money view of one cycle."""
+
+    cycle_id: int
+    due_cents: int
+    paid_by_method: dict[str, int]
+    still_owed_cents: int
+    refunded_cents: int
+    flagged: list[Payment]
+    orders: list[OrderMoney]
+    producers: list[ProducerOwed]
+
+    @property
+    def paid_cents(self) -> int:
+        """Everything paid and kept, all methods together."""
+        return sum(self.paid_by_method.values())
+
+
+def cycle_money(cycle_id: int) -> CycleMoney:
+    """Due, paid by method, still owed, refunds, flagged card payments and what each producer is owed."""
+    from app.models import Household
+    from producers.models import Offer, Producer, Product
+
+    orders = db.session.scalars(
+        sa.select(Order)
+        .where(Order.cycle_id == cycle_id, Order.status != "cancelled", Order.status != "cart")
+        .order_by(Order.bag_number, Order.id)
+    ).all()
+    order_ids = [o.id for o in orders]
+    payments = db.session.scalars(
+        sa.select(Payment).where(Payment.order_id.in_(order_ids)).order_by(Payment.id)
+    ).all() if order_ids else []
+    per_order: dict[int, dict[str, int]] = {oid: {} for oid in order_ids}
+    paid_by_method = {"card": 0, "cash": 0, "cheque": 0, "balance": 0}
+    refunded = 0
+    flagged = []
+    for p in payments:
+        if p.status == "flagged":
+            flagged.append(p)
+        if p.status != "succeeded":
+            continue
+        kept = p.amount_cents - p.refunded_cents
+        refunded += p.refunded_cents
+        paid_by_method[p.method] += kept
+        per_order[p.order_id][p.method] = per_order[p.order_id].get(p.method, 0) + kept
+    rows = []
+    for o in orders:
+        paid = sum(per_order[o.id].values())
+        rows.append(OrderMoney(o, paid, max(0, o.total_cents - paid), per_order[o.id]))
+    names = dict(
+        db.session.execute(sa.select(Household.id, Household.name).where(
+            Household.id.in_([o.household_id for o in orders]))).all()
+    ) if orders else {}
+    for row in rows:
+        row.household_name = names.get(row.order.household_id, "")
+    owed: dict[int, int] = {}
+    producer_names: dict[int, str] = {}
+    lines = db.session.execute(
+        sa.select(OrderLine, Producer.id, Producer.name)
+        .join(Offer, Offer.id == OrderLine.offer_id)
+        .join(Product, Product.id == Offer.product_id)
+        .join(Producer, Producer.id == Product.producer_id)
+        .where(OrderLine.order_id.in_(order_ids))
+    ).all() if order_ids else []
+    for line, producer_id, producer_name in lines:
+        owed[producer_id] = owed.get(producer_id, 0) + line_total_cents(line.base_price_cents, line.charged_quantity)
+        producer_names[producer_id] = producer_name
+    producers = sorted(
+        (ProducerOwed(pid, producer_names[pid], cents) for pid, cents in owed.items()), key=lambda p: p.name
+    )
+    return CycleMoney(
+        cycle_id=cycle_id,
+        due_cents=sum(o.total_cents for o in orders),
+        paid_by_method=paid_by_method,
+        still_owed_cents=sum(r.due_cents for r in rows),
+        refunded_cents=refunded,
+        flagged=flagged,
+        orders=rows,
+        producers=producers,
+    )
+
+
+def euros(cents: int) -> str:
+    """Cents as a plain decimal for CSV files ("1234.50"), exact."""
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
+
+def cycle_money_csv(cycle_id: int) -> str:
+    """The cycle's money view as CSV: one row per order, then one row per producer."""
+    summary = cycle_money(cycle_id)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["type", "foyer", "commande", "sac", "total", "carte", "especes", "cheque", "solde", "reste_du"])
+    for row in summary.orders:
+        m = row.methods
+        writer.writerow([
+            "commande", row.household_name, row.order.id, row.order.bag_number or "", euros(row.order.total_cents),
+            euros(m.get("card", 0)), euros(m.get("cash", 0)), euros(m.get("cheque", 0)),
+            euros(m.get("balance", 0)), euros(row.due_cents),
+        ])
+    writer.writerow([])
+    writer.writerow(["type", "producteur", "du_au_producteur"])
+    for producer in summary.producers:
+        writer.writerow(["producteur", producer.name, euros(producer.owed_cents)])
+    return out.getvalue()
+
+
+def balances_csv() -> str:
+    """Every household's balance as CSV."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["foyer_id", "foyer", "solde"])
+    for row in household_balances():
+        writer.writerow([row.household_id, row.name, euros(row.balance_cents)])
+    return out.getvalue()
+
+
+@dataclass
+class Account:
+    """A household's account page: balance, ledger, orders with what they owe, receipts."""
+
+    household_id: int
+    balance_cents: int
+    spendable_cents: int
+    entries: list[LedgerEntry]
+    orders: list[OrderMoney]
+    receipts: dict[int, object]
+
+
+def household_account(household_id: int) -> Account:
+    """Everything the household's account page shows, newest first."""
+    from orders.payment_models import Receipt
+
+    entries = db.session.scalars(
+        sa.select(LedgerEntry)
+        .where(LedgerEntry.household_id == household_id)
+        .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
+    ).all()
+    orders = db.session.scalars(
+        sa.select(Order)
+        .where(Order.household_id == household_id, Order.status == "confirmed")
+        .order_by(Order.created_at.desc(), Order.id.desc())
+    ).all()
+    rows = []
+    for order in orders:
+        paid = paid_cents(order.id)
+        rows.append(OrderMoney(order, paid, max(0, order.total_cents - paid)))
+    receipts = {
+        r.order_id: r
+        for r in db.session.scalars(sa.select(Receipt).where(Receipt.household_id == household_id)).all()
+    }
+    return Account(
+        household_id=household_id,
+        balance_cents=sum(e.amount_cents for e in entries),
+        spendable_cents=spendable_balance_cents(household_id),
+        entries=list(entries),
+        orders=rows,
+        receipts=receipts,
+    )
