@@ -188,3 +188,27 @@ class OutboxMessage(db.Model):
     __table_args__ = (
         sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed')", name="known_status"),
     )
+
+
+class FinalizeStep(db.Model):
+    """One step of a cycle's close pipeline (prepare, each document chunk, finish) and whether it is done.
+
+    Re-running the pipeline after a crash skips the steps already done; the last chunk to be
+    done (found with a count under the cycle's row lock) triggers the finish step.
+    """
+
+    __tablename__ = "finalize_step"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("cycle.id"), index=True)
+    #: "prepare", "finish", or "chunk:<kind>:<part>" (e.g. "chunk:po:3", "chunk:slips:12:0").
+    name: Mapped[str] = mapped_column(sa.String(80))
+    status: Mapped[str] = mapped_column(sa.String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("cycle_id", "name", name="uq_finalize_step_cycle_name"),
+        sa.CheckConstraint("status IN ('pending', 'done')", name="known_status"),
+    )

@@ -1,0 +1,588 @@
+"""Cycle documents: aggregation, purchase orders (PDF, CSV), bag slips, grid, repackaging; storage and e-mails.
+
+Every document is rendered per chunk (a producer, a slot, a bounded number of households) so a
+worker's memory stays flat whatever the cycle size; a chunk rendered again replaces its files
+and Document rows (unique per cycle, kind and chunk).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import math
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import current_app, render_template
+from flask_babel import gettext as _
+from sqlalchemy.exc import IntegrityError
+
+from app.db import Quantity
+from app.extensions import db
+from app.models import Document, Household
+from app.money import line_total_cents
+from app.pdf import render_pdf
+from orders.models import Cycle, Order, OrderLine
+from pickup.models import Site, Slot
+from producers.models import Offer, Producer, Product
+
+log = logging.getLogger("panier.documents")
+
+#: Bag slips per printed page (a fixed number keeps the page count predictable).
+SLIPS_PER_PAGE = 3
+#: Households side by side in one table of the product by household grid (landscape A4).
+GRID_COLUMNS = 10
+
+#: Document kinds and who reads them.
+KIND_LABELS = {
+    "purchase_order": "Bon de commande",
+    "purchase_order_csv": "Bon de commande (tableur)",
+    "bag_slips": "Fiches de préparation",
+    "grid": "Tableau de répartition",
+    "repackaging": "Fiche de reconditionnement",
+    "distribution_sheet": "Feuille d'émargement",
+}
+
+
+def _active(cycle_id: int):
+    """Ids of the orders that count in the cycle."""
+    from orders.close import active_orders_query
+
+    return active_orders_query(cycle_id)
+
+
+def chunk_size() -> int:
+    """Households per chunk, from DOCUMENT_CHUNK_HOUSEHOLDS."""
+    return max(1, int(current_app.config.get("DOCUMENT_CHUNK_HOUSEHOLDS", 100)))
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def chunk_names(cycle_id: int) -> list[str]:
+    """Every document chunk of a cycle: one per producer, per slot (and household batch), repackaging."""
+    producers = db.session.scalars(
+        sa.select(Product.producer_id).distinct()
+        .join(Offer, Offer.product_id == Product.id)
+        .join(OrderLine, OrderLine.offer_id == Offer.id)
+        .where(OrderLine.order_id.in_(_active(cycle_id)))
+        .order_by(Product.producer_id)
+    ).all()
+    per_slot = db.session.execute(
+        sa.select(Order.slot_id, sa.func.count(Order.id))
+        .where(Order.id.in_(_active(cycle_id)))
+        .group_by(Order.slot_id)
+    ).all()
+    size = chunk_size()
+    names = [f"chunk:po:{producer_id}" for producer_id in producers]
+    for slot_id, count in sorted(per_slot, key=lambda row: row[0] or 0):
+        slot = slot_id or 0
+        for part in range(math.ceil(count / size)):
+            names.append(f"chunk:slips:{slot}:{part}")
+            names.append(f"chunk:grid:{slot}:{part}")
+        names.append(f"chunk:sheet:{slot}")
+    if _has_bulk(cycle_id):
+        names.append("chunk:repack")
+    return names
+
+
+def _has_bulk(cycle_id: int) -> bool:
+    """Whether any counted line is a bulk product."""
+    return db.session.scalar(
+        sa.select(sa.func.count(OrderLine.id))
+        .join(Offer, Offer.id == OrderLine.offer_id)
+        .join(Product, Product.id == Offer.product_id)
+        .where(OrderLine.order_id.in_(_active(cycle_id)), Product.case_size.is_not(None))
+    ) > 0
+
+
+def render_chunk(cycle_id: int, name: str) -> list[Document]:
+    """Render and store the documents of one chunk (the caller commits)."""
+    parts = name.split(":")
+    kind = parts[1]
+    if kind == "po":
+        return render_purchase_order(cycle_id, int(parts[2]))
+    if kind == "slips":
+        return [render_bag_slips(cycle_id, int(parts[2]) or None, int(parts[3]))]
+    if kind == "grid":
+        return [render_grid(cycle_id, int(parts[2]) or None, int(parts[3]))]
+    if kind == "sheet":
+        from pickup.documents import render_distribution_sheet
+
+        return [render_distribution_sheet(cycle_id, int(parts[2]) or None)]
+    if kind == "repack":
+        return [render_repackaging(cycle_id)]
+    raise ValueError(f"unknown chunk {name}")
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def store_document(cycle_id: int, kind: str, chunk: str, audience: str, filename: str, data: bytes,
+                   *, content_type: str = "application/pdf", pages: int | None = None) -> Document:
+    """Write the file atomically and insert or replace its Document row (the caller commits)."""
+    folder = Path(current_app.config["DOCUMENTS_DIR"]) / f"cycle-{cycle_id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe_chunk = chunk.replace(":", "-")
+    path = folder / f"{kind}-{safe_chunk}{Path(filename).suffix}"
+    # Write then rename: a reader never sees half a file, a crash leaves the old one whole.
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    os.replace(temp, path)
+    values = {
+        "audience": audience, "filename": filename, "path": str(path), "content_type": content_type,
+        "checksum": hashlib.sha256(data).hexdigest(), "pages": pages, "size_bytes": len(data),
+    }
+    document = _document(cycle_id, kind, chunk)
+    if document is None:
+        try:
+            with db.session.begin_nested():
+                document = Document(cycle_id=cycle_id, kind=kind, chunk=chunk, **values)
+                db.session.add(document)
+        except IntegrityError:
+            document = _document(cycle_id, kind, chunk)
+    for key, value in values.items():
+        setattr(document, key, value)
+    from app.db import utcnow
+
+    document.created_at = utcnow()
+    db.session.flush()
+    return document
+
+
+def _document(cycle_id: int, kind: str, chunk: str) -> Document | None:
+    """The stored document of a chunk, if any."""
+    return db.session.scalar(
+        sa.select(Document).where(Document.cycle_id == cycle_id, Document.kind == kind, Document.chunk == chunk)
+    )
+
+
+def cycle_documents(cycle_id: int) -> list[Document]:
+    """Every stored document of a cycle, in reading order."""
+    return list(db.session.scalars(
+        sa.select(Document).where(Document.cycle_id == cycle_id).order_by(Document.kind, Document.id)
+    ))
+
+
+def may_read(user, document: Document) -> bool:
+    """Whether a user may download a document: coordinator all, producer its own, volunteers the lists."""
+    if user.has_role("coordinator"):
+        return True
+    audience = document.audience
+    if audience.startswith("producer:"):
+        return "producer" in user.roles and user.producer_id == int(audience.split(":")[1])
+    if audience == "volunteer":
+        return "volunteer" in user.roles and is_current_distribution(document.cycle_id)
+    if audience.startswith("household:"):
+        return user.household_id == int(audience.split(":")[1])
+    return False
+
+
+def is_current_distribution(cycle_id: int) -> bool:
+    """A cycle whose distribution is this week's: within a day back and a week ahead."""
+    from datetime import timedelta
+
+    from app.db import utcnow
+
+    cycle = db.session.get(Cycle, cycle_id)
+    today = utcnow().date()
+    return (
+        cycle is not None
+        and cycle.status in ("closed", "finalized", "distributed")
+        and today - timedelta(days=1) <= cycle.distribution_date <= today + timedelta(days=7)
+    )
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+@dataclass
+class PurchaseRow:
+    """One product of a purchase order."""
+
+    product_id: int
+    name: str
+    unit: str
+    case_size: Decimal | None
+    price_cents: int
+    quantity: Decimal = Decimal("0")
+    ordered: Decimal = Decimal("0")
+    per_slot: dict = field(default_factory=dict)
+
+    @property
+    def total_cents(self) -> int:
+        """Price times allocated quantity."""
+        return line_total_cents(self.price_cents, self.quantity)
+
+    @property
+    def cases(self) -> tuple[int, Decimal] | None:
+        """Whole cases and the units left over, for products sold by the case."""
+        if not self.case_size:
+            return None
+        whole = int(self.quantity // self.case_size)
+        return whole, self.quantity - whole * self.case_size
+
+
+def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[PurchaseRow]]:
+    """Allocated and ordered quantities per producer, product and slot: one GROUP BY over the lines."""
+    allocated = sa.type_coerce(sa.func.sum(sa.func.coalesce(OrderLine.quantity_allocated, 0)), Quantity)
+    ordered = sa.type_coerce(sa.func.sum(OrderLine.quantity), Quantity)
+    query = (
+        sa.select(Offer.product_id, Order.slot_id, allocated, ordered)
+        .join(Order, Order.id == OrderLine.order_id)
+        .join(Offer, Offer.id == OrderLine.offer_id)
+        .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()))
+        .group_by(Offer.product_id, Order.slot_id)
+    )
+    if producer_id is not None:
+        query = query.join(Product, Product.id == Offer.product_id).where(Product.producer_id == producer_id)
+    sums = db.session.execute(query).all()
+    products = {
+        row.id: row for row in db.session.execute(
+            sa.select(Product.id, Product.name, Product.unit, Product.case_size, Product.producer_id,
+                      Offer.price_cents)
+            .join(Offer, Offer.product_id == Product.id)
+            .where(Offer.cycle_id == cycle_id, Product.id.in_({s[0] for s in sums} or {0}))
+        )
+    }
+    rows: dict[int, PurchaseRow] = {}
+    for product_id, slot_id, quantity, ordered_quantity in sums:
+        info = products[product_id]
+        row = rows.get(product_id)
+        if row is None:
+            row = rows[product_id] = PurchaseRow(product_id, info.name, info.unit, info.case_size, info.price_cents)
+        row.quantity += quantity or Decimal("0")
+        row.ordered += ordered_quantity or Decimal("0")
+        row.per_slot[slot_id] = row.per_slot.get(slot_id, Decimal("0")) + (quantity or Decimal("0"))
+    result: dict[int, list[PurchaseRow]] = defaultdict(list)
+    for product_id, row in sorted(rows.items(), key=lambda item: item[1].name):
+        result[products[product_id].producer_id].append(row)
+    return dict(result)
+
+
+def _statuses():
+    """The counted order statuses."""
+    from orders.close import ACTIVE_ORDER_STATUSES
+
+    return ACTIVE_ORDER_STATUSES
+
+
+def _cycle_context(cycle_id: int) -> dict:
+    """What every document header shows: the cycle, its site, its slots."""
+    cycle = db.session.get(Cycle, cycle_id)
+    site = db.session.get(Site, cycle.site_id)
+    slots = {s.id: s for s in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id))}
+    return {"cycle": cycle, "site": site, "slots": slots}
+
+
+def slot_label(slot: Slot | None) -> str:
+    """"16:00–16:30" in local time, or a word when no slot was chosen."""
+    from app.templating import local_time
+
+    if slot is None:
+        return _("sans créneau")
+    return f"{local_time(slot.starts_at)}–{local_time(slot.ends_at)}"
+
+
+# --------------------------------------------------------------------------- purchase orders
+
+
+def render_purchase_order(cycle_id: int, producer_id: int) -> list[Document]:
+    """The purchase order of one producer, as PDF and CSV."""
+    producer = db.session.get(Producer, producer_id)
+    rows = aggregate(cycle_id, producer_id).get(producer_id, [])
+    context = _cycle_context(cycle_id)
+    slots = context["slots"]
+    slot_ids = sorted({sid for row in rows for sid in row.per_slot},
+                      key=lambda sid: (sid not in slots, slots[sid].starts_at.timestamp() if sid in slots else 0))
+    total = sum(row.total_cents for row in rows)
+    pdf = render_pdf("orders/documents/purchase_order.html", producer=producer, rows=rows, total_cents=total,
+                     slot_ids=slot_ids, slot_label=slot_label, title=_("Bon de commande"), **context)
+    chunk = f"producer:{producer_id}"
+    audience = f"producer:{producer_id}"
+    stem = f"bon-de-commande-{context['cycle'].distribution_date.isoformat()}-{_slug(producer.name)}"
+    documents = [store_document(cycle_id, "purchase_order", chunk, audience, f"{stem}.pdf", pdf.data,
+                                pages=pdf.pages)]
+    documents.append(store_document(cycle_id, "purchase_order_csv", chunk, audience, f"{stem}.csv",
+                                    purchase_order_csv(rows, slot_ids, context["slots"]),
+                                    content_type="text/csv"))
+    return documents
+
+
+def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> bytes:
+    """The purchase order as a CSV a French spreadsheet opens (semicolons, decimal commas, BOM)."""
+    def number(value) -> str:
+        return format(Decimal(value).normalize(), "f").replace(".", ",") if value is not None else ""
+
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(["produit", "unite", "taille_colis", "quantite", "colis_entiers", "reste_unites",
+                     "prix_unitaire_eur", "total_eur"] + [f"creneau_{slot_label(slots.get(s))}" for s in slot_ids])
+    for row in rows:
+        cases = row.cases
+        writer.writerow([
+            row.name, row.unit, number(row.case_size), number(row.quantity),
+            cases[0] if cases else "", number(cases[1]) if cases else "",
+            number(Decimal(row.price_cents) / 100), number(Decimal(row.total_cents) / 100),
+        ] + [number(row.per_slot.get(s, Decimal("0"))) for s in slot_ids])
+    writer.writerow(["TOTAL", "", "", "", "", "", "", number(Decimal(sum(r.total_cents for r in rows)) / 100)])
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe version of a name."""
+    import re
+    import unicodedata
+
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:60] or "x"
+
+
+# --------------------------------------------------------------------------- households
+
+
+@dataclass
+class BagLine:
+    """One line on a bag slip."""
+
+    name: str
+    producer: str
+    unit: str
+    ordered: Decimal
+    allocated: Decimal
+    unit_price_cents: int
+    total_cents: int
+    bulk: bool
+
+
+@dataclass
+class Bag:
+    """One household's bag: what goes in it and what it costs."""
+
+    order_id: int
+    household_id: int
+    household: str
+    bag_number: int | None
+    slot: Slot | None
+    total_cents: int
+    due_cents: int
+    lines: list[BagLine] = field(default_factory=list)
+
+
+def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_due: bool = True) -> list[Bag]:
+    """The bags of a slot (one batch of households when part is given), by bag number."""
+    query = (
+        sa.select(Order.id, Order.household_id, Household.name, Order.bag_number, Order.slot_id, Order.total_cents)
+        .join(Household, Household.id == Order.household_id)
+        .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()))
+        .order_by(Order.bag_number, Household.name, Order.id)
+    )
+    query = query.where(Order.slot_id.is_(None) if slot_id is None else Order.slot_id == slot_id)
+    if part is not None:
+        size = chunk_size()
+        query = query.offset(part * size).limit(size)
+    rows = db.session.execute(query).all()
+    slot = db.session.get(Slot, slot_id) if slot_id else None
+    amount_due = optional_amount_due() if with_due else None
+    result = {
+        r[0]: Bag(r[0], r[1], r[2], r[3], slot, r[5], amount_due(r[0]) if amount_due else r[5])
+        for r in rows
+    }
+    if not result:
+        return []
+    lines = db.session.execute(
+        sa.select(OrderLine.order_id, Product.name, Producer.name, Product.unit, OrderLine.quantity,
+                  OrderLine.quantity_allocated, OrderLine.unit_price_cents, Product.case_size, OrderLine.id,
+                  OrderLine.quantity_prepared)
+        .join(Offer, Offer.id == OrderLine.offer_id)
+        .join(Product, Product.id == Offer.product_id)
+        .join(Producer, Producer.id == Product.producer_id)
+        .where(OrderLine.order_id.in_(list(result)))
+        .order_by(Producer.name, Product.name, OrderLine.id)
+    ).all()
+    for order_id, name, producer, unit, quantity, allocated, price, case_size, _id, prepared in lines:
+        given = allocated if allocated is not None else quantity
+        charged = prepared if prepared is not None else given
+        result[order_id].lines.append(
+            BagLine(name, producer, unit, quantity, given, price, line_total_cents(price, charged),
+                    case_size is not None)
+        )
+    return list(result.values())
+
+
+def optional_amount_due():
+    """orders.payments.amount_due_cents while it exists, else None (the total is due)."""
+    from orders.close import optional
+
+    return optional("orders.payments", "amount_due_cents")
+
+
+def render_bag_slips(cycle_id: int, slot_id: int | None, part: int) -> Document:
+    """Bag slips for one batch of households of a slot: one block per household with tick boxes."""
+    context = _cycle_context(cycle_id)
+    slot_bags = bags(cycle_id, slot_id, part)
+    pages = [slot_bags[i:i + SLIPS_PER_PAGE] for i in range(0, len(slot_bags), SLIPS_PER_PAGE)]
+    pdf = render_pdf("orders/documents/bag_slips.html", pages=pages, slot=context["slots"].get(slot_id),
+                     slot_label=slot_label, title=_("Fiches de préparation"), **context)
+    label = slot_label(context["slots"].get(slot_id)).replace(":", "h")
+    filename = f"fiches-preparation-{context['cycle'].distribution_date.isoformat()}-{_slug(label)}-{part + 1}.pdf"
+    return store_document(cycle_id, "bag_slips", f"slot:{slot_id or 0}:{part}", "volunteer", filename,
+                          pdf.data, pages=pdf.pages)
+
+
+def render_grid(cycle_id: int, slot_id: int | None, part: int) -> Document:
+    """Product by household grid for one batch of households: tables of GRID_COLUMNS households."""
+    context = _cycle_context(cycle_id)
+    slot_bags = bags(cycle_id, slot_id, part, with_due=False)
+    tables = []
+    for start in range(0, len(slot_bags), GRID_COLUMNS):
+        group = slot_bags[start:start + GRID_COLUMNS]
+        products: dict[tuple, dict[int, Decimal]] = defaultdict(dict)
+        for column, bag in enumerate(group):
+            for line in bag.lines:
+                cell = products[(line.producer, line.name, line.unit)]
+                cell[column] = cell.get(column, Decimal("0")) + line.allocated
+        tables.append({"bags": group, "rows": sorted(products.items())})
+    pdf = render_pdf("orders/documents/grid.html", tables=tables, slot=context["slots"].get(slot_id),
+                     slot_label=slot_label, title=_("Tableau de répartition"), **context)
+    label = slot_label(context["slots"].get(slot_id)).replace(":", "h")
+    filename = f"tableau-repartition-{context['cycle'].distribution_date.isoformat()}-{_slug(label)}-{part + 1}.pdf"
+    return store_document(cycle_id, "grid", f"slot:{slot_id or 0}:{part}", "volunteer", filename,
+                          pdf.data, pages=pdf.pages)
+
+
+@dataclass
+class RepackProduct:
+    """A bulk product: the cases bought and the portions to make from them."""
+
+    name: str
+    producer: str
+    unit: str
+    case_size: Decimal
+    total: Decimal
+    portions: list[tuple] = field(default_factory=list)
+
+    @property
+    def cases(self) -> int:
+        """Whole cases the portions come from."""
+        return math.ceil(self.total / self.case_size) if self.case_size else 0
+
+
+def repackaging_products(cycle_id: int) -> list[RepackProduct]:
+    """Bulk products with each household's portion (bag number, name, quantity), by product."""
+    rows = db.session.execute(
+        sa.select(Product.id, Product.name, Producer.name, Product.unit, Product.case_size,
+                  Order.bag_number, Household.name, OrderLine.quantity_allocated, OrderLine.quantity)
+        .join(Offer, Offer.id == OrderLine.offer_id)
+        .join(Product, Product.id == Offer.product_id)
+        .join(Producer, Producer.id == Product.producer_id)
+        .join(Order, Order.id == OrderLine.order_id)
+        .join(Household, Household.id == Order.household_id)
+        .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()), Product.case_size.is_not(None))
+        .order_by(Producer.name, Product.name, Order.bag_number)
+    ).all()
+    products: dict[int, RepackProduct] = {}
+    for pid, name, producer, unit, case_size, bag, household, allocated, ordered in rows:
+        given = allocated if allocated is not None else ordered
+        if not given:
+            continue
+        product = products.setdefault(pid, RepackProduct(name, producer, unit, case_size, Decimal("0")))
+        product.total += given
+        product.portions.append((bag, household, given))
+    return list(products.values())
+
+
+def render_repackaging(cycle_id: int) -> Document:
+    """The repackaging sheet: each bulk case split into household portions."""
+    context = _cycle_context(cycle_id)
+    pdf = render_pdf("orders/documents/repackaging.html", products=repackaging_products(cycle_id),
+                     title=_("Fiche de reconditionnement"), **context)
+    filename = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}.pdf"
+    return store_document(cycle_id, "repackaging", "all", "volunteer", filename, pdf.data, pages=pdf.pages)
+
+
+# --------------------------------------------------------------------------- e-mails
+
+
+def producers_without_email(cycle_id: int) -> list[Producer]:
+    """Producers with a purchase order this cycle but no address: theirs goes on paper."""
+    chunks = db.session.scalars(
+        sa.select(Document.chunk).where(Document.cycle_id == cycle_id, Document.kind == "purchase_order")
+    ).all()
+    ids = [int(c.split(":")[1]) for c in chunks]
+    if not ids:
+        return []
+    return list(db.session.scalars(
+        sa.select(Producer).where(Producer.id.in_(ids), sa.or_(Producer.email.is_(None), Producer.email == ""))
+        .order_by(Producer.name)
+    ))
+
+
+def queue_cycle_messages(cycle_id: int) -> dict:
+    """Outbox rows: each producer its purchase order (PDF + CSV), each household its confirmation."""
+    from app.outbox import queue_message
+
+    context = _cycle_context(cycle_id)
+    cycle = context["cycle"]
+    counts = {"producers": 0, "households": 0, "producers_without_email": 0, "households_without_email": 0}
+    documents = db.session.scalars(
+        sa.select(Document).where(Document.cycle_id == cycle_id,
+                                  Document.kind.in_(("purchase_order", "purchase_order_csv")))
+    ).all()
+    by_producer: dict[int, list[Document]] = defaultdict(list)
+    for document in sorted(documents, key=lambda d: d.kind):
+        by_producer[int(document.chunk.split(":")[1])].append(document)
+    for producer_id, docs in sorted(by_producer.items()):
+        producer = db.session.get(Producer, producer_id)
+        if not producer.email:
+            counts["producers_without_email"] += 1
+            log.warning("close: producer %s (%s) has no e-mail; print its purchase order for cycle %s",
+                        producer.id, producer.name, cycle_id)
+            continue
+        body = render_template("orders/documents/purchase_order_email.txt", producer=producer, **context)
+        queue_message(
+            f"cycle:{cycle_id}:producer:{producer_id}:purchase_order", producer.email,
+            _("Bon de commande pour la distribution du %(day)s", day=_day(cycle)), body,
+            kind="purchase_order", cycle_id=cycle_id, attachments=[{"document_id": d.id} for d in docs],
+        )
+        counts["producers"] += 1
+    households = {
+        h.id: h for h in db.session.scalars(
+            sa.select(Household).where(Household.id.in_(
+                sa.select(Order.household_id).where(Order.id.in_(_active(cycle_id)))))
+        )
+    }
+    slot_ids = db.session.scalars(
+        sa.select(Order.slot_id).distinct().where(Order.id.in_(_active(cycle_id)))
+    ).all()
+    for slot_id in slot_ids:
+        for bag in bags(cycle_id, slot_id):
+            household = households[bag.household_id]
+            recipients = household.contact_emails()
+            if not recipients:
+                counts["households_without_email"] += 1
+                continue
+            body = render_template("orders/documents/confirmation_email.txt", bag=bag, household=household,
+                                   slot_label=slot_label, **context)
+            for recipient in recipients:
+                queue_message(
+                    f"cycle:{cycle_id}:household:{household.id}:confirmation:{recipient.lower()}", recipient,
+                    _("Votre commande pour la distribution du %(day)s", day=_day(cycle)), body,
+                    kind="confirmation", cycle_id=cycle_id,
+                )
+            counts["households"] += 1
+    return counts
+
+
+def _day(cycle: Cycle) -> str:
+    """The distribution day in words."""
+    from app.templating import local_date
+
+    return local_date(cycle.distribution_date)
