@@ -291,7 +291,7 @@ def _allocate_capped(offer_id: int, cap: Decimal, orders) -> None:
         .order_by(OrderLine.ordered_at, OrderLine.id)
     ).all()
     for line_id, quantity in rows:
-        given = min(quantity, max(remaining, Decimal("0")))
+        given = min(quantity, max(remaining, Decimal(0)))
         remaining -= given
         db.session.execute(sa.update(OrderLine).where(OrderLine.id == line_id).values(quantity_allocated=given))
 

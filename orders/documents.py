@@ -212,8 +212,8 @@ class PurchaseRow:
     unit: str
     case_size: Decimal | None
     price_cents: int
-    quantity: Decimal = Decimal("0")
-    ordered: Decimal = Decimal("0")
+    quantity: Decimal = Decimal(0)
+    ordered: Decimal = Decimal(0)
     per_slot: dict = field(default_factory=dict)
 
     @property
@@ -258,9 +258,9 @@ def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[P
         row = rows.get(product_id)
         if row is None:
             row = rows[product_id] = PurchaseRow(product_id, info.name, info.unit, info.case_size, info.price_cents)
-        row.quantity += quantity or Decimal("0")
-        row.ordered += ordered_quantity or Decimal("0")
-        row.per_slot[slot_id] = row.per_slot.get(slot_id, Decimal("0")) + (quantity or Decimal("0"))
+        row.quantity += quantity or Decimal(0)
+        row.ordered += ordered_quantity or Decimal(0)
+        row.per_slot[slot_id] = row.per_slot.get(slot_id, Decimal(0)) + (quantity or Decimal(0))
     result: dict[int, list[PurchaseRow]] = defaultdict(list)
     for product_id, row in sorted(rows.items(), key=lambda item: item[1].name):
         result[products[product_id].producer_id].append(row)
@@ -331,7 +331,7 @@ def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> 
             row.name, row.unit, number(row.case_size), number(row.quantity),
             cases[0] if cases else "", number(cases[1]) if cases else "",
             number(Decimal(row.price_cents) / 100), number(Decimal(row.total_cents) / 100),
-        ] + [number(row.per_slot.get(s, Decimal("0"))) for s in slot_ids])
+        ] + [number(row.per_slot.get(s, Decimal(0))) for s in slot_ids])
     writer.writerow(["TOTAL", "", "", "", "", "", "", number(Decimal(sum(r.total_cents for r in rows)) / 100)])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
@@ -448,7 +448,7 @@ def render_grid(cycle_id: int, slot_id: int | None, part: int) -> Document:
         for column, bag in enumerate(group):
             for line in bag.lines:
                 cell = products[(line.producer, line.name, line.unit)]
-                cell[column] = cell.get(column, Decimal("0")) + line.allocated
+                cell[column] = cell.get(column, Decimal(0)) + line.allocated
         tables.append({"bags": group, "rows": sorted(products.items())})
     pdf = render_pdf("orders/documents/grid.html", tables=tables, slot=context["slots"].get(slot_id),
                      slot_label=slot_label, title=_("Tableau de répartition"), **context)
@@ -493,7 +493,7 @@ def repackaging_products(cycle_id: int) -> list[RepackProduct]:
         given = allocated if allocated is not None else ordered
         if not given:
             continue
-        product = products.setdefault(pid, RepackProduct(name, producer, unit, case_size, Decimal("0")))
+        product = products.setdefault(pid, RepackProduct(name, producer, unit, case_size, Decimal(0)))
         product.total += given
         product.portions.append((bag, household, given))
     return list(products.values())

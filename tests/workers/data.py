@@ -10,8 +10,16 @@ import sqlalchemy as sa
 from app.db import utcnow
 from app.extensions import db
 from producers.models import Producer
-from tests.factories import (CycleFactory, HouseholdFactory, OfferFactory, OrderFactory, OrderLineFactory,
-                             ProducerFactory, ProductFactory, SlotFactory)
+from tests.factories import (
+    CycleFactory,
+    HouseholdFactory,
+    OfferFactory,
+    OrderFactory,
+    OrderLineFactory,
+    ProducerFactory,
+    ProductFactory,
+    SlotFactory,
+)
 
 
 @dataclass

@@ -128,7 +128,7 @@ def test_withdrawn_product_and_stock_cap(app):
         for line in db.session.scalars(sa.select(OrderLine))
     }
     from decimal import Decimal
-    assert [q for (o, _), q in sorted(allocated.items()) if o == offer_a.id] == [Decimal("0")] * 2
+    assert [q for (o, _), q in sorted(allocated.items()) if o == offer_a.id] == [Decimal(0)] * 2
     # 2 units in stock for two orders of 1.5: the first gets 1.5, the second what is left.
     assert sorted(q for (o, _), q in allocated.items() if o == offer_b.id) == [Decimal("0.5"), Decimal("1.5")]
     slips = db.session.scalar(sa.select(Document).where(Document.kind == "bag_slips"))
