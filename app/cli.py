@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import click
-import sqlalchemy as sa
 from flask import Flask
 from flask.cli import AppGroup
 
-from app.auth.services import normalize_email
+from app.auth.services import create_coordinator as create_coordinator_account
 from app.extensions import db
-from app.models import User
 
 users_cli = AppGroup("users", help="Comptes utilisateurs.")
 
@@ -19,17 +17,17 @@ users_cli = AppGroup("users", help="Comptes utilisateurs.")
 @click.password_option()
 def create_coordinator(email: str, name: str, password: str) -> None:
     """Create the first coordinator (or give an existing user the coordinator role)."""
-    email = normalize_email(email)
-    user = db.session.scalar(sa.select(User).where(User.email == email))
-    if user is None:
-        user = User(email=email, name=name)
-        db.session.add(user)
-    user.set_password(password)
-    user.set_roles(user.roles | {"coordinator"})
+    if len(password) < 10:
+        raise click.BadParameter("10 caractères au moins.", param_hint="password")
+    user = create_coordinator_account(email, name, password)
     db.session.commit()
-    click.echo(f"Coordinateur·rice prêt·e : {email}")
+    click.echo(f"Coordinateur·rice prêt·e : {user.email}")
 
 
 def register(app: Flask) -> None:
     """Attach every command group to the app."""
     app.cli.add_command(users_cli)
+    from workers.cli import cycles_cli, outbox_cli
+
+    app.cli.add_command(cycles_cli)
+    app.cli.add_command(outbox_cli)

@@ -83,6 +83,16 @@ def app_config(tmp_path) -> dict:
 def app(_schema, app_config):
     """The application with an app context pushed, and an empty database afterwards."""
     application = create_app(TestConfig, SQLALCHEMY_DATABASE_URI=_schema, **app_config)
+
+    @application.before_request
+    def _forget_cached_user():
+        """Requests share the test's app context (and its g): never reuse another client's
+        signed-in user or CSRF token, both of which Flask-Login and Flask-WTF cache on g."""
+        from flask import g
+
+        g.pop("_login_user", None)
+        g.pop("csrf_token", None)
+
     limiter.reset()
     ctx = application.app_context()
     ctx.push()

@@ -1,0 +1,392 @@
+"""Accounts: password reset and invitation links, the coordinator's pages, rate limits, the CLI."""
+from __future__ import annotations
+
+import html
+import re
+import time
+
+import sqlalchemy as sa
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from app.auth import services
+from app.extensions import db
+from app.models import Household, OutboxMessage, User
+from tests.factories import HouseholdFactory, PriceTierFactory, UserFactory
+from tests.helpers import PASSWORD, csrf_token, login, post_form
+
+NEW_PASSWORD = "un-nouveau-mot-de-passe"
+
+
+def _mails(kind: str) -> list[OutboxMessage]:
+    """Queued mails of a kind, oldest first."""
+    return list(db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.kind == kind).order_by(OutboxMessage.id)))
+
+
+def _link_path(body: str) -> str:
+    """The path of the link in a mail (links start with BASE_URL, http://localhost in tests)."""
+    match = re.search(r"http://localhost(/compte/\S+)", body)
+    assert match, body
+    return match.group(1)
+
+
+def text(response) -> str:
+    """The page as a person reads it (entities such as &#39; decoded)."""
+    return html.unescape(response.get_data(as_text=True))
+
+
+def _count(model) -> int:
+    """Rows in a table."""
+    return db.session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def _coordinator(client):
+    """A signed-in coordinator."""
+    user = UserFactory(email="coord@example.org", name="Camille Coord", roles=["coordinator"])
+    db.session.commit()
+    login(client, "coord@example.org")
+    return user
+
+
+# ---- password reset -------------------------------------------------------------------------
+
+def test_reset_link_sets_a_new_password_once(app, client):
+    user = UserFactory(email="claire@example.org", name="Claire")
+    db.session.commit()
+    page = post_form(client, "/compte/mot-de-passe-oublie", {"email": " Claire@Example.org "})
+    assert "Si un compte existe avec cette adresse" in text(page)
+    [mail] = _mails("password_reset")
+    assert mail.recipient == "claire@example.org"
+    path = _link_path(mail.body)
+
+    page = post_form(client, path, {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    assert "Votre mot de passe est enregistré" in text(page)
+    assert "Bonjour Claire" in text(login(client, "claire@example.org", NEW_PASSWORD))
+
+    # The same link a second time: refused, and the password stays the new one.
+    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/").data)})
+    again = client.get(path)
+    assert again.status_code == 400
+    assert "a déjà servi" in text(again)
+    db.session.expire_all()
+    assert db.session.get(User, user.id).check_password(NEW_PASSWORD)
+
+
+def test_reused_link_cannot_post_a_password(app, client):
+    UserFactory(email="claire@example.org")
+    db.session.commit()
+    post_form(client, "/compte/mot-de-passe-oublie", {"email": "claire@example.org"})
+    path = _link_path(_mails("password_reset")[0].body)
+    token = csrf_token(client.get(path).data)
+    assert client.post(path, data={"csrf_token": token, "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}).status_code == 302
+    second = client.post(path, data={"csrf_token": token, "password": "encore-un-autre-mdp", "confirm": "encore-un-autre-mdp"})
+    assert second.status_code == 400
+    db.session.expire_all()
+    user = db.session.scalar(sa.select(User).where(User.email == "claire@example.org"))
+    assert user.check_password(NEW_PASSWORD) and not user.check_password("encore-un-autre-mdp")
+
+
+def test_unknown_email_gets_the_same_answer_and_no_mail(app, client):
+    page = post_form(client, "/compte/mot-de-passe-oublie", {"email": "personne@example.org"})
+    assert page.status_code == 200
+    assert "Si un compte existe avec cette adresse" in text(page)
+    assert _count(OutboxMessage) == 0
+
+
+def test_expired_reset_link_is_refused_in_french(app, client):
+    user = UserFactory(email="claire@example.org")
+    db.session.commit()
+
+    class ThreeHoursAgo(TimestampSigner):
+        def get_timestamp(self):
+            return int(time.time()) - 3 * 3600
+
+    assert app.config["PASSWORD_RESET_MAX_AGE"] < 3 * 3600
+    old = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=services.RESET_SALT, signer=ThreeHoursAgo).dumps(
+        {"id": user.id, "fp": services._password_fingerprint(user)})
+    page = client.get(f"/compte/mot-de-passe/{old}")
+    assert page.status_code == 400
+    assert "Ce lien a expiré" in text(page)
+    fresh = services.make_link_token(user)
+    assert client.get(f"/compte/mot-de-passe/{fresh}").status_code == 200
+
+
+def test_tampered_link_is_refused(app, client):
+    page = client.get("/compte/mot-de-passe/pas-un-vrai-lien")
+    assert page.status_code == 400
+    assert "Lien plus valable" in text(page)
+
+
+def test_too_short_new_password_is_refused_and_nothing_changes(app, client):
+    user = UserFactory(email="claire@example.org")
+    db.session.commit()
+    path = f"/compte/mot-de-passe/{services.make_link_token(user)}"
+    page = post_form(client, path, {"password": "court", "confirm": "court"})
+    assert "Le mot de passe doit compter entre 10 et 200 caractères." in text(page)
+    db.session.expire_all()
+    assert db.session.get(User, user.id).check_password(PASSWORD)
+
+
+# ---- sign in ----------------------------------------------------------------------------------
+
+def test_unknown_email_and_wrong_password_get_the_same_message(app, client):
+    user = UserFactory(email="claire@example.org")
+    db.session.commit()
+    for email, password in (("inconnu@example.org", PASSWORD), ("claire@example.org", "mauvais")):
+        page = login(client, email, password)
+        assert "Adresse e-mail ou mot de passe incorrect." in text(page)
+    db.session.expire_all()
+    assert db.session.get(User, user.id).last_login_at is None
+
+
+def test_login_without_csrf_token_is_a_french_400_and_signs_nobody_in(app, client):
+    user = UserFactory(email="claire@example.org")
+    db.session.commit()
+    page = client.post("/compte/connexion", data={"email": "claire@example.org", "password": PASSWORD})
+    assert page.status_code == 400
+    assert "Le formulaire a expiré ou n'est pas valide" in text(page)
+    db.session.expire_all()
+    assert db.session.get(User, user.id).last_login_at is None
+    assert client.get("/").status_code == 302
+
+
+def test_next_parameter_only_follows_local_paths(app, client):
+    UserFactory(email="claire@example.org")
+    db.session.commit()
+    page = client.get("/compte/connexion?next=//evil.example/x")
+    response = client.post("/compte/connexion?next=//evil.example/x", data={
+        "email": "claire@example.org", "password": PASSWORD, "csrf_token": csrf_token(page.data)})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+def test_deactivated_account_cannot_sign_in(app, client):
+    UserFactory(email="claire@example.org", active=False)
+    db.session.commit()
+    assert "Adresse e-mail ou mot de passe incorrect." in text(login(client, "claire@example.org"))
+
+
+def test_one_account_attacked_from_many_addresses_is_limited(app, client):
+    UserFactory(email="claire@example.org")
+    db.session.commit()
+    limit = int(app.config["LOGIN_RATE_LIMIT"].split()[0])
+    token = csrf_token(client.get("/compte/connexion").data)
+    statuses = []
+    for n in range(limit + 1):
+        response = client.post("/compte/connexion", data={
+            "email": "claire@example.org", "password": f"essai-{n}", "csrf_token": token},
+            environ_base={"REMOTE_ADDR": f"198.51.100.{n + 1}"})
+        statuses.append(response.status_code)
+    assert statuses[:limit] == [200] * limit
+    assert statuses[-1] == 429
+    assert "Trop d'essais" in text(response)
+    # Even the right password is refused for now: the account is protected, not guessed.
+    right = client.post("/compte/connexion", data={
+        "email": "claire@example.org", "password": PASSWORD, "csrf_token": token},
+        environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert right.status_code == 429
+
+
+def test_one_address_trying_many_accounts_is_limited(app, client):
+    limit = int(app.config["LOGIN_RATE_LIMIT"].split()[0])
+    token = csrf_token(client.get("/compte/connexion").data)
+    statuses = [
+        client.post("/compte/connexion", data={
+            "email": f"victime{n}@example.org", "password": "essai", "csrf_token": token},
+            environ_base={"REMOTE_ADDR": "198.51.100.7"}).status_code
+        for n in range(limit + 1)
+    ]
+    assert statuses[:limit] == [200] * limit
+    assert statuses[-1] == 429
+    # Another address is not affected.
+    other = client.post("/compte/connexion", data={
+        "email": "quelquun@example.org", "password": "essai", "csrf_token": token},
+        environ_base={"REMOTE_ADDR": "198.51.100.8"})
+    assert other.status_code == 200
+
+
+# ---- coordinator pages ----------------------------------------------------------------------
+
+def test_member_opening_a_coordinator_page_gets_a_french_403(app, client):
+    household = HouseholdFactory()
+    UserFactory(email="claire@example.org", household=household, roles=["member", "volunteer"])
+    db.session.commit()
+    login(client, "claire@example.org")
+    for url in ("/compte/utilisateurs", "/compte/foyers", f"/compte/foyers/{household.id}"):
+        page = client.get(url)
+        assert page.status_code == 403
+        assert "Accès refusé" in text(page)
+    refused = client.post("/compte/utilisateurs", data={
+        "csrf_token": csrf_token(client.get("/").data), "name": "Intrus", "email": "intrus@example.org",
+        "roles": "coordinator", "household_id": "0", "producer_id": "0", "locale": "fr"})
+    assert refused.status_code == 403
+    assert _count(User) == 1
+
+
+def test_anonymous_visitor_is_sent_to_sign_in(app, client):
+    response = client.get("/compte/utilisateurs")
+    assert response.status_code == 302
+    assert "/compte/connexion" in response.headers["Location"]
+
+
+def test_coordinator_invites_a_member_who_sets_a_password(app, client):
+    _coordinator(client)
+    household = HouseholdFactory(name="Foyer Benali")
+    db.session.commit()
+    page = post_form(client, "/compte/utilisateurs", {
+        "name": "Yasmine Benali", "email": "Yasmine@Example.org", "roles": ["member", "volunteer"],
+        "household_id": str(household.id), "producer_id": "0", "locale": "fr"})
+    assert "Invitation envoyée à yasmine@example.org." in text(page)
+    user = db.session.scalar(sa.select(User).where(User.email == "yasmine@example.org"))
+    assert user.roles == {"member", "volunteer"} and user.household_id == household.id
+    assert user.password_hash is None
+    [mail] = _mails("invitation")
+    assert mail.recipient == "yasmine@example.org" and "Bonjour Yasmine Benali" in mail.body
+    path = _link_path(mail.body)
+    assert path.startswith("/compte/bienvenue/")
+
+    other = app.test_client()
+    assert "Bienvenue Yasmine Benali" in text(other.get(path))
+    post_form(other, path, {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    home = login(other, "yasmine@example.org", NEW_PASSWORD)
+    assert "Bonjour Yasmine Benali" in text(home)
+    assert other.get(path).status_code == 400
+
+
+def test_invitation_link_is_not_a_reset_link(app, client):
+    user = UserFactory(email="claire@example.org")
+    db.session.commit()
+    invite = services.make_link_token(user, "invite")
+    assert client.get(f"/compte/mot-de-passe/{invite}").status_code == 400
+
+
+def test_inviting_an_existing_address_is_refused(app, client):
+    _coordinator(client)
+    UserFactory(email="claire@example.org")
+    db.session.commit()
+    page = post_form(client, "/compte/utilisateurs", {
+        "name": "Claire bis", "email": "CLAIRE@example.org", "roles": ["member"],
+        "household_id": "0", "producer_id": "0", "locale": "fr"})
+    assert "Un compte existe déjà avec cette adresse e-mail." in text(page)
+    assert _count(User) == 2 and _count(OutboxMessage) == 0
+
+
+def test_too_long_or_malformed_fields_are_refused_and_nothing_is_written(app, client):
+    _coordinator(client)
+    too_long = post_form(client, "/compte/utilisateurs", {
+        "name": "N" * 121, "email": "long@example.org", "roles": ["member"],
+        "household_id": "0", "producer_id": "0", "locale": "fr"})
+    assert "Ce nom est trop long (120 caractères au plus)." in text(too_long)
+    malformed = post_form(client, "/compte/utilisateurs", {
+        "name": "Jean", "email": "jean(at)example", "roles": ["member"],
+        "household_id": "0", "producer_id": "0", "locale": "fr"})
+    assert "Cette adresse e-mail n'est pas valide." in text(malformed)
+    bad_role = post_form(client, "/compte/utilisateurs", {
+        "name": "Jean", "email": "jean@example.org", "roles": ["admin"],
+        "household_id": "0", "producer_id": "0", "locale": "fr"})
+    assert bad_role.status_code == 200 and "Invitation envoyée" not in text(bad_role)
+    missing_household = post_form(client, "/compte/utilisateurs", {
+        "name": "Jean", "email": "jean@example.org", "roles": ["member"],
+        "household_id": "99999", "producer_id": "0", "locale": "fr"})
+    assert "Invitation envoyée" not in text(missing_household)
+    assert _count(User) == 1 and _count(OutboxMessage) == 0
+
+
+def test_coordinator_changes_roles_and_deactivates_an_account(app, client):
+    _coordinator(client)
+    user = UserFactory(email="claire@example.org", name="Claire", roles=["member"])
+    db.session.commit()
+    url = f"/compte/utilisateurs/{user.id}"
+    page = post_form(client, url, {"name": "Claire Martin", "roles": ["member", "volunteer"],
+                                   "household_id": "0", "producer_id": "0", "active": "y"})
+    assert "Compte enregistré." in text(page)
+    db.session.expire_all()
+    assert db.session.get(User, user.id).roles == {"member", "volunteer"}
+
+    post_form(client, url, {"name": "Claire Martin", "roles": ["member"], "household_id": "0", "producer_id": "0"})
+    db.session.expire_all()
+    assert db.session.get(User, user.id).active is False
+    other = app.test_client()
+    assert "Adresse e-mail ou mot de passe incorrect." in text(login(other, "claire@example.org"))
+
+
+def test_deactivated_user_is_signed_out_of_open_sessions(app, client):
+    user = UserFactory(email="claire@example.org", name="Claire")
+    db.session.commit()
+    login(client, "claire@example.org")
+    assert client.get("/").status_code == 200
+    db.session.execute(sa.update(User).where(User.id == user.id).values(active=False))
+    db.session.commit()
+    assert client.get("/").status_code == 302
+
+
+def test_coordinator_cannot_lock_themselves_out(app, client):
+    me = _coordinator(client)
+    page = post_form(client, f"/compte/utilisateurs/{me.id}", {
+        "name": "Camille", "roles": ["member"], "household_id": "0", "producer_id": "0", "active": "y"})
+    assert "Vous ne pouvez pas retirer votre propre rôle de coordination" in text(page)
+    db.session.expire_all()
+    assert "coordinator" in db.session.get(User, me.id).roles
+
+
+def test_unknown_user_page_is_404(app, client):
+    _coordinator(client)
+    assert client.get("/compte/utilisateurs/99999").status_code == 404
+
+
+def test_coordinator_creates_a_household_with_a_tier_and_attaches_members(app, client):
+    _coordinator(client)
+    tier = PriceTierFactory(name="Solidaire")
+    claire = UserFactory(email="claire@example.org", name="Claire", roles=["volunteer"])
+    db.session.commit()
+    listing = text(client.get("/compte/foyers"))
+    assert "Solidaire" in listing  # the tier select is shown when tiers exist
+    page = post_form(client, "/compte/foyers", {
+        "name": "Foyer Martin", "email": "", "phone": "06 12 34 56 78", "notes": "",
+        "price_tier_id": str(tier.id), "active": "y"})
+    assert "Foyer « Foyer Martin » créé." in text(page)
+    household = db.session.scalar(sa.select(Household).where(Household.name == "Foyer Martin"))
+    assert household.price_tier_id == tier.id
+
+    url = f"/compte/foyers/{household.id}"
+    page = post_form(client, f"{url}/membres", {"user_id": str(claire.id)}, form_url=url)
+    assert "Claire fait maintenant partie du foyer." in text(page)
+    db.session.expire_all()
+    claire = db.session.get(User, claire.id)
+    assert claire.household_id == household.id and "member" in claire.roles
+
+    page = post_form(client, f"{url}/membres/{claire.id}/retirer", {}, form_url=url)
+    assert "Claire ne fait plus partie du foyer." in text(page)
+    db.session.expire_all()
+    assert db.session.get(User, claire.id).household_id is None
+
+
+def test_household_without_tiers_hides_the_select_and_refuses_bad_input(app, client):
+    _coordinator(client)
+    page = text(client.get("/compte/foyers"))
+    assert 'name="price_tier_id" value="0"' in page and "<select id=\"price_tier_id\"" not in page
+    bad = post_form(client, "/compte/foyers", {"name": "", "email": "pas-une-adresse", "price_tier_id": "0"})
+    shown = text(bad)
+    assert "Indiquez un nom." in shown and "Cette adresse e-mail n'est pas valide." in shown
+    assert _count(Household) == 0
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+
+def test_cli_creates_the_first_coordinator(app, runner):
+    result = runner.invoke(args=["users", "create-coordinator", "--email", "Chef@Example.org",
+                                 "--name", "Dominique"], input="un-mot-de-passe-sur\nun-mot-de-passe-sur\n")
+    assert result.exit_code == 0, result.output
+    assert "chef@example.org" in result.output
+    user = db.session.scalar(sa.select(User).where(User.email == "chef@example.org"))
+    assert user.roles == {"coordinator"} and user.check_password("un-mot-de-passe-sur")
+    # Running it again keeps a single account.
+    again = runner.invoke(args=["users", "create-coordinator", "--email", "chef@example.org",
+                                "--name", "Dominique", "--password", "un-mot-de-passe-sur"])
+    assert again.exit_code == 0 and _count(User) == 1
+
+
+def test_cli_refuses_a_short_password(app, runner):
+    result = runner.invoke(args=["users", "create-coordinator", "--email", "chef@example.org",
+                                 "--name", "Dominique", "--password", "court"])
+    assert result.exit_code != 0
+    assert _count(User) == 0
