@@ -1,2 +1,336 @@
-"""Pages of the orders package (thin: form in, service call, redirect or render)."""
-from orders import bp  # noqa: F401
+"""Pages of the ordering part: the cart, history, assisted ordering, cycles and price tiers."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+import sqlalchemy as sa
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from app.auth.decorators import roles_required
+from app.extensions import db
+from app.models import Household, PriceTier
+from app.timeutil import PARIS, to_local
+from orders import bp
+from orders.forms import (
+    AssignTierForm,
+    CartForm,
+    ConfirmForm,
+    HouseholdSearchForm,
+    MoveCycleForm,
+    TierForm,
+    read_cart,
+)
+from orders.models import Cycle
+from orders.pricing import tier_takings
+from orders.services import (
+    CycleRefused,
+    OrderRefused,
+    cancel_cycle,
+    cart_page,
+    current_cycle,
+    generate_cycles,
+    household_orders,
+    move_cycle,
+    notify_assisted_order,
+    open_due_cycles,
+    order_with_lines,
+    save_order,
+    search_households,
+)
+
+
+def _slot_label(slot) -> str:
+    """'16:30 – 17:00 (3 places)' for the slot select."""
+    left = slot.capacity - slot.booked
+    places = _("complet") if left <= 0 else _("%(n)s places", n=left)
+    return f"{to_local(slot.starts_at):%H:%M} – {to_local(slot.ends_at):%H:%M} ({places})"
+
+
+def _cart(household_id: int, by_volunteer: bool, template: str):
+    """Show and save a household's cart in the open cycle (shared by the member and the volunteer)."""
+    cycle = current_cycle()
+    if cycle is None:
+        return render_template("orders/no_cycle.html")
+    form = CartForm()
+    errors: list[str] = []
+    field_errors: dict[int, str] = {}
+    if form.validate_on_submit():
+        try:
+            quantities, shown, field_errors = read_cart(request.form)
+            posted_cycle = int(form.cycle_id.data or cycle.id)
+        except ValueError:
+            abort(400)
+        if not field_errors:
+            share = form.share_percent.data * 100 if form.share_percent.data is not None else None
+            try:
+                order = save_order(posted_cycle, household_id, quantities, form.slot_id.data or None,
+                                   current_user.id, by_volunteer, chosen_share_bp=share, expected_prices=shown)
+                db.session.commit()
+            except OrderRefused as refused:
+                db.session.rollback()
+                errors = refused.messages
+            else:
+                return _saved(order, by_volunteer, household_id)
+    page = cart_page(cycle.id, household_id)
+    form.cycle_id.data = cycle.id
+    form.slot_id.choices = [(s.id, _slot_label(s)) for s in page.slots]
+    if request.method == "GET" or not form.slot_id.data:
+        form.slot_id.data = page.order.slot_id if page.order and page.order.slot_id else None
+    if page.share_bp is not None and form.share_percent.data is None:
+        form.share_percent.data = page.share_bp // 100
+    status = 422 if errors or field_errors or form.errors else 200
+    return render_template(template, page=page, form=form, errors=errors, field_errors=field_errors,
+                           posted=request.form if request.method == "POST" else {}), status
+
+
+def _saved(order, by_volunteer: bool, household_id: int):
+    """Flash what happened to the order and go back to the cart."""
+    if by_volunteer and order is not None and notify_assisted_order(order.id):
+        db.session.commit()
+        from app.outbox import request_delivery
+
+        request_delivery()
+    if order is None or order.status == "cancelled":
+        flash(_("Votre commande est vide : elle est annulée."), "success")
+    else:
+        flash(_("Commande enregistrée : %(total)s.", total=_money(order.total_cents)), "success")
+    if by_volunteer:
+        return redirect(url_for("orders.assist_order", household_id=household_id))
+    return redirect(url_for("orders.cart"))
+
+
+def _money(cents: int) -> str:
+    """Cents as euros for a flash message."""
+    from app.templating import money
+
+    return money(cents)
+
+
+@bp.route("/panier", methods=["GET", "POST"])
+@roles_required("member")
+def cart():
+    """The household's cart in the open cycle."""
+    if not current_user.household_id:
+        abort(403)
+    return _cart(current_user.household_id, False, "orders/cart.html")
+
+
+@bp.route("/mes-commandes")
+@roles_required("member")
+def history():
+    """The household's orders with their totals."""
+    if not current_user.household_id:
+        abort(403)
+    return render_template("orders/history.html", rows=household_orders(current_user.household_id))
+
+
+@bp.route("/commande/<int:order_id>")
+@roles_required("member", "volunteer")
+def order_detail(order_id: int):
+    """One order: lines, totals, slot (a household sees only its own)."""
+    found = order_with_lines(order_id)
+    if found is None:
+        abort(404)
+    order, lines = found
+    if order.household_id != current_user.household_id and not current_user.has_role("volunteer"):
+        abort(404)
+    cycle = db.session.get(Cycle, order.cycle_id)
+    from pickup.models import Slot
+
+    slot = db.session.get(Slot, order.slot_id) if order.slot_id else None
+    return render_template("orders/order_detail.html", order=order, lines=lines, cycle=cycle, slot=slot)
+
+
+@bp.route("/au-cafe")
+@roles_required("volunteer")
+def assist():
+    """A volunteer searches a household to order on its behalf."""
+    form = HouseholdSearchForm(request.args)
+    households = search_households(form.q.data) if request.args and form.validate() else []
+    return render_template("orders/assist.html", form=form, households=households)
+
+
+@bp.route("/au-cafe/foyer/<int:household_id>", methods=["GET", "POST"])
+@roles_required("volunteer")
+def assist_order(household_id: int):
+    """The cart of a household, filled by a volunteer at the café."""
+    household = db.session.get(Household, household_id)
+    if household is None or not household.active:
+        abort(404)
+    return _cart(household_id, True, "orders/assist_cart.html")
+
+
+# --------------------------------------------------------------------------- coordinator: cycles
+
+
+@bp.route("/cycles")
+@roles_required("coordinator")
+def cycles():
+    """Every cycle with its status and deadline."""
+    rows = db.session.scalars(sa.select(Cycle).order_by(Cycle.distribution_date.desc()).limit(60)).all()
+    return render_template("orders/cycles.html", cycles=rows, form=ConfirmForm())
+
+
+@bp.route("/cycles/generer", methods=["POST"])
+@roles_required("coordinator")
+def cycles_generate():
+    """Create the coming cycles now (beat does it too) and open those due."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    created = generate_cycles()
+    opened = open_due_cycles()
+    db.session.commit()
+    flash(_("%(c)s distribution(s) créée(s), %(o)s ouverte(s).", c=len(created), o=opened), "success")
+    return redirect(url_for("orders.cycles"))
+
+
+def _local_naive(moment: datetime) -> datetime:
+    """For datetime-local inputs: the Paris wall-clock time without zone."""
+    return to_local(moment).replace(tzinfo=None)
+
+
+@bp.route("/cycles/<int:cycle_id>", methods=["GET", "POST"])
+@roles_required("coordinator")
+def cycle_edit(cycle_id: int):
+    """Move a distribution, or cancel it."""
+    cycle = db.session.get(Cycle, cycle_id) or abort(404)
+    form = MoveCycleForm()
+    if form.validate_on_submit():
+        try:
+            move_cycle(cycle_id, *(f.data.replace(tzinfo=PARIS) for f in
+                                   (form.opens_at, form.closes_at, form.starts_at, form.ends_at)))
+            db.session.commit()
+        except CycleRefused as refused:
+            db.session.rollback()
+            flash(str(refused), "error")
+        else:
+            flash(_("Distribution déplacée."), "success")
+            return redirect(url_for("orders.cycles"))
+    elif request.method == "GET":
+        form.opens_at.data, form.closes_at.data = _local_naive(cycle.opens_at), _local_naive(cycle.closes_at)
+        form.starts_at.data = _local_naive(cycle.distribution_starts_at)
+        form.ends_at.data = _local_naive(cycle.distribution_ends_at)
+    return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm())
+
+
+@bp.route("/cycles/<int:cycle_id>/annuler", methods=["POST"])
+@roles_required("coordinator")
+def cycle_cancel(cycle_id: int):
+    """Cancel a distribution that has not closed."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    try:
+        cancel_cycle(cycle_id)
+        db.session.commit()
+        flash(_("Distribution annulée."), "success")
+    except CycleRefused as refused:
+        db.session.rollback()
+        flash(str(refused), "error")
+    return redirect(url_for("orders.cycles"))
+
+
+# --------------------------------------------------------------------------- coordinator: price tiers
+
+
+def _tier_from_form(form: TierForm, tier: PriceTier) -> str | None:
+    """Copy the form into the tier; a French error for a bad markup."""
+    try:
+        markup = Decimal((form.markup_percent.data or "0").replace(",", ".").strip())
+    except InvalidOperation:
+        return _("La majoration doit être un nombre (ex. 10).")
+    if not markup.is_finite() or markup <= -100 or markup > 1000 or (markup * 100) % 1:
+        return _("La majoration doit être entre -99,99 et 1000 %.")
+    tier.name = form.name.data.strip()
+    tier.markup_bp = int(markup * 100)
+    tier.pay_what_you_can = form.pay_what_you_can.data
+    tier.minimum_bp = (form.minimum_percent.data if form.minimum_percent.data is not None else 100) * 100
+    if form.is_default.data:
+        db.session.execute(sa.update(PriceTier).values(is_default=False))
+    tier.is_default = form.is_default.data
+    return None
+
+
+@bp.route("/tarifs", methods=["GET", "POST"])
+@bp.route("/tarifs/<int:tier_id>", methods=["GET", "POST"])
+@roles_required("coordinator")
+def tiers(tier_id: int | None = None):
+    """Solidarity price tiers: list, create, edit."""
+    tier = db.session.get(PriceTier, tier_id) if tier_id else PriceTier()
+    if tier is None:
+        abort(404)
+    form = TierForm(obj=None if request.method == "POST" else tier if tier_id else None)
+    if tier_id and request.method == "GET":
+        form.markup_percent.data = f"{tier.markup_bp / 100:g}"
+        form.minimum_percent.data = tier.minimum_bp // 100
+    if form.validate_on_submit():
+        error = _tier_from_form(form, tier)
+        clash = db.session.scalar(sa.select(PriceTier.id).where(PriceTier.name == form.name.data.strip(),
+                                                                PriceTier.id != (tier_id or 0)))
+        if clash:
+            error = _("Un tarif porte déjà ce nom.")
+        if error is None:
+            db.session.add(tier)
+            db.session.commit()
+            flash(_("Tarif enregistré."), "success")
+            return redirect(url_for("orders.tiers"))
+        db.session.rollback()
+        form.markup_percent.errors = [error]
+    all_tiers = db.session.scalars(sa.select(PriceTier).order_by(PriceTier.name)).all()
+    counts = dict(db.session.execute(sa.select(Household.price_tier_id, sa.func.count())
+                                     .group_by(Household.price_tier_id)).all())
+    return render_template("orders/tiers.html", form=form, tiers=all_tiers, counts=counts, editing=tier_id)
+
+
+@bp.route("/tarifs/foyers", methods=["GET", "POST"])
+@roles_required("coordinator")
+def tier_households():
+    """Find households and put them in a tier."""
+    tiers_list = db.session.scalars(sa.select(PriceTier).order_by(PriceTier.name)).all()
+    assign = AssignTierForm()
+    if assign.validate_on_submit():
+        household = db.session.get(Household, int(assign.household_id.data)) if \
+            assign.household_id.data.isdigit() else None
+        if household is None:
+            abort(404)
+        if assign.tier_id.data and db.session.get(PriceTier, assign.tier_id.data) is None:
+            abort(400)
+        household.price_tier_id = assign.tier_id.data or None
+        db.session.commit()
+        flash(_("Tarif de %(name)s changé.", name=household.name), "success")
+        return redirect(url_for("orders.tier_households", q=request.args.get("q", "")))
+    search = HouseholdSearchForm(request.args)
+    households = search_households(search.q.data, limit=50) if request.args.get("q") and search.validate() else []
+    choices = [(0, _("Sans tarif (prix de base)"))] + [(t.id, t.name) for t in tiers_list]
+    return render_template("orders/tier_households.html", search=search, households=households,
+                           choices=choices, assign=assign)
+
+
+@bp.route("/cycles/<int:cycle_id>/tarifs")
+@roles_required("coordinator")
+def tier_report(cycle_id: int):
+    """What each tier brought in during a cycle, against base prices."""
+    cycle = db.session.get(Cycle, cycle_id) or abort(404)
+    return render_template("orders/tier_report.html", cycle=cycle, rows=tier_takings(cycle_id))
+
+
+@bp.app_template_global()
+def order_status_label(status: str) -> str:
+    """An order status in words."""
+    return {"cart": _("en cours"), "confirmed": _("confirmée"), "cancelled": _("annulée")}.get(status, status)
+
+
+@bp.app_template_global()
+def cycle_status_label(status: str) -> str:
+    """A cycle status in words."""
+    return {"draft": _("à venir"), "open": _("ouverte"), "closed": _("close"), "finalized": _("finalisée"),
+            "distributed": _("distribuée"), "archived": _("archivée"), "cancelled": _("annulée")}.get(status, status)
+
+
+
+@bp.app_template_global()
+def unit_label(unit: str) -> str:
+    """A unit in words."""
+    return {"piece": _("pièce"), "kg": "kg", "l": "l", "bunch": _("botte"), "basket": _("panier")}.get(unit, unit)

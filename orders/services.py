@@ -482,3 +482,111 @@ def search_households(text: str, limit: int = 20) -> list[Household]:
                           sa.or_(User.name.ilike(pattern), User.email.ilike(pattern))))))
         .order_by(Household.name).limit(limit)
     ))
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@dataclass
+class OfferView:
+    """One offer as the household sees it: its tier's price and what is left."""
+
+    offer: Offer
+    product: Product
+    unit_price_cents: int
+    remaining: Decimal | None
+    quantity: Decimal | None = None
+    tolerance: Decimal | None = None
+
+
+@dataclass
+class CartPage:
+    """Everything the cart shows, loaded in a fixed number of queries."""
+
+    cycle: Cycle
+    household: Household
+    tier: object
+    groups: list[tuple[Producer, list[OfferView]]]
+    slots: list[Slot]
+    order: Order | None
+    share_bp: int | None
+
+
+def cart_page(cycle_id: int, household_id: int) -> CartPage:
+    """The cart of a household in a cycle: offers grouped by producer, slots, its current order."""
+    cycle = db.session.get(Cycle, cycle_id)
+    household = db.session.get(Household, household_id)
+    tier = household_tier(household)
+    order = db.session.scalar(
+        sa.select(Order).where(Order.cycle_id == cycle_id, Order.household_id == household_id)
+        .options(selectinload(Order.lines))
+    )
+    share = order.chosen_share_bp if order is not None else None
+    lines = {line.offer_id: line for line in (order.lines if order else []) if line.contract_id is None}
+    rows = db.session.execute(
+        sa.select(Offer, Product, Producer)
+        .join(Product, Product.id == Offer.product_id)
+        .join(Producer, Producer.id == Product.producer_id)
+        .where(Offer.cycle_id == cycle_id, Offer.active.is_(True), Product.active.is_(True),
+               Producer.active.is_(True))
+        .order_by(Producer.name, Product.name)
+    ).all()
+    groups: dict[int, tuple[Producer, list[OfferView]]] = {}
+    for offer, product, producer in rows:
+        line = lines.get(offer.id)
+        remaining = None
+        if offer.stock_cap is not None:
+            remaining = max(offer.stock_cap - offer.reserved + (line.quantity if line else 0), Decimal(0))
+        view = OfferView(offer, product, unit_price_cents(offer.price_cents, tier, share), remaining,
+                         line.quantity if line else None, line.tolerance if line else None)
+        groups.setdefault(producer.id, (producer, []))[1].append(view)
+    slots = list(db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id).order_by(Slot.starts_at)))
+    return CartPage(cycle, household, tier, list(groups.values()), slots, order, share)
+
+
+def order_with_lines(order_id: int) -> tuple[Order, list[tuple[OrderLine, Product, Producer]]] | None:
+    """An order and its lines with product and producer, for the detail page."""
+    order = db.session.get(Order, order_id)
+    if order is None:
+        return None
+    lines = db.session.execute(
+        sa.select(OrderLine, Product, Producer)
+        .join(Offer, Offer.id == OrderLine.offer_id)
+        .join(Product, Product.id == Offer.product_id)
+        .join(Producer, Producer.id == Product.producer_id)
+        .where(OrderLine.order_id == order_id).order_by(Producer.name, Product.name)
+    ).all()
+    return order, lines
+
+
+def notify_assisted_order(order_id: int) -> int:
+    """Queue an e-mail telling the household a volunteer entered its order; returns messages queued."""
+    from app.money import format_cents
+    from app.outbox import queue_message
+
+    found = order_with_lines(order_id)
+    if found is None:
+        return 0
+    order, lines = found
+    household = db.session.get(Household, order.household_id)
+    cycle = db.session.get(Cycle, order.cycle_id)
+    emails = household.contact_emails()
+    if not emails:
+        return 0
+    local = cycle.distribution_starts_at.astimezone(ZoneInfo("Europe/Paris"))
+    body_lines = [f"Bonjour {household.name},", "",
+                  ("Un·e bénévole du café a enregistré votre commande pour la distribution du "
+                  f"{local:%d/%m/%Y}."), ""]
+    for line, product, producer in lines:
+        qty = format(line.quantity.normalize(), "f").replace(".", ",")
+        body_lines.append(f"- {product.name} ({producer.name}) : {qty} × {format_cents(line.unit_price_cents)}"
+                          f" = {format_cents(line.total_cents)}")
+    if not lines:
+        body_lines.append("Votre commande est maintenant vide.")
+    body_lines += ["", f"Total : {format_cents(order.total_cents)}", "",
+                   "Si ce n'est pas ce que vous vouliez, passez au café ou répondez à ce message."]
+    stamp = int(order.updated_at.timestamp())
+    for email in emails[:1]:
+        queue_message(f"assisted:{order.id}:{stamp}", email, "Votre commande a été enregistrée au café",
+                      "\n".join(body_lines), kind="assisted_order", cycle_id=order.cycle_id)
+    return 1

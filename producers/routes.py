@@ -1,2 +1,284 @@
-"""Pages of the producers package (thin: form in, service call, redirect or render)."""
-from producers import bp  # noqa: F401
+"""Pages of the producers package: catalogue, per-cycle offers, demand, coordinator's producer admin."""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from app.auth.decorators import roles_required
+from app.extensions import db
+from app.money import parse_euros
+from app.templating import local_time
+from orders.models import Cycle
+from producers import bp
+from producers.forms import ImportForm, OffersForm, ProducerForm, ProductForm
+from producers.models import Offer, Producer, Product
+from producers.services import (
+    CatalogueError,
+    ProductData,
+    demand,
+    demand_csv,
+    export_catalogue,
+    import_catalogue,
+    save_producer,
+    save_product,
+    set_offer,
+    store_photo,
+)
+
+
+def _producer_id() -> int:
+    """The producer whose pages these are: the user's own, or the one a coordinator chose."""
+    if current_user.producer_id and not request.args.get("producer_id"):
+        return current_user.producer_id
+    if current_user.has_role("coordinator"):
+        raw = request.args.get("producer_id", "")
+        if raw.isdigit() and db.session.get(Producer, int(raw)) is not None:
+            return int(raw)
+        abort(404)
+    if current_user.producer_id:
+        return current_user.producer_id
+    abort(403)
+
+
+def _decimal_or_none(text: str | None) -> Decimal | None:
+    """An optional decimal typed with a comma; ValueError if unreadable."""
+    text = (text or "").strip().replace(",", ".")
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(text) from None
+    if not value.is_finite():
+        raise ValueError(text)
+    return value
+
+
+@bp.route("/catalogue")
+@roles_required("producer")
+def catalogue():
+    """The producer's products, and the cycles it can make offers in."""
+    producer_id = _producer_id()
+    producer = db.session.get(Producer, producer_id)
+    products = db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id)
+                                  .order_by(Product.active.desc(), Product.name)).all()
+    cycles = db.session.scalars(sa.select(Cycle).where(Cycle.status.in_(("draft", "open")))
+                                .order_by(Cycle.closes_at).limit(8)).all()
+    return render_template("producers/catalogue.html", producer=producer, products=products, cycles=cycles,
+                           scope=_scope_args(producer_id))
+
+
+def _scope_args(producer_id: int) -> dict:
+    """URL arguments that keep a coordinator on the producer it chose."""
+    return {"producer_id": producer_id} if current_user.producer_id != producer_id else {}
+
+
+@bp.route("/catalogue/produit", methods=["GET", "POST"])
+@bp.route("/catalogue/produit/<int:product_id>", methods=["GET", "POST"])
+@roles_required("producer")
+def product_edit(product_id: int | None = None):
+    """Create or edit a product of the producer (another producer's product is not found)."""
+    producer_id = _producer_id()
+    product = None
+    if product_id is not None:
+        product = db.session.scalar(sa.select(Product).where(Product.id == product_id,
+                                                             Product.producer_id == producer_id))
+        if product is None:
+            abort(404)
+    form = ProductForm()
+    if request.method == "GET" and product is not None:
+        _fill_product_form(form, product)
+    if form.validate_on_submit():
+        try:
+            data = _product_data(form)
+            saved = save_product(producer_id, data, product_id)
+            upload = form.photo.data
+            if upload and getattr(upload, "filename", ""):
+                store_photo(saved.id, upload.filename, upload.read(), current_app.config["INSTANCE_DIR"])
+            db.session.commit()
+        except CatalogueError as error:
+            db.session.rollback()
+            form.name.errors = [*form.name.errors, str(error)]
+        else:
+            flash(_("Produit enregistré."), "success")
+            return redirect(url_for("producers.catalogue", **_scope_args(producer_id)))
+    return render_template("producers/product_edit.html", form=form, product=product), 422 if form.errors else 200
+
+
+def _fill_product_form(form: ProductForm, product: Product) -> None:
+    """Show a product in the form, prices in euros with a comma."""
+    def fmt(value):
+        return "" if value is None else format(Decimal(value).normalize(), "f").replace(".", ",")
+    form.name.data, form.unit.data = product.name, product.unit
+    form.price.data = fmt(Decimal(product.price_cents) / 100)
+    form.vat.data = fmt(Decimal(product.vat_rate_bp) / 100)
+    form.sold_by_weight.data, form.active.data = product.sold_by_weight, product.active
+    form.case_size.data, form.portion_step.data = fmt(product.case_size), fmt(product.portion_step)
+    form.description.data = product.description
+
+
+def _product_data(form: ProductForm) -> ProductData:
+    """ProductData from the form; CatalogueError with a French reason."""
+    try:
+        price = parse_euros(form.price.data)
+    except (ValueError, InvalidOperation):
+        raise CatalogueError(_("Prix illisible (exemple : 2,50).")) from None
+    try:
+        vat = _decimal_or_none(form.vat.data) or Decimal(0)
+        case_size = _decimal_or_none(form.case_size.data)
+        step = _decimal_or_none(form.portion_step.data)
+    except ValueError as error:
+        raise CatalogueError(_("« %(v)s » n'est pas un nombre.", v=str(error))) from None
+    if vat < 0 or vat > 100 or (vat * 100) % 1:
+        raise CatalogueError(_("La TVA doit être entre 0 et 100 %."))
+    return ProductData(name=form.name.data, unit=form.unit.data, price_cents=price, vat_rate_bp=int(vat * 100),
+                       sold_by_weight=form.sold_by_weight.data, case_size=case_size, portion_step=step,
+                       active=form.active.data, description=form.description.data)
+
+
+@bp.route("/photo/<path:name>")
+@roles_required("member", "producer", "volunteer")
+def photo(name: str):
+    """A product photo from instance/photos."""
+    return send_from_directory(Path(current_app.config["INSTANCE_DIR"]) / "photos", name)
+
+
+@bp.route("/offre/<int:cycle_id>", methods=["GET", "POST"])
+@roles_required("producer")
+def offers(cycle_id: int):
+    """What the producer offers in one cycle: which products, at what price, with what stock."""
+    producer_id = _producer_id()
+    cycle = db.session.get(Cycle, cycle_id) or abort(404)
+    products = db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id,
+                                                           Product.active.is_(True)).order_by(Product.name)).all()
+    current = {o.product_id: o for o in db.session.scalars(
+        sa.select(Offer).where(Offer.cycle_id == cycle_id, Offer.product_id.in_([p.id for p in products])))}
+    form = OffersForm()
+    errors: list[str] = []
+    if form.validate_on_submit():
+        errors = _save_offers(cycle_id, producer_id, products)
+        if not errors:
+            db.session.commit()
+            flash(_("Offre enregistrée."), "success")
+            return redirect(url_for("producers.offers", cycle_id=cycle_id, **_scope_args(producer_id)))
+        db.session.rollback()
+    return render_template("producers/offers.html", cycle=cycle, products=products, current=current, form=form,
+                           errors=errors, posted=request.form), 422 if errors else 200
+
+
+def _save_offers(cycle_id: int, producer_id: int, products: list[Product]) -> list[str]:
+    """Apply the offer table; French errors (nothing is kept if there are any)."""
+    errors = []
+    for product in products:
+        key = str(product.id)
+        offered = request.form.get(f"o-{key}") == "1"
+        try:
+            price = parse_euros(request.form.get(f"price-{key}", "")) if offered else None
+            cap = _decimal_or_none(request.form.get(f"cap-{key}"))
+            set_offer(cycle_id, product.id, producer_id, offered, price, cap)
+        except (ValueError, InvalidOperation):
+            errors.append(_("%(p)s : prix ou stock illisible.", p=product.name))
+        except CatalogueError as error:
+            errors.append(str(error))
+    return errors
+
+
+def _demand_cycle() -> Cycle:
+    """The cycle asked for, else the open one."""
+    from orders.services import current_cycle  # orders.services imports this package's models
+
+    raw = request.args.get("cycle_id", "")
+    cycle = db.session.get(Cycle, int(raw)) if raw.isdigit() else current_cycle()
+    if cycle is None:
+        abort(404)
+    return cycle
+
+
+@bp.route("/demande", endpoint="demand")
+@roles_required("producer")
+def demand_view():
+    """Live demand of the cycle: the producer's own products, per slot (coordinator: any producer or all)."""
+    cycle = _demand_cycle()
+    producer_id = None if current_user.has_role("coordinator") and not request.args.get("producer_id") \
+        else _producer_id()
+    producer = db.session.get(Producer, producer_id) if producer_id else None
+    with_names = current_user.has_role("coordinator") or bool(producer and producer.show_household_names)
+    rows, slots = demand(cycle.id, producer_id, with_names=with_names)
+    if request.args.get("format") == "csv":
+        text = demand_csv(rows, slots, local_time)
+        return Response("\ufeff" + text, mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="demande-{cycle.distribution_date}.csv"'})
+    return render_template("producers/demand.html", cycle=cycle, rows=rows, slots=slots, producer=producer,
+                           with_names=with_names, scope=_scope_args(producer_id) if producer_id else {})
+
+
+
+# --------------------------------------------------------------------------- coordinator
+
+
+@bp.route("/admin", methods=["GET", "POST"])
+@bp.route("/admin/<int:producer_id>", methods=["GET", "POST"])
+@roles_required("coordinator")
+def admin_producers(producer_id: int | None = None):
+    """List producers; create or edit one."""
+    producer = db.session.get(Producer, producer_id) if producer_id else None
+    if producer_id and producer is None:
+        abort(404)
+    form = ProducerForm(obj=producer if request.method == "GET" else None)
+    if form.validate_on_submit():
+        try:
+            saved = save_producer(form.name.data, form.kind.data, form.email.data, form.contact_name.data,
+                                  form.phone.data, form.show_household_names.data, form.active.data, producer_id)
+            db.session.commit()
+        except CatalogueError as error:
+            db.session.rollback()
+            form.name.errors = [*form.name.errors, str(error)]
+        else:
+            flash(_("Producteur %(name)s enregistré.", name=saved.name), "success")
+            return redirect(url_for("producers.admin_producers"))
+    producers = db.session.scalars(sa.select(Producer).order_by(Producer.active.desc(), Producer.name)).all()
+    return render_template("producers/admin_producers.html", producers=producers, form=form, editing=producer,
+                           import_form=ImportForm()), 422 if form.errors else 200
+
+
+@bp.route("/admin/<int:producer_id>/import", methods=["POST"])
+@roles_required("coordinator")
+def admin_import(producer_id: int):
+    """Import a producer's catalogue from a CSV file and show what was rejected."""
+    producer = db.session.get(Producer, producer_id) or abort(404)
+    form = ImportForm()
+    if not form.validate_on_submit() or not form.file.data:
+        flash(_("Choisissez un fichier CSV."), "error")
+        return redirect(url_for("producers.admin_producers", producer_id=producer_id))
+    raw = form.file.data.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    report = import_catalogue(producer_id, text)
+    db.session.commit()
+    return render_template("producers/import_report.html", producer=producer, report=report)
+
+
+@bp.route("/admin/<int:producer_id>/export.csv")
+@roles_required("coordinator")
+def admin_export(producer_id: int):
+    """A producer's catalogue as CSV (the import format)."""
+    producer = db.session.get(Producer, producer_id) or abort(404)
+    return Response("\ufeff" + export_catalogue(producer_id), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="catalogue-{producer.id}.csv"'})

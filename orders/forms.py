@@ -1,0 +1,126 @@
+"""Forms of the ordering pages: cart, assisted search, cycles, price tiers."""
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    StringField,
+    SubmitField,
+)
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+)
+
+
+class CartForm(FlaskForm):
+    """The cart: quantities come as q-<offer id> / t-<offer id> fields, read by parse_cart."""
+
+    cycle_id = HiddenField()
+    slot_id = SelectField(_l("Créneau de retrait"), coerce=int, validate_choice=False,
+                          validators=[Optional()])
+    share_percent = IntegerField(_l("Ma part du prix (en %)"), validators=[
+        Optional(), NumberRange(min=0, max=200, message=_l("Entre 0 et 200 %."))])
+    submit = SubmitField(_l("Confirmer ma commande"))
+
+
+class HouseholdSearchForm(FlaskForm):
+    """A volunteer looks a household up by name."""
+
+    class Meta:
+        csrf = False  # a GET search changes nothing
+
+    q = StringField(_l("Nom du foyer ou d'une personne"), validators=[
+        DataRequired(_l("Tapez au moins deux lettres.")), Length(min=2, max=80, message=_l("Tapez au moins deux lettres."))])
+
+
+class MoveCycleForm(FlaskForm):
+    """A coordinator moves a distribution (local times, Europe/Paris)."""
+
+    opens_at = DateTimeLocalField(_l("Ouverture des commandes"), format="%Y-%m-%dT%H:%M",
+                                  validators=[InputRequired(_l("Indiquez une date."))])
+    closes_at = DateTimeLocalField(_l("Date limite de commande"), format="%Y-%m-%dT%H:%M",
+                                   validators=[InputRequired(_l("Indiquez une date."))])
+    starts_at = DateTimeLocalField(_l("Début de la distribution"), format="%Y-%m-%dT%H:%M",
+                                   validators=[InputRequired(_l("Indiquez une date."))])
+    ends_at = DateTimeLocalField(_l("Fin de la distribution"), format="%Y-%m-%dT%H:%M",
+                                 validators=[InputRequired(_l("Indiquez une date."))])
+    submit = SubmitField(_l("Déplacer la distribution"))
+
+
+class ConfirmForm(FlaskForm):
+    """A button that only needs its CSRF token."""
+
+    submit = SubmitField(_l("Confirmer"))
+
+
+class TierForm(FlaskForm):
+    """A solidarity price tier."""
+
+    name = StringField(_l("Nom du tarif"), validators=[DataRequired(_l("Indiquez un nom.")), Length(max=80)])
+    markup_percent = StringField(_l("Majoration sur le prix (en %, ex. 10 ou -5)"), default="0")
+    pay_what_you_can = BooleanField(_l("Prix libre (le foyer choisit sa part)"))
+    minimum_percent = IntegerField(_l("Part minimale pour le prix libre (en %)"), default=100, validators=[
+        Optional(), NumberRange(min=0, max=100, message=_l("Entre 0 et 100 %."))])
+    is_default = BooleanField(_l("Tarif par défaut des foyers sans tarif"))
+    submit = SubmitField(_l("Enregistrer le tarif"))
+
+
+class AssignTierForm(FlaskForm):
+    """Put a household in a tier."""
+
+    household_id = HiddenField(validators=[DataRequired()])
+    tier_id = SelectField(_l("Tarif"), coerce=int, validate_choice=False)
+    submit = SubmitField(_l("Changer"))
+
+
+def read_cart(formdata) -> tuple[dict, dict[int, int], dict[int, str]]:
+    """Quantities, shown prices and per-offer French errors from the cart's q-/t-/p- fields."""
+    from decimal import Decimal
+
+    from orders.services import parse_quantity
+
+    quantities: dict[int, tuple[Decimal, Decimal]] = {}
+    shown: dict[int, int] = {}
+    errors: dict[int, str] = {}
+    for key in formdata:
+        prefix, _, raw_id = key.partition("-")
+        if prefix not in ("q", "t", "p") or not raw_id:
+            continue
+        if not raw_id.isdigit() or len(raw_id) > 12:
+            raise ValueError("offer id")
+        offer_id = int(raw_id)
+        if prefix == "p":
+            value = formdata.get(key, "")
+            if not value.isdigit() or len(value) > 9:
+                raise ValueError("shown price")
+            shown[offer_id] = int(value)
+            continue
+        if prefix == "t":
+            continue
+        try:
+            qty = parse_quantity(formdata.get(key))
+            tolerance = parse_quantity(formdata.get(f"t-{raw_id}"))
+        except ValueError as error:
+            errors[offer_id] = str(error)
+            continue
+        quantities[offer_id] = (qty, tolerance)
+    for key in formdata:
+        # A tolerance box filled next to an empty quantity box is still a mistake to report.
+        if key.startswith("t-") and key[2:].isdigit() and f"q-{key[2:]}" not in formdata:
+            offer_id = int(key[2:])
+            try:
+                tolerance = parse_quantity(formdata.get(key))
+            except ValueError as error:
+                errors[offer_id] = str(error)
+                continue
+            quantities[offer_id] = (Decimal(0), tolerance)
+    return quantities, shown, errors
