@@ -31,7 +31,6 @@ from pickup.models import (
     Site,
     Slot,
 )
-from producers.models import Offer, Product
 
 #: Cycle statuses whose bags are prepared and handed out.
 DISTRIBUTION_STATUSES = ("closed", "finalized", "distributed")
@@ -175,6 +174,9 @@ class SlotBags:
 
 def _bag_query():
     """Orders with everything a bag screen shows, loaded in a few queries."""
+    # Imported here: producers' package imports the order services, which import pickup models.
+    from producers.models import Offer, Product
+
     return (
         sa.select(Order, Household, Slot, Pickup)
         .join(Household, Household.id == Order.household_id)
@@ -405,7 +407,7 @@ def mark_prepared(order_id: int, ticked_line_ids: set[int], *, cycle_id: int, us
 
 def shortfalls(cycle_id: int | None = None, producer_id: int | None = None) -> list[dict]:
     """What each producer did not deliver, per cycle and product (coordinator: all; producer: its own)."""
-    from producers.models import Producer
+    from producers.models import Producer, Product
 
     stmt = (
         sa.select(

@@ -1,0 +1,168 @@
+"""Thursday preparation: bags per slot, weighed products, missing items, bag ready."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import OutboxMessage
+from orders.ledger import balance_cents
+from orders.models import OrderLine
+from orders.payment_models import LedgerEntry
+from pickup.models import Pickup, Shortfall
+from tests.helpers import login, post_form
+from tests.pickup.conftest import make_thursday
+
+
+def _bag_url(order):
+    return f"/retrait/preparation/sac/{order.id}"
+
+
+def test_volunteer_sees_bags_grouped_by_slot(client, thursday):
+    login(client, thursday.volunteer_email)
+    page = client.get("/retrait/preparation").get_data(as_text=True)
+    assert "Préparation des sacs" in page
+    assert page.index("16:30–17:00") < page.index("Sac n° 1 · Foyer Dupont") < page.index("17:00–17:30")
+    assert page.index("17:00–17:30") < page.index("Sac n° 3 · Foyer Leroy")
+    assert "0 sac(s) prêt(s) sur 2" in page
+
+
+def test_weight_sets_the_line_price_and_the_charge(client, thursday):
+    login(client, thursday.volunteer_email)
+    line = thursday.line(thursday.dupont, thursday.apples)
+    before = balance_cents(thursday.dupont.household_id)
+    response = post_form(client, f"/retrait/preparation/ligne/{line.id}/poids",
+                         {f"w{line.id}-weight": "1,8"}, form_url=_bag_url(thursday.dupont))
+    page = response.get_data(as_text=True)
+    assert "Poids enregistré." in page
+    assert "Pesé : 1,8 kg, soit 5,76" in page
+    db.session.expire_all()
+    line = db.session.get(OrderLine, line.id)
+    assert line.quantity_prepared == Decimal("1.800")
+    assert line.order.total_cents == 576 + 150
+    # 1.5 kg were charged at finalize; the 0.3 kg more are one more charge entry.
+    assert balance_cents(thursday.dupont.household_id) == before - 96
+
+
+def test_zero_or_tenfold_weight_asks_for_confirmation_and_writes_nothing(client, thursday):
+    login(client, thursday.volunteer_email)
+    line = thursday.line(thursday.dupont, thursday.apples)
+    url = f"/retrait/preparation/ligne/{line.id}/poids"
+    for weight in ("0", "15"):
+        response = post_form(client, url, {f"w{line.id}-weight": weight}, form_url=_bag_url(thursday.dupont))
+        assert response.status_code == 422
+        page = response.get_data(as_text=True)
+        assert "Je confirme" in page
+        db.session.expire_all()
+        assert db.session.get(OrderLine, line.id).quantity_prepared is None
+    # The second submit with the box ticked is accepted.
+    response = post_form(client, url, {f"w{line.id}-weight": "15", f"w{line.id}-confirm": "y"},
+                         form_url=_bag_url(thursday.dupont))
+    assert "Pesé : 15 kg" in response.get_data(as_text=True)
+
+
+def test_not_a_number_is_refused_on_the_form(client, thursday):
+    login(client, thursday.volunteer_email)
+    line = thursday.line(thursday.dupont, thursday.apples)
+    response = post_form(client, f"/retrait/preparation/ligne/{line.id}/poids",
+                         {f"w{line.id}-weight": "beaucoup"}, form_url=_bag_url(thursday.dupont))
+    assert response.status_code == 422
+    assert "Écrivez un nombre" in response.get_data(as_text=True)
+
+
+def test_missing_item_credits_household_records_producer_and_tells_household(client, thursday):
+    login(client, thursday.volunteer_email)
+    line = thursday.line(thursday.dupont, thursday.salad)
+    before = balance_cents(thursday.dupont.household_id)
+    response = post_form(client, f"/retrait/preparation/ligne/{line.id}/manque",
+                         {f"s{line.id}-received": "0"}, form_url=_bag_url(thursday.dupont))
+    page = response.get_data(as_text=True)
+    assert "Manque enregistré" in page
+    assert "Manque signalé : reçu 0" in page
+    db.session.expire_all()
+    line = db.session.get(OrderLine, line.id)
+    assert line.missing and line.quantity_prepared == 0
+    assert line.order.total_cents == 480
+    assert balance_cents(thursday.dupont.household_id) == before + 150
+    credit = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.order_id == line.order_id,
+                                                            LedgerEntry.kind == "credit"))
+    assert credit.amount_cents == 150
+    shortfall = db.session.scalar(sa.select(Shortfall))
+    assert shortfall.producer_id == thursday.salad.producer_id and shortfall.quantity_missing == 1
+    mail = db.session.scalar(sa.select(OutboxMessage).where(OutboxMessage.recipient == "dupont@example.org"))
+    assert mail.kind == "shortage" and "Salade manque" in mail.body and "1,50" in mail.body
+
+    # Every address of the household is told (its own and its member's), once per line.
+    assert db.session.scalar(sa.select(sa.func.count(OutboxMessage.id))) == 2
+    # Reporting the same line again sends no second e-mail and credits nothing more.
+    post_form(client, f"/retrait/preparation/ligne/{line.id}/manque",
+              {f"s{line.id}-received": "0"}, form_url=_bag_url(thursday.dupont))
+    assert db.session.scalar(sa.select(sa.func.count(OutboxMessage.id))) == 2
+    assert balance_cents(thursday.dupont.household_id) == before + 150
+
+
+def test_shortfall_visible_to_coordinator_and_to_that_producer_only(client, thursday, app):
+    from pickup import services
+
+    line = thursday.line(thursday.martin, thursday.eggs)
+    services.record_shortage(line.id, Decimal("1"), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    login(client, thursday.coordinator_email)
+    page = client.get("/retrait/manques").get_data(as_text=True)
+    assert "Poulailler Martin" in page and "Œufs (boîte de 6)" in page
+    client.post("/compte/deconnexion", data={})
+    other = app.test_client()
+    login(other, thursday.producer_email)  # the Ferme du Coteau, not the hens
+    page = other.get("/retrait/manques").get_data(as_text=True)
+    assert "Œufs" not in page and "Aucun manque enregistré." in page
+
+
+def test_short_received_must_be_below_expected(client, thursday):
+    login(client, thursday.volunteer_email)
+    line = thursday.line(thursday.martin, thursday.eggs)
+    response = post_form(client, f"/retrait/preparation/ligne/{line.id}/manque",
+                         {f"s{line.id}-received": "2"}, form_url=_bag_url(thursday.martin))
+    assert response.status_code == 422
+    assert "plus petite que la quantité prévue (2)" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count(Shortfall.id))) == 0
+
+
+def test_bag_ready_only_when_every_product_is_ticked_and_weighed(client, thursday):
+    login(client, thursday.volunteer_email)
+    apples = thursday.line(thursday.dupont, thursday.apples)
+    salad = thursday.line(thursday.dupont, thursday.salad)
+    url = f"/retrait/preparation/sac/{thursday.dupont.id}/pret"
+    response = post_form(client, url, {"line": [str(apples.id)]}, form_url=_bag_url(thursday.dupont))
+    assert response.status_code == 422
+    assert "Pas encore coché : Salade" in response.get_data(as_text=True)
+    response = post_form(client, url, {"line": [str(apples.id), str(salad.id)]}, form_url=_bag_url(thursday.dupont))
+    assert "Pesez d'abord : Pommes" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(Pickup.prepared_at)) is None
+
+    post_form(client, f"/retrait/preparation/ligne/{apples.id}/poids", {f"w{apples.id}-weight": "1.4"},
+              form_url=_bag_url(thursday.dupont))
+    response = post_form(client, url, {"line": [str(apples.id), str(salad.id)]}, form_url=_bag_url(thursday.dupont))
+    assert "Sac prêt." in response.get_data(as_text=True)
+    assert "1 sac(s) prêt(s) sur 2" in response.get_data(as_text=True)
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == thursday.dupont.id))
+    assert pickup.prepared_at is not None and pickup.prepared_by_id is not None
+
+
+def test_bag_or_line_of_another_distribution_is_refused(client, thursday):
+    from datetime import timedelta
+
+    from pickup.services import paris_today
+
+    other = make_thursday(day=paris_today() + timedelta(days=7))
+    db.session.commit()
+    login(client, thursday.volunteer_email)
+    response = client.get(_bag_url(other.dupont))
+    assert response.status_code == 404
+    assert "n'appartient pas à la distribution en cours" in response.get_data(as_text=True)
+    line = other.line(other.dupont, other.apples)
+    response = post_form(client, f"/retrait/preparation/ligne/{line.id}/poids", {f"w{line.id}-weight": "1"},
+                         form_url=_bag_url(thursday.dupont))
+    assert response.status_code == 404
+    db.session.expire_all()
+    assert db.session.get(OrderLine, line.id).quantity_prepared is None
