@@ -1,6 +1,7 @@
 """Celery bound to the Flask app: tasks run inside the app context (Flask's Celery pattern)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from celery import Celery, Task
@@ -30,7 +31,9 @@ def celery_init_app(app: Flask) -> Celery:
             Path(transport_options[key]).mkdir(parents=True, exist_ok=True)
     elif broker_url.startswith("redis://"):
         # A task not acknowledged within this delay is delivered again (worker killed mid-task).
-        transport_options = {"visibility_timeout": 3600}
+        # CELERY_VISIBILITY_TIMEOUT (seconds) is short in the fault tests.
+        transport_options = {"visibility_timeout": int(
+            app.config.get("CELERY_VISIBILITY_TIMEOUT") or os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))}
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.conf.update(

@@ -48,8 +48,13 @@ def optional(module: str, name: str):
 
 def enqueue(task: str, *args) -> bool:
     """Send a workers.tasks task by name (after commit); False if the broker is unreachable."""
+    import workers.tasks  # noqa: F401 - registers the tasks on this app
+
+    celery_app = current_app.extensions["celery"]
+    name = f"workers.tasks.{task}"
     try:
-        current_app.extensions["celery"].send_task(f"workers.tasks.{task}", args=args)
+        # apply_async (not send_task) so task_always_eager runs it in-process in tests.
+        celery_app.tasks[name].apply_async(args=args)
         return True
     except (OperationalError, OSError) as exc:
         # The beat's safety net re-enqueues stalled cycles, so nothing is lost.
@@ -112,8 +117,8 @@ class FinalizeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _checked_cycle(cycle_id) -> Cycle:
-    """The cycle to finalize, or a FinalizeError saying why not."""
+def load_cycle(cycle_id) -> Cycle:
+    """The cycle with this id (as typed by a person), or a FinalizeError saying it does not exist."""
     try:
         cycle_id = int(cycle_id)
     except (TypeError, ValueError):
@@ -121,6 +126,13 @@ def _checked_cycle(cycle_id) -> Cycle:
     cycle = db.session.get(Cycle, cycle_id)
     if cycle is None:
         raise FinalizeError(_("Aucun cycle n°%(id)s.", id=cycle_id))
+    return cycle
+
+
+def _checked_cycle(cycle_id) -> Cycle:
+    """The cycle to finalize, or a FinalizeError saying why not."""
+    cycle = load_cycle(cycle_id)
+    cycle_id = cycle.id
     if cycle.status in ("draft", "open"):
         raise FinalizeError(_(
             "Le cycle n°%(id)s est encore ouvert (date limite pas encore traitée) : "

@@ -459,43 +459,55 @@ def render_grid(cycle_id: int, slot_id: int | None, part: int) -> Document:
 
 
 @dataclass
-class RepackProduct:
-    """A bulk product: the cases bought and the portions to make from them."""
+class _Portion:
+    """A household's portion (same shape as orders.bulk.Portion)."""
 
-    name: str
-    producer: str
+    household_name: str
+    bag_number: int | None
+    quantity: Decimal
+
+
+@dataclass
+class _Case:
+    """A case and its portions (same shape as orders.bulk.RepackCase)."""
+
+    number: int
+    portions: list
+
+
+@dataclass
+class _RepackProduct:
+    """A bulk product (same shape as orders.bulk.RepackagingProduct)."""
+
+    product_name: str
     unit: str
     case_size: Decimal
-    total: Decimal
-    portions: list[tuple] = field(default_factory=list)
-
-    @property
-    def cases(self) -> int:
-        """Whole cases the portions come from."""
-        return math.ceil(self.total / self.case_size) if self.case_size else 0
+    step: Decimal | None
+    cases: list
 
 
-def repackaging_products(cycle_id: int) -> list[RepackProduct]:
-    """Bulk products with each household's portion (bag number, name, quantity), by product."""
-    rows = db.session.execute(
-        sa.select(Product.id, Product.name, Producer.name, Product.unit, Product.case_size,
-                  Order.bag_number, Household.name, OrderLine.quantity_allocated, OrderLine.quantity)
+def repackaging_products(cycle_id: int) -> list:
+    """Each bulk case split into portions: orders.bulk.repackaging_rows, or every portion in one list."""
+    from orders.close import optional
+
+    rows = optional("orders.bulk", "repackaging_rows")
+    if rows is not None:
+        return rows(cycle_id)
+    products: dict[int, _RepackProduct] = {}
+    for pid, name, unit, case_size, bag, household, allocated, ordered in db.session.execute(
+        sa.select(Product.id, Product.name, Product.unit, Product.case_size, Order.bag_number, Household.name,
+                  OrderLine.quantity_allocated, OrderLine.quantity)
         .join(Offer, Offer.id == OrderLine.offer_id)
         .join(Product, Product.id == Offer.product_id)
-        .join(Producer, Producer.id == Product.producer_id)
         .join(Order, Order.id == OrderLine.order_id)
         .join(Household, Household.id == Order.household_id)
         .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()), Product.case_size.is_not(None))
-        .order_by(Producer.name, Product.name, Order.bag_number)
-    ).all()
-    products: dict[int, RepackProduct] = {}
-    for pid, name, producer, unit, case_size, bag, household, allocated, ordered in rows:
+        .order_by(Product.name, Order.bag_number)
+    ):
         given = allocated if allocated is not None else ordered
-        if not given:
-            continue
-        product = products.setdefault(pid, RepackProduct(name, producer, unit, case_size, Decimal(0)))
-        product.total += given
-        product.portions.append((bag, household, given))
+        if given:
+            product = products.setdefault(pid, _RepackProduct(name, unit, case_size, None, [_Case(1, [])]))
+            product.cases[0].portions.append(_Portion(household, bag, given))
     return list(products.values())
 
 

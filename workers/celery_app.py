@@ -5,8 +5,8 @@ flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 
 # Import the task modules so the worker registers them, and the periodic schedule.
-import workers.tasks  # noqa: E402,F401
-from workers.schedule import BEAT_SCHEDULE  # noqa: E402
+import workers.tasks  # noqa: F401
+from workers.schedule import BEAT_SCHEDULE
 
 celery_app.conf.beat_schedule = BEAT_SCHEDULE
 app = celery_app

@@ -1,2 +1,14 @@
 """The periodic schedule run by Celery beat."""
-BEAT_SCHEDULE: dict = {}
+import os
+
+from celery.schedules import crontab
+
+#: Seconds between runs of the minute jobs; tests shorten it with PANIER_BEAT_SECONDS.
+EVERY = float(os.environ.get("PANIER_BEAT_SECONDS", "60"))
+
+BEAT_SCHEDULE: dict = {
+    "close-due-cycles": {"task": "workers.tasks.close_due_cycles", "schedule": EVERY},
+    "send-outbox": {"task": "workers.tasks.send_outbox", "schedule": EVERY},
+    "open-due-cycles": {"task": "workers.tasks.open_due_cycles", "schedule": EVERY},
+    "generate-cycles": {"task": "workers.tasks.generate_cycles", "schedule": crontab(minute=7)},
+}
