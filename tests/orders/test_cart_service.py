@@ -14,7 +14,12 @@ from orders.services import OrderRefused, book_slot, recompute_order_total, save
 from pickup.models import Slot
 from producers.models import Offer
 from tests.factories import (
-    CycleFactory, HouseholdFactory, OfferFactory, PriceTierFactory, ProducerFactory, ProductFactory,
+    CycleFactory,
+    HouseholdFactory,
+    OfferFactory,
+    PriceTierFactory,
+    ProducerFactory,
+    ProductFactory,
     SlotFactory,
 )
 

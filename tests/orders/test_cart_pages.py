@@ -1,0 +1,226 @@
+"""The cart pages through the real forms: ordering, changing, bad input, assisted ordering."""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import utcnow
+from app.extensions import db
+from app.models import OutboxMessage
+from orders.models import Order, OrderLine
+from pickup.models import Slot
+from producers.models import Offer
+from tests.factories import (
+    CycleFactory,
+    HouseholdFactory,
+    OfferFactory,
+    OrderFactory,
+    ProducerFactory,
+    ProductFactory,
+    SlotFactory,
+    UserFactory,
+)
+from tests.helpers import csrf_token, login
+
+D = Decimal
+
+
+@pytest.fixture()
+def shop(app, client):
+    """An open cycle, two producers, a signed-in member."""
+    cycle = CycleFactory()
+    farm, bulk = ProducerFactory(name="Ferme des Saules"), ProducerFactory(name="Vrac & Co", kind="bulk_supplier")
+    carrots = OfferFactory(cycle_id=cycle.id, product=ProductFactory(producer=farm, name="Carottes", unit="kg",
+                                                                      price_cents=280))
+    eggs = OfferFactory(cycle_id=cycle.id, product=ProductFactory(producer=farm, name="Œufs", price_cents=240),
+                        stock_cap=D(4))
+    rice = OfferFactory(cycle_id=cycle.id, product=ProductFactory(
+        producer=bulk, name="Riz", unit="kg", price_cents=320, case_size=D(25), portion_step=D("0.5")))
+    slot = SlotFactory(cycle_id=cycle.id, capacity=3)
+    household = HouseholdFactory(name="Foyer Martin")
+    member = UserFactory(household=household, email="martin@example.org")
+    db.session.commit()
+    login(client, member.email)
+    return dict(cycle=cycle, carrots=carrots, eggs=eggs, rice=rice, slot=slot, household=household, member=member)
+
+
+def post_cart(client, data: dict, url: str = "/commandes/panier"):
+    """Send the cart form as the browser would (token and shown prices from the page)."""
+    page = client.get(url)
+    html = page.get_data(as_text=True)
+    import re
+
+    payload = {"csrf_token": csrf_token(html)}
+    payload.update(dict(re.findall(r'name="(p-\d+)" value="(\d+)"', html)))
+    payload.update(dict(re.findall(r'name="(cycle_id)" type="hidden" value="(\d+)"', html)))
+    payload.update(data)
+    return client.post(url, data=payload, follow_redirects=True)
+
+
+def nothing_written(shop) -> bool:
+    """No order, no reserved stock, no booked slot."""
+    db.session.expire_all()
+    return (db.session.scalar(sa.select(sa.func.count()).select_from(Order)) == 0
+            and db.session.scalar(sa.select(sa.func.sum(Offer.reserved))) == 0
+            and db.session.get(Slot, shop["slot"].id).booked == 0)
+
+
+def test_member_orders_and_sees_history(client, shop):
+    """A member orders carrots and rice with tolerance, sees the total, then the history."""
+    s = shop
+    page = client.get("/commandes/panier").get_data(as_text=True)
+    assert "Ferme des Saules" in page and "Vrac &amp; Co" in page and "reste 4" in page
+    response = post_cart(client, {f"q-{s['carrots'].id}": "1,5", f"q-{s['rice'].id}": "2,5",
+                                  f"t-{s['rice'].id}": "1", "slot_id": s["slot"].id})
+    text = response.get_data(as_text=True)
+    assert "Commande enregistrée : 12,20" in text  # 4,20 + 8,00
+    history = client.get("/commandes/mes-commandes").get_data(as_text=True)
+    assert "12,20" in history and "confirmée" in history
+    order = db.session.scalar(sa.select(Order))
+    detail = client.get(f"/commandes/commande/{order.id}").get_data(as_text=True)
+    assert "Carottes" in detail and "Riz" in detail and "(+1)" in detail
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("-1", "négative"), ("abc", "n&#39;est pas une quantité"), ("100000", "500 au plus"),
+    ("1,0004", "trois décimales"), ("1,5", "nombre entier"),
+])
+def test_bad_quantities_are_refused_with_nothing_written(client, shop, typed, message):
+    """Negative, non-numeric, absurd, over-precise or fractional-piece quantities: a message, nothing written."""
+    response = post_cart(client, {f"q-{shop['eggs'].id}": typed, "slot_id": shop["slot"].id})
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert nothing_written(shop)
+
+
+def test_zero_everywhere_writes_nothing(client, shop):
+    """An all-zero cart is refused: there is nothing to order."""
+    response = post_cart(client, {f"q-{shop['eggs'].id}": "0", "slot_id": shop["slot"].id})
+    assert "panier est vide" in response.get_data(as_text=True)
+    assert nothing_written(shop)
+
+
+def test_tolerance_without_quantity_is_refused(client, shop):
+    """A tolerance alone cannot make an order."""
+    response = post_cart(client, {f"t-{shop['rice'].id}": "1", "slot_id": shop["slot"].id})
+    assert "tolérance sans quantité" in response.get_data(as_text=True)
+    assert nothing_written(shop)
+
+
+def test_quantity_off_the_portion_step_is_refused(client, shop):
+    """Rice comes by 0,5 kg: 0,3 kg is refused."""
+    response = post_cart(client, {f"q-{shop['rice'].id}": "0,3", "slot_id": shop["slot"].id})
+    assert "multiples de 0,5" in response.get_data(as_text=True)
+    assert nothing_written(shop)
+
+
+def test_offer_of_another_cycle_is_refused(client, shop):
+    """An offer id taken from another cycle is refused."""
+    other = OfferFactory()
+    db.session.commit()
+    response = post_cart(client, {f"q-{other.id}": "1", "slot_id": shop["slot"].id})
+    assert "ne fait pas partie" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Order)) == 0
+
+
+def test_closed_cycle_is_refused(client, shop):
+    """A POST naming a closed cycle is refused."""
+    closed = CycleFactory(status="closed")
+    db.session.commit()
+    response = post_cart(client, {f"q-{shop['carrots'].id}": "1", "slot_id": shop["slot"].id,
+                                  "cycle_id": str(closed.id)})
+    assert "pas ouverte" in response.get_data(as_text=True)
+    assert nothing_written(shop)
+
+
+def test_inactive_producer_product_is_refused(client, shop):
+    """Once a producer is made inactive its products cannot be ordered."""
+    page = client.get("/commandes/panier").get_data(as_text=True)
+    shop["eggs"].product.producer.active = False
+    db.session.commit()
+    response = client.post("/commandes/panier", data={
+        "csrf_token": csrf_token(page), "cycle_id": shop["cycle"].id, f"q-{shop['eggs'].id}": "1",
+        "slot_id": shop["slot"].id})
+    assert "n&#39;est plus proposé" in response.get_data(as_text=True)
+    assert nothing_written(shop)
+
+
+def test_full_slot_is_refused(client, shop):
+    """A slot with no place left refuses the order."""
+    db.session.execute(sa.update(Slot).values(booked=3))
+    db.session.commit()
+    response = post_cart(client, {f"q-{shop['carrots'].id}": "1", "slot_id": shop["slot"].id})
+    assert "complet" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Order)) == 0
+
+
+def test_tampered_price_is_refused(client, shop):
+    """A shown price changed in the form is refused; the price is never taken from the browser."""
+    response = post_cart(client, {f"q-{shop['carrots'].id}": "1", f"p-{shop['carrots'].id}": "1",
+                                  "slot_id": shop["slot"].id})
+    assert "Le prix de Carottes a changé" in response.get_data(as_text=True)
+    assert nothing_written(shop)
+    assert client.post("/commandes/panier", data={
+        "csrf_token": csrf_token(client.get("/commandes/panier").data), f"p-{shop['carrots'].id}": "abc",
+    }).status_code == 400
+
+
+def test_another_households_order_is_not_found(client, shop):
+    """A member cannot open another household's order."""
+    other = OrderFactory(cycle_id=shop["cycle"].id)
+    db.session.commit()
+    assert client.get(f"/commandes/commande/{other.id}").status_code == 404
+
+
+def test_page_left_open_past_the_deadline(client, shop):
+    """The page was shown before the deadline; the deadline passes; the submit is refused."""
+    s = shop
+    post_cart(client, {f"q-{s['carrots'].id}": "2", "slot_id": s["slot"].id})
+    page = client.get("/commandes/panier").get_data(as_text=True)
+    s["cycle"].closes_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    response = client.post("/commandes/panier", data={
+        "csrf_token": csrf_token(page), "cycle_id": s["cycle"].id, f"q-{s['carrots'].id}": "5",
+        "slot_id": s["slot"].id}, follow_redirects=True)
+    assert "date limite de commande est passée" in response.get_data(as_text=True).lower() or \
+        "Pas de commande ouverte" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(OrderLine.quantity)) == D(2)
+
+
+def test_volunteer_orders_for_a_household_and_it_is_told(app, client, shop):
+    """A volunteer finds the household, orders for it; the order says so; an e-mail is queued."""
+    s = shop
+    volunteer = UserFactory(roles=["volunteer"], household=None)
+    db.session.commit()
+    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/").data)})
+    login(client, volunteer.email)
+    found = client.get("/commandes/au-cafe?q=mart").get_data(as_text=True)
+    assert "Foyer Martin" in found
+    url = f"/commandes/au-cafe/foyer/{s['household'].id}"
+    response = post_cart(client, {f"q-{s['eggs'].id}": "2", "slot_id": s["slot"].id}, url=url)
+    assert "Commande enregistrée" in response.get_data(as_text=True)
+    order = db.session.scalar(sa.select(Order))
+    assert order.entered_by_id == volunteer.id and order.entered_by_volunteer
+    message = db.session.scalar(sa.select(OutboxMessage))
+    assert message.key.startswith(f"assisted:{order.id}:") and "Œufs" in message.body
+    assert message.recipient == s["household"].email
+
+
+def test_cart_page_queries_do_not_grow_with_offers(app, client, shop, count_queries):
+    """The cart runs the same number of SQL queries for 5 or 500 offers."""
+    def measure():
+        with count_queries() as counter:
+            assert client.get("/commandes/panier").status_code == 200
+        return counter["n"]
+
+    client.get("/commandes/panier")  # warm up (first request of the session)
+    few = measure()
+    for _ in range(497):
+        OfferFactory(cycle_id=shop["cycle"].id)
+    db.session.commit()
+    assert "Produit" in client.get("/commandes/panier").get_data(as_text=True)
+    assert measure() == few
