@@ -86,12 +86,12 @@ def app(_schema, app_config):
 
     @application.before_request
     def _forget_cached_user():
-        """Requests share the test's app context (and its g): never reuse another client's
-        signed-in user or CSRF token, both of which Flask-Login and Flask-WTF cache on g."""
+        """Requests share the test's app context (and its g): never reuse another request's
+        signed-in user, CSRF token or language, which Flask-Login, Flask-WTF and Flask-Babel cache on g."""
         from flask import g
 
-        g.pop("_login_user", None)
-        g.pop("csrf_token", None)
+        for cached in ("_login_user", "csrf_token", "_flask_babel"):
+            g.pop(cached, None)
 
     limiter.reset()
     ctx = application.app_context()

@@ -1,0 +1,60 @@
+"""French first; English for whoever chooses it, remembered on the account or in the session."""
+from __future__ import annotations
+
+import html
+
+from app.extensions import db
+from app.models import User
+from tests.factories import UserFactory
+from tests.helpers import csrf_token, login
+
+
+def text(response) -> str:
+    """The page as a person reads it."""
+    return html.unescape(response.get_data(as_text=True))
+
+
+def test_french_by_default(app, client):
+    page = text(client.get("/compte/connexion"))
+    assert '<html lang="fr">' in page and "Mot de passe oublié ?" in page
+
+
+def test_member_who_chose_english_sees_english(app, client):
+    user = UserFactory(email="claire@example.org", name="Claire")
+    db.session.commit()
+    home = login(client, "claire@example.org")
+    assert "Bonjour Claire" in text(home)
+    changed = client.post("/langue", data={"csrf_token": csrf_token(home.data), "locale": "en"},
+                          headers={"Referer": "http://localhost/"}, follow_redirects=True)
+    page = text(changed)
+    assert "Hello Claire" in page and "Sign out" in page and '<html lang="en">' in page
+    db.session.expire_all()
+    assert db.session.get(User, user.id).locale == "en"
+
+    # The choice follows the account to another device.
+    other = app.test_client()
+    assert "Hello Claire" in text(login(other, "claire@example.org"))
+
+
+def test_english_account_reads_error_pages_and_mails_in_english(app, client):
+    UserFactory(email="john@example.org", name="John", locale="en")
+    db.session.commit()
+    login(client, "john@example.org")
+    assert "Page not found" in text(client.get("/nulle-part"))
+
+
+def test_anonymous_visitor_can_switch_to_english(app, client):
+    token = csrf_token(client.get("/compte/connexion").data)
+    page = text(client.post("/langue", data={"csrf_token": token, "locale": "en"},
+                            headers={"Referer": "http://localhost/compte/connexion"}, follow_redirects=True))
+    assert "Forgot your password?" in page
+    back = text(client.post("/langue", data={"csrf_token": csrf_token(page), "locale": "fr"},
+                            headers={"Referer": "http://localhost/compte/connexion"}, follow_redirects=True))
+    assert "Mot de passe oublié ?" in back
+
+
+def test_referer_from_another_site_is_not_followed(app, client):
+    token = csrf_token(client.get("/compte/connexion").data)
+    response = client.post("/langue", data={"csrf_token": token, "locale": "en"},
+                           headers={"Referer": "https://evil.example/"})
+    assert response.headers["Location"] == "/"
