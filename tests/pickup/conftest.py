@@ -1,6 +1,7 @@
 """A Thursday distribution made with factories: a finalized cycle, two slots, three bags."""
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from datetime import time, timedelta
 from decimal import Decimal
@@ -62,11 +63,11 @@ def _line(order: Order, offer: Offer, quantity: str) -> OrderLine:
     )
 
 
-def make_thursday(day=None, status: str = "finalized") -> Thursday:
+def make_thursday(day=None, status: str = "finalized", tag: str = "") -> Thursday:
     """A finalized cycle distributed today at the café, with bags in two slots, charged as finalize does."""
     day = day or paris_today()
     now = utcnow()
-    site = SiteFactory(name="Café des Tilleuls", address="3 rue des Tilleuls, 26000 Valence")
+    site = SiteFactory(name="Café des Tilleuls" + tag, address="3 rue des Tilleuls, 26000 Valence")
     starts = local_to_utc(day, time(16, 30))
     cycle = CycleFactory(
         site_id=site.id, opens_at=min(now, starts) - timedelta(days=5), closes_at=min(now, starts) - timedelta(days=1),
@@ -76,10 +77,10 @@ def make_thursday(day=None, status: str = "finalized") -> Thursday:
     slot1 = SlotFactory(cycle_id=cycle.id, starts_at=starts, ends_at=starts + timedelta(minutes=30), capacity=10)
     slot2 = SlotFactory(cycle_id=cycle.id, starts_at=starts + timedelta(minutes=30),
                         ends_at=starts + timedelta(minutes=60), capacity=10)
-    farm = ProducerFactory(name="Ferme du Coteau", email="ferme@example.org")
+    farm = ProducerFactory(name="Ferme du Coteau" + tag, email="ferme@example.org")
     apples = ProductFactory(producer=farm, name="Pommes", unit="kg", price_cents=320, sold_by_weight=True)
     salad = ProductFactory(producer=farm, name="Salade", unit="piece", price_cents=150)
-    hens = ProducerFactory(name="Poulailler Martin")
+    hens = ProducerFactory(name="Poulailler Martin" + tag)
     eggs = ProductFactory(producer=hens, name="Œufs (boîte de 6)", unit="piece", price_cents=300)
     offers = {p.id: OfferFactory(cycle_id=cycle.id, product=p) for p in (apples, salad, eggs)}
 
@@ -116,3 +117,8 @@ def thursday(app) -> Thursday:
                 roles=["producer"])
     db.session.commit()
     return data
+
+
+def text(response) -> str:
+    """The page as a person reads it (HTML entities such as &#39; turned back into characters)."""
+    return html.unescape(response.get_data(as_text=True))

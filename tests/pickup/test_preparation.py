@@ -12,7 +12,7 @@ from orders.models import OrderLine
 from orders.payment_models import LedgerEntry
 from pickup.models import Pickup, Shortfall
 from tests.helpers import login, post_form
-from tests.pickup.conftest import make_thursday
+from tests.pickup.conftest import make_thursday, text
 
 
 def _bag_url(order):
@@ -21,7 +21,7 @@ def _bag_url(order):
 
 def test_volunteer_sees_bags_grouped_by_slot(client, thursday):
     login(client, thursday.volunteer_email)
-    page = client.get("/retrait/preparation").get_data(as_text=True)
+    page = text(client.get("/retrait/preparation"))
     assert "Préparation des sacs" in page
     assert page.index("16:30–17:00") < page.index("Sac n° 1 · Foyer Dupont") < page.index("17:00–17:30")
     assert page.index("17:00–17:30") < page.index("Sac n° 3 · Foyer Leroy")
@@ -34,7 +34,7 @@ def test_weight_sets_the_line_price_and_the_charge(client, thursday):
     before = balance_cents(thursday.dupont.household_id)
     response = post_form(client, f"/retrait/preparation/ligne/{line.id}/poids",
                          {f"w{line.id}-weight": "1,8"}, form_url=_bag_url(thursday.dupont))
-    page = response.get_data(as_text=True)
+    page = text(response)
     assert "Poids enregistré." in page
     assert "Pesé : 1,8 kg, soit 5,76" in page
     db.session.expire_all()
@@ -52,14 +52,14 @@ def test_zero_or_tenfold_weight_asks_for_confirmation_and_writes_nothing(client,
     for weight in ("0", "15"):
         response = post_form(client, url, {f"w{line.id}-weight": weight}, form_url=_bag_url(thursday.dupont))
         assert response.status_code == 422
-        page = response.get_data(as_text=True)
+        page = text(response)
         assert "Je confirme" in page
         db.session.expire_all()
         assert db.session.get(OrderLine, line.id).quantity_prepared is None
     # The second submit with the box ticked is accepted.
     response = post_form(client, url, {f"w{line.id}-weight": "15", f"w{line.id}-confirm": "y"},
                          form_url=_bag_url(thursday.dupont))
-    assert "Pesé : 15 kg" in response.get_data(as_text=True)
+    assert "Pesé : 15 kg" in text(response)
 
 
 def test_not_a_number_is_refused_on_the_form(client, thursday):
@@ -68,7 +68,7 @@ def test_not_a_number_is_refused_on_the_form(client, thursday):
     response = post_form(client, f"/retrait/preparation/ligne/{line.id}/poids",
                          {f"w{line.id}-weight": "beaucoup"}, form_url=_bag_url(thursday.dupont))
     assert response.status_code == 422
-    assert "Écrivez un nombre" in response.get_data(as_text=True)
+    assert "Écrivez un nombre" in text(response)
 
 
 def test_missing_item_credits_household_records_producer_and_tells_household(client, thursday):
@@ -77,7 +77,7 @@ def test_missing_item_credits_household_records_producer_and_tells_household(cli
     before = balance_cents(thursday.dupont.household_id)
     response = post_form(client, f"/retrait/preparation/ligne/{line.id}/manque",
                          {f"s{line.id}-received": "0"}, form_url=_bag_url(thursday.dupont))
-    page = response.get_data(as_text=True)
+    page = text(response)
     assert "Manque enregistré" in page
     assert "Manque signalé : reçu 0" in page
     db.session.expire_all()
@@ -106,15 +106,15 @@ def test_shortfall_visible_to_coordinator_and_to_that_producer_only(client, thur
     from pickup import services
 
     line = thursday.line(thursday.martin, thursday.eggs)
-    services.record_shortage(line.id, Decimal("1"), cycle_id=thursday.cycle.id, user_id=None)
+    services.record_shortage(line.id, Decimal(1), cycle_id=thursday.cycle.id, user_id=None)
     db.session.commit()
     login(client, thursday.coordinator_email)
-    page = client.get("/retrait/manques").get_data(as_text=True)
+    page = text(client.get("/retrait/manques"))
     assert "Poulailler Martin" in page and "Œufs (boîte de 6)" in page
     client.post("/compte/deconnexion", data={})
     other = app.test_client()
     login(other, thursday.producer_email)  # the Ferme du Coteau, not the hens
-    page = other.get("/retrait/manques").get_data(as_text=True)
+    page = text(other.get("/retrait/manques"))
     assert "Œufs" not in page and "Aucun manque enregistré." in page
 
 
@@ -124,7 +124,7 @@ def test_short_received_must_be_below_expected(client, thursday):
     response = post_form(client, f"/retrait/preparation/ligne/{line.id}/manque",
                          {f"s{line.id}-received": "2"}, form_url=_bag_url(thursday.martin))
     assert response.status_code == 422
-    assert "plus petite que la quantité prévue (2)" in response.get_data(as_text=True)
+    assert "plus petite que la quantité prévue (2)" in text(response)
     assert db.session.scalar(sa.select(sa.func.count(Shortfall.id))) == 0
 
 
@@ -135,16 +135,16 @@ def test_bag_ready_only_when_every_product_is_ticked_and_weighed(client, thursda
     url = f"/retrait/preparation/sac/{thursday.dupont.id}/pret"
     response = post_form(client, url, {"line": [str(apples.id)]}, form_url=_bag_url(thursday.dupont))
     assert response.status_code == 422
-    assert "Pas encore coché : Salade" in response.get_data(as_text=True)
+    assert "Pas encore coché : Salade" in text(response)
     response = post_form(client, url, {"line": [str(apples.id), str(salad.id)]}, form_url=_bag_url(thursday.dupont))
-    assert "Pesez d'abord : Pommes" in response.get_data(as_text=True)
+    assert "Pesez d'abord : Pommes" in text(response)
     assert db.session.scalar(sa.select(Pickup.prepared_at)) is None
 
     post_form(client, f"/retrait/preparation/ligne/{apples.id}/poids", {f"w{apples.id}-weight": "1.4"},
               form_url=_bag_url(thursday.dupont))
     response = post_form(client, url, {"line": [str(apples.id), str(salad.id)]}, form_url=_bag_url(thursday.dupont))
-    assert "Sac prêt." in response.get_data(as_text=True)
-    assert "1 sac(s) prêt(s) sur 2" in response.get_data(as_text=True)
+    assert "Sac prêt." in text(response)
+    assert "1 sac(s) prêt(s) sur 2" in text(response)
     pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == thursday.dupont.id))
     assert pickup.prepared_at is not None and pickup.prepared_by_id is not None
 
@@ -154,12 +154,12 @@ def test_bag_or_line_of_another_distribution_is_refused(client, thursday):
 
     from pickup.services import paris_today
 
-    other = make_thursday(day=paris_today() + timedelta(days=7))
+    other = make_thursday(day=paris_today() + timedelta(days=7), tag=" bis")
     db.session.commit()
     login(client, thursday.volunteer_email)
     response = client.get(_bag_url(other.dupont))
     assert response.status_code == 404
-    assert "n'appartient pas à la distribution en cours" in response.get_data(as_text=True)
+    assert "n'appartient pas à la distribution en cours" in text(response)
     line = other.line(other.dupont, other.apples)
     response = post_form(client, f"/retrait/preparation/ligne/{line.id}/poids", {f"w{line.id}-weight": "1"},
                          form_url=_bag_url(thursday.dupont))

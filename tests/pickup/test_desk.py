@@ -1,0 +1,126 @@
+"""Hand-out desk: find a household, take payment, hand the bag over, end the distribution."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from orders.payment_models import Payment
+from orders.payments import amount_due_cents
+from pickup.models import Pickup
+from pickup.services import paris_today
+from tests.helpers import login, post_form
+from tests.pickup.conftest import make_thursday, text
+
+
+def _desk_url(order):
+    return f"/retrait/accueil/sac/{order.id}"
+
+
+def test_find_household_by_name_bag_number_or_slot(client, thursday):
+    login(client, thursday.volunteer_email)
+    page = text(client.get("/retrait/accueil?q=dup"))
+    assert "Foyer Dupont" in page and "Foyer Martin" not in page
+    page = text(client.get("/retrait/accueil?q=3"))
+    assert "Sac n° 3 · Foyer Leroy" in page and "Foyer Dupont" not in page
+    page = text(client.get(f"/retrait/accueil?slot={thursday.slot1.id}"))
+    assert "Foyer Dupont" in page and "Foyer Martin" in page and "Foyer Leroy" not in page
+    page = text(client.get("/retrait/accueil?q=personne"))
+    assert "Aucun foyer trouvé" in page
+
+
+def test_cash_then_cheque_payment_lowers_amount_due(client, thursday):
+    login(client, thursday.volunteer_email)
+    order = thursday.martin  # 2 boxes of eggs and a salad: 7,50 €
+    page = client.get(_desk_url(order)).get_data(as_text=True)
+    assert "Reste à payer" in page and "7,50" in page
+    response = post_form(client, f"{_desk_url(order)}/paiement",
+                         {"method": "cash", "amount": "5"}, form_url=_desk_url(order))
+    page = text(response)
+    assert "Paiement enregistré." in page and '<strong id="reste-a-payer">2,50' in page
+
+    # A cheque without its number is refused on the form, nothing recorded.
+    response = post_form(client, f"{_desk_url(order)}/paiement",
+                         {"method": "cheque", "amount": "2,50"}, form_url=_desk_url(order))
+    assert response.status_code == 422
+    assert "indiquez son numéro et sa banque" in text(response)
+    assert amount_due_cents(order.id) == 250
+
+    response = post_form(client, f"{_desk_url(order)}/paiement",
+                         {"method": "cheque", "amount": "2,50", "cheque_number": "0012345",
+                          "cheque_bank": "Crédit Mutuel"}, form_url=_desk_url(order))
+    assert "Tout est payé." in text(response)
+    cheque = db.session.scalar(sa.select(Payment).where(Payment.method == "cheque"))
+    assert cheque.provider_reference == "0012345" and cheque.cheque_bank == "Crédit Mutuel"
+    assert cheque.received_by_id is not None
+
+
+def test_bag_collected_once_second_time_refused(client, thursday):
+    login(client, thursday.volunteer_email)
+    url = f"{_desk_url(thursday.leroy)}/remis"
+    response = post_form(client, url, {}, form_url=_desk_url(thursday.leroy))
+    assert "Sac remis." in text(response)
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == thursday.leroy.id))
+    first = (pickup.collected_at, pickup.collected_by_id)
+    assert first[0] is not None
+
+    # The same button pressed again (a second tab, a double tap) is refused in French.
+    response = client.post(url, data={"csrf_token": _token(client, thursday.leroy)}, follow_redirects=True)
+    page = text(response)
+    assert "Ce sac a déjà été remis" in page and "Paul Bénévole" in page
+    db.session.expire_all()
+    pickup = db.session.get(Pickup, pickup.id)
+    assert (pickup.collected_at, pickup.collected_by_id) == first
+
+
+def _token(client, order):
+    from tests.helpers import csrf_token
+
+    return csrf_token(client.get("/retrait/accueil").data)
+
+
+def test_bag_of_another_distribution_cannot_be_collected(client, thursday):
+    other = make_thursday(day=paris_today() + timedelta(days=7), tag=" bis")
+    db.session.commit()
+    login(client, thursday.volunteer_email)
+    assert client.get(_desk_url(other.dupont)).status_code == 404
+    response = client.post(f"{_desk_url(other.dupont)}/remis", data={"csrf_token": _token(client, other.dupont)})
+    assert response.status_code == 404
+    assert "n'appartient pas à la distribution en cours" in text(response)
+    assert db.session.scalar(sa.select(sa.func.count(Pickup.id)).where(Pickup.collected_at.is_not(None))) == 0
+
+
+def test_end_of_distribution_lists_no_shows_for_the_coordinator(client, thursday):
+    login(client, thursday.coordinator_email)
+    post_form(client, f"{_desk_url(thursday.dupont)}/remis", {}, form_url=_desk_url(thursday.dupont))
+    response = post_form(client, f"/retrait/distribution/{thursday.cycle.id}/fin", {}, form_url="/retrait/accueil")
+    page = text(response)
+    assert "2 sac(s) non récupéré(s)" in page
+    assert "Foyer Martin" in page and "Foyer Leroy" in page and "Foyer Dupont" not in page
+    # Pressing the button again marks nothing more.
+    response = post_form(client, f"/retrait/distribution/{thursday.cycle.id}/fin", {}, form_url="/retrait/accueil")
+    assert "0 sac(s) non récupéré(s)" in text(response)
+
+    response = post_form(client, f"/retrait/non-recuperes/{thursday.martin.id}",
+                         {f"n{thursday.martin.id}-outcome": "kept", f"n{thursday.martin.id}-note": "passera vendredi"},
+                         form_url="/retrait/non-recuperes")
+    assert "Fait : Gardé au café, le foyer passera le chercher — passera vendredi" in text(response)
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == thursday.martin.id))
+    assert pickup.no_show and pickup.no_show_outcome.startswith("Gardé au café")
+
+
+def test_board_counts_bags_and_money_by_method(client, thursday):
+    login(client, thursday.coordinator_email)
+    post_form(client, f"{_desk_url(thursday.leroy)}/paiement", {"method": "cash", "amount": "3"},
+              form_url=_desk_url(thursday.leroy))
+    post_form(client, f"{_desk_url(thursday.leroy)}/remis", {}, form_url=_desk_url(thursday.leroy))
+    response = client.get("/retrait/tableau")
+    assert response.headers["Refresh"] == "30"
+    page = text(response)
+    assert 'http-equiv="refresh"' in page
+    row = page[page.index("17:00–17:30"):]
+    row = row[:row.index("</tr>")]
+    cells = [c.split("</td>")[0] for c in row.split('<td class="num">')[1:]]
+    assert cells == ["1", "0", "1", "0", "0"]  # bags, prepared, collected, expected, no-show
+    assert "<dt>Espèces</dt><dd>3,00\xa0€</dd>" in page
