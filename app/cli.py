@@ -1,4 +1,4 @@
-"""Command-line commands: `flask users ...`; packages add their own groups here."""
+"""Command-line commands: `flask users ...`, `flask demo ...`; packages add their own groups here."""
 from __future__ import annotations
 
 import click
@@ -24,9 +24,32 @@ def create_coordinator(email: str, name: str, password: str) -> None:
     click.echo(f"Coordinateur·rice prêt·e : {user.email}")
 
 
+demo_cli = AppGroup("demo", help="Données de démonstration.")
+
+
+@demo_cli.command("load")
+def demo_load() -> None:
+    """Load the demo data (idempotent: a second run adds nothing)."""
+    from app import demo
+
+    created = demo.load()
+    click.echo(f"Données de démonstration prêtes ({created} nouvelles lignes).")
+
+
+@demo_cli.command("logins")
+def demo_logins() -> None:
+    """Print the demo accounts and their shared password."""
+    from app import demo
+
+    for login in demo.logins():
+        click.echo(f"  {login.role:<38} {login.email}")
+    click.echo(f"  mot de passe de tous les comptes : {demo.DEMO_PASSWORD}")
+
+
 def register(app: Flask) -> None:
     """Attach every command group to the app."""
     app.cli.add_command(users_cli)
+    app.cli.add_command(demo_cli)
     from workers.cli import cycles_cli, outbox_cli
 
     app.cli.add_command(cycles_cli)

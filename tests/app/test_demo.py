@@ -1,0 +1,67 @@
+"""`flask demo load`: a realistic café, loaded twice without duplicates."""
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from app import demo
+from app.extensions import db
+from app.models import Household, User
+from orders.models import Cycle, Schedule
+from pickup.models import Site, Slot
+from producers.models import Offer, Producer, Product
+from tests.helpers import login
+
+
+def _row_counts() -> dict[str, int]:
+    """Rows per table."""
+    with db.engine.connect() as conn:
+        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                for t in db.metadata.sorted_tables}
+
+
+def test_demo_load_twice_adds_nothing_the_second_time(app, runner):
+    first = runner.invoke(args=["demo", "load"])
+    assert first.exit_code == 0, first.output
+    counts = _row_counts()
+    second = runner.invoke(args=["demo", "load"])
+    assert second.exit_code == 0, second.output
+    assert _row_counts() == counts
+    assert "(0 nouvelles lignes)" in second.output
+
+
+def test_demo_looks_like_the_real_cafe(app, client, runner):
+    assert runner.invoke(args=["demo", "load"]).exit_code == 0
+    site = db.session.scalar(sa.select(Site).where(Site.name == "Café du Bourg"))
+    assert site.timezone == "Europe/Paris"
+    schedule = db.session.scalar(sa.select(Schedule).where(Schedule.site_id == site.id))
+    assert (schedule.opens_weekday, str(schedule.opens_time)[:5]) == (4, "08:00")
+    assert (schedule.closes_weekday, str(schedule.closes_time)[:5]) == (1, "23:59")
+    assert (schedule.distribution_weekday, schedule.slot_minutes) == (3, 30)
+
+    kinds = [k for (k,) in db.session.execute(sa.select(Producer.kind))]
+    assert sorted(kinds).count("market_trader") == 3 and kinds.count("farmer") == 2 and kinds.count("bulk_supplier") == 1
+    bulk = db.session.scalars(sa.select(Product).where(Product.case_size.is_not(None))).all()
+    assert bulk and all(p.producer.kind == "bulk_supplier" for p in bulk)
+    assert {p.unit for p in db.session.scalars(sa.select(Product))} == {"piece", "kg", "l", "bunch", "basket"}
+
+    households = db.session.scalars(sa.select(Household)).all()
+    assert len(households) == 30 and all(h.members for h in households)
+    roles = [u.roles for u in db.session.scalars(sa.select(User))]
+    assert sum("volunteer" in r for r in roles) >= 3
+    assert sum("coordinator" in r for r in roles) == 1
+    assert sum("producer" in r for r in roles) == 6
+
+    [cycle] = db.session.scalars(sa.select(Cycle).where(Cycle.status == "open")).all()
+    slots = db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle.id).order_by(Slot.starts_at)).all()
+    paris = ZoneInfo("Europe/Paris")
+    assert [s.starts_at.astimezone(paris).strftime("%H:%M") for s in slots][:2] == ["16:30", "17:00"]
+    assert slots[-1].ends_at.astimezone(paris).strftime("%H:%M") == "19:30"
+    assert cycle.distribution_date.weekday() == 3
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Offer).where(Offer.cycle_id == cycle.id)) >= 25
+
+    for entry in demo.logins():
+        fresh = app.test_client()
+        page = login(fresh, entry.email, demo.DEMO_PASSWORD)
+        assert "Bonjour" in page.get_data(as_text=True), entry.email
