@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     DataRequired,
     Length,
@@ -78,11 +79,16 @@ class DeskPaymentForm(FlaskForm):
 
     method = SelectField(
         _l("Moyen de paiement"),
-        choices=[("cash", _l("Espèces")), ("cheque", _l("Chèque")), ("balance", _l("Solde du foyer"))],
+        choices=[
+            SelectChoice("cash", _l("Espèces")),
+            SelectChoice("cheque", _l("Chèque")),
+            SelectChoice("balance", _l("Solde du foyer")),
+        ],
     )
     amount = AmountField(_l("Montant (€)"), validators=[DataRequired(_l("Indiquez un montant."))])
-    cheque_number = StringField(_l("Numéro du chèque"), validators=[Optional(), Length(max=40)])
-    cheque_bank = StringField(_l("Banque"), validators=[Optional(), Length(max=80)])
+    # No Optional() here: it would stop the chain before the cheque checks below.
+    cheque_number = StringField(_l("Numéro du chèque"), validators=[Length(max=40)])
+    cheque_bank = StringField(_l("Banque"), validators=[Length(max=80)])
     submit = SubmitField(_l("Enregistrer le paiement"))
 
     def validate_cheque_number(self, field):

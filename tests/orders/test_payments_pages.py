@@ -1,0 +1,224 @@
+"""Account, balances, top-ups, desk payment and money pages, as households and coordinators use them."""
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from flask import render_template_string
+
+from app.extensions import db
+from orders.ledger import balance_cents, record_entry, sync_order_charge
+from orders.payment_models import LedgerEntry, Payment
+from orders.payments import record_desk_payment
+from tests.factories import (
+    HouseholdFactory,
+    OfferFactory,
+    OrderFactory,
+    OrderLineFactory,
+    ProducerFactory,
+    ProductFactory,
+    UserFactory,
+)
+from tests.helpers import csrf_token, login
+
+
+def make_order(total_cents, **kwargs):
+    """A confirmed order with one line worth total_cents."""
+    order = OrderFactory(**kwargs)
+    OrderLineFactory(order=order, unit_price_cents=total_cents, base_price_cents=total_cents, quantity=Decimal(1))
+    order.total_cents = total_cents
+    db.session.flush()
+    return order
+
+
+@pytest.fixture()
+def household_user(app):
+    """A member of the Foyer Dupont."""
+    household = HouseholdFactory(name="Foyer Dupont")
+    user = UserFactory(email="marie@example.org", household=household, roles=["member"])
+    db.session.commit()
+    return user
+
+
+@pytest.fixture()
+def coordinator(app):
+    """A coordinator account."""
+    user = UserFactory(email="coord@example.org", roles=["coordinator"])
+    db.session.commit()
+    return user
+
+
+def test_without_stripe_keys_card_is_not_offered_and_the_rest_works(client, household_user):
+    order = make_order(1800, household_id=household_user.household_id)
+    record_entry(household_user.household_id, 2000, "topup", "topup:test:1")
+    db.session.commit()
+    login(client, household_user.email)
+    page = client.get("/commandes/solde")
+    text = page.get_data(as_text=True)
+    assert "Payer par carte" not in text
+    assert "Payer avec mon solde" in text
+    assert client.post(f"/commandes/{order.id}/payer/carte",
+                       data={"csrf_token": csrf_token(page.data)}).status_code == 404
+    assert client.post("/commandes/stripe/webhook", data="{}", content_type="application/json").status_code == 400
+    done = client.post(f"/commandes/{order.id}/payer/solde", data={"csrf_token": csrf_token(page.data)},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "Payé depuis votre solde." in done
+    assert "Reçu R-000001" in done
+    assert balance_cents(household_user.household_id) == 200
+
+
+def test_account_shows_balance_history_and_what_is_owed(client, household_user):
+    hid = household_user.household_id
+    paid = make_order(1250, household_id=hid)
+    record_desk_payment(paid.id, "cash", 1250, received_by_id=None)
+    owed = make_order(990, household_id=hid)
+    sync_order_charge(owed.id)
+    record_entry(hid, 500, "topup", "topup:test:2", note="versement au café")
+    db.session.commit()
+    login(client, household_user.email)
+    text = client.get("/commandes/solde").get_data(as_text=True)
+    assert "-4,90" in text  # 5,00 top-up - 9,90 owed
+    assert "versement au café" in text
+    assert "Avoir" not in text or "Versement" in text
+    assert "Reçu R-000001" in text
+    assert "9,90" in text
+
+
+def test_members_cannot_see_other_accounts_or_coordinator_pages(client, household_user):
+    other = HouseholdFactory()
+    db.session.commit()
+    login(client, household_user.email)
+    assert client.get("/commandes/soldes").status_code == 403
+    assert client.get(f"/commandes/soldes/{other.id}").status_code == 403
+    assert client.get("/commandes/argent").status_code == 403
+
+
+def test_coordinator_balances_page_and_csv_add_up_to_the_ledger(client, coordinator):
+    a, b = HouseholdFactory(name="Foyer A"), HouseholdFactory(name="Foyer B")
+    record_entry(a.id, 1500, "topup", "t:a")
+    order = make_order(2000, household_id=b.id)
+    sync_order_charge(order.id)
+    record_desk_payment(order.id, "cash", 500, received_by_id=None)
+    db.session.commit()
+    login(client, coordinator.email)
+    page = client.get("/commandes/soldes").get_data(as_text=True)
+    assert "Foyer A" in page and "15,00" in page and "-15,00" in page
+    response = client.get("/commandes/soldes?format=csv")
+    assert response.mimetype == "text/csv"
+    rows = {r["foyer"]: r["solde"] for r in csv.DictReader(io.StringIO(response.get_data(as_text=True)))}
+    assert rows["Foyer A"] == "15.00"
+    assert rows["Foyer B"] == "-15.00"
+    total = db.session.scalar(sa.select(sa.func.sum(LedgerEntry.amount_cents)))
+    assert sum(int(v.replace(".", "")) for v in rows.values() if v) == total == 0
+
+
+@pytest.mark.parametrize("amount, message", [
+    ("-5", "supérieur à zéro"),
+    ("0", "supérieur à zéro"),
+    ("100000", "trop élevé"),
+    ("12,345", "montant en euros"),
+    ("abc", "montant en euros"),
+    ("", "Indiquez un montant"),
+])
+def test_bad_topups_are_refused_in_french_and_write_nothing(client, coordinator, amount, message):
+    household = HouseholdFactory()
+    db.session.commit()
+    login(client, coordinator.email)
+    url = f"/commandes/soldes/{household.id}/versement"
+    page = client.get(url)
+    token = page.get_data(as_text=True).split('name="token" type="hidden" value="')[1].split('"')[0]
+    response = client.post(url, data={"csrf_token": csrf_token(page.data), "amount": amount, "token": token})
+    assert response.status_code == 200
+    assert message in response.get_data(as_text=True)
+    assert db.session.query(LedgerEntry).count() == 0
+
+
+def test_topup_submitted_twice_counts_once(client, coordinator):
+    household = HouseholdFactory()
+    db.session.commit()
+    login(client, coordinator.email)
+    url = f"/commandes/soldes/{household.id}/versement"
+    page = client.get(url)
+    token = page.get_data(as_text=True).split('name="token" type="hidden" value="')[1].split('"')[0]
+    data = {"csrf_token": csrf_token(page.data), "amount": "20,00", "token": token, "note": "espèces"}
+    first = client.post(url, data=data, follow_redirects=True)
+    client.post(url, data=data, follow_redirects=True)
+    assert "Versement enregistré." in first.get_data(as_text=True)
+    assert balance_cents(household.id) == 2000
+    assert db.session.query(LedgerEntry).one().created_by_id == coordinator.id
+
+
+def test_desk_payment_form_refuses_cheque_without_number_then_records_cash(client, app):
+    volunteer = UserFactory(email="benevole@example.org", roles=["volunteer"])
+    order = make_order(1490)
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/{order.id}/paiement-accueil"
+    page = client.get(url)
+    bad = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cheque", "amount": "14,90",
+                                 "cheque_bank": "Crédit Agricole"})
+    assert "Indiquez le numéro du chèque." in bad.get_data(as_text=True)
+    assert db.session.query(Payment).count() == 0
+    too_much = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "20"})
+    assert "dépasse ce qui reste à payer" in too_much.get_data(as_text=True)
+    assert db.session.query(Payment).count() == 0
+    done = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "14,90"},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "Paiement enregistré." in done
+    assert "Reçu R-000001" in done
+    again = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "1"},
+                        follow_redirects=True).get_data(as_text=True)
+    assert db.session.query(Payment).count() == 1
+    assert "Payée" in again
+
+
+def test_money_view_per_cycle_with_producers_and_csv(client, coordinator):
+    farm, baker = ProducerFactory(name="Ferme des Saules"), ProducerFactory(name="Fournil du Bourg")
+    eggs = ProductFactory(producer=farm, name="Œufs", price_cents=350)
+    bread = ProductFactory(producer=baker, name="Pain", price_cents=420)
+    a, b = HouseholdFactory(name="Foyer A"), HouseholdFactory(name="Foyer B")
+    first = OrderFactory(household_id=a.id)
+    cycle_id = first.cycle_id
+    egg_offer = OfferFactory(product=eggs, cycle_id=cycle_id)
+    bread_offer = OfferFactory(product=bread, cycle_id=cycle_id)
+    # Foyer A pays a solidarity markup: 3,85 an egg box; the farm is owed its base price.
+    OrderLineFactory(order=first, offer_id=egg_offer.id, unit_price_cents=385, base_price_cents=350,
+                     quantity=Decimal(2))
+    OrderLineFactory(order=first, offer_id=bread_offer.id, unit_price_cents=420, base_price_cents=420,
+                     quantity=Decimal(1))
+    first.total_cents = 1190
+    second = OrderFactory(household_id=b.id, cycle_id=cycle_id)
+    OrderLineFactory(order=second, offer_id=bread_offer.id, unit_price_cents=420, base_price_cents=420,
+                     quantity=Decimal(3))
+    second.total_cents = 1260
+    db.session.flush()
+    record_desk_payment(first.id, "cash", 1190, received_by_id=None)
+    record_desk_payment(second.id, "cheque", 1000, received_by_id=None, cheque_number="9", cheque_bank="CIC")
+    db.session.commit()
+
+    login(client, coordinator.email)
+    page = client.get(f"/commandes/argent?cycle={cycle_id}").get_data(as_text=True)
+    assert "24,50" in page  # due
+    assert "2,60" in page  # still owed
+    assert "Ferme des Saules" in page and "7,00" in page
+    assert "Fournil du Bourg" in page and "16,80" in page
+    response = client.get(f"/commandes/argent?cycle={cycle_id}&format=csv")
+    assert response.mimetype == "text/csv"
+    text = response.get_data(as_text=True)
+    assert "commande,Foyer A," in text and ",11.90,0.00,11.90,0.00,0.00,0.00" in text
+    assert ",12.60,0.00,0.00,10.00,0.00,2.60" in text
+    assert "producteur,Ferme des Saules,7.00" in text
+    assert "producteur,Fournil du Bourg,16.80" in text
+    assert client.get("/commandes/argent?cycle=99999").status_code == 404
+
+
+def test_payment_options_partial_on_the_order_page(app, household_user):
+    order = make_order(1200, household_id=household_user.household_id)
+    record_entry(household_user.household_id, 300, "topup", "t:partial")
+    db.session.commit()
+    with app.test_request_context("/"):
+        html = render_template_string('{% include "orders/_payment_options.html" ignore missing %}', order=order)
+    assert "Reste à payer : 12,00" in html
+    assert "Payer avec mon solde (3,00" in html
+    assert "Payer par carte" not in html
