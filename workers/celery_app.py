@@ -5,6 +5,7 @@ flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 
 # Import the task modules so the worker registers them, and the periodic schedule.
+import pickup.tasks  # noqa: F401
 import workers.tasks  # noqa: F401
 from workers.schedule import BEAT_SCHEDULE
 

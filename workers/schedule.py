@@ -11,4 +11,7 @@ BEAT_SCHEDULE: dict = {
     "send-outbox": {"task": "workers.tasks.send_outbox", "schedule": EVERY},
     "open-due-cycles": {"task": "workers.tasks.open_due_cycles", "schedule": EVERY},
     "generate-cycles": {"task": "workers.tasks.generate_cycles", "schedule": crontab(minute=7)},
+    # Rota e-mails once a day in the morning (UTC; 8:00 or 9:00 at the café); outbox keys make reruns harmless.
+    "rota-reminders": {"task": "pickup.tasks.send_rota_reminders", "schedule": crontab(hour=7, minute=30)},
+    "rota-alerts": {"task": "pickup.tasks.send_rota_alerts", "schedule": crontab(hour=7, minute=35)},
 }
