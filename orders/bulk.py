@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Optional
 
 import sqlalchemy as sa
 
@@ -70,7 +69,7 @@ class AllocationResult:
     allocations: dict[int, Decimal]
 
 
-def effective_step(case_size: Decimal, step: Optional[Decimal]) -> Decimal:
+def effective_step(case_size: Decimal, step: Decimal | None) -> Decimal:
     """The portion step used: the product's step when a case holds a whole number of them."""
     if step is None or step <= 0:
         return THOUSANDTH
@@ -131,7 +130,7 @@ def _share(amount: int, weights: list[Fraction], caps: list[int], ranks: list[in
 
 
 def allocate(
-    case_size: Decimal, step: Optional[Decimal], demands: list[Demand], policy: str = "pro_rata"
+    case_size: Decimal, step: Decimal | None, demands: list[Demand], policy: str = "pro_rata"
 ) -> AllocationResult:
     """Buy whole cases for these demands and share them back by the policy (see the module rule)."""
     if policy not in POLICIES:
@@ -269,7 +268,7 @@ class LineAllocation:
     order_id: int
     household_id: int
     household_name: str
-    bag_number: Optional[int]
+    bag_number: int | None
     quantity: Decimal
     tolerance: Decimal
     allocated: Decimal
@@ -297,7 +296,7 @@ class ProductAllocation:
         return sum((line.allocated for line in self.lines), Decimal("0.000"))
 
 
-def _compute(cycle: Cycle, policy: Optional[str], use_stored: bool) -> list[ProductAllocation]:
+def _compute(cycle: Cycle, policy: str | None, use_stored: bool) -> list[ProductAllocation]:
     """Allocations of every bulk product of a cycle (stored ones when asked and complete)."""
     policy = policy or cycle.allocation_policy or "pro_rata"
     offers = _bulk_offers(cycle.id)
@@ -351,7 +350,7 @@ def _compute(cycle: Cycle, policy: Optional[str], use_stored: bool) -> list[Prod
     return result
 
 
-def allocate_bulk(cycle_id: int, policy: Optional[str] = None) -> list[ProductAllocation]:
+def allocate_bulk(cycle_id: int, policy: str | None = None) -> list[ProductAllocation]:
     """Share whole cases of each bulk product back to lines and store OrderLine.quantity_allocated.
 
     Deterministic and idempotent: running it again writes nothing new. Uses the cycle's policy
@@ -381,7 +380,7 @@ class Portion:
     """A household's portion taken out of one case."""
 
     household_name: str
-    bag_number: Optional[int]
+    bag_number: int | None
     quantity: Decimal
 
 
@@ -473,7 +472,7 @@ class OrderBulkLine:
     unit: str
     quantity: Decimal
     tolerance: Decimal
-    allocated: Optional[Decimal]
+    allocated: Decimal | None
     case_size: Decimal
 
 

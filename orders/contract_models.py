@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -49,12 +48,12 @@ class Contract(db.Model):
     contract_offer_id: Mapped[int] = mapped_column(sa.ForeignKey("contract_offer.id"), index=True)
     household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
     #: A shared basket: the co-holder takes it on alternate distributions.
-    co_holder_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("household.id"))
-    quantity: Mapped[Decimal] = mapped_column(Quantity, default=Decimal("1"))
+    co_holder_id: Mapped[int | None] = mapped_column(sa.ForeignKey("household.id"))
+    quantity: Mapped[Decimal] = mapped_column(Quantity, default=Decimal(1))
     status: Mapped[str] = mapped_column(sa.String(12), default="active")
-    subscribed_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    subscribed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     #: First distribution the contract covers (a late subscription does not pay for past weeks).
-    starts_on: Mapped[Optional[date]]
+    starts_on: Mapped[date | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     contract_offer: Mapped[ContractOffer] = relationship()
@@ -83,8 +82,8 @@ class ContractAbsence(db.Model):
     household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
     #: "skip": the producer brings one basket less; "handover": another household collects it.
     kind: Mapped[str] = mapped_column(sa.String(10))
-    handed_to_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("household.id"))
-    declared_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    handed_to_id: Mapped[int | None] = mapped_column(sa.ForeignKey("household.id"))
+    declared_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
@@ -108,16 +107,16 @@ class ContractInstalment(db.Model):
     position: Mapped[int] = mapped_column(default=1)
     method: Mapped[str] = mapped_column(sa.String(10), default="cheque")
     amount_cents: Mapped[int]
-    cheque_number: Mapped[Optional[str]] = mapped_column(sa.String(40))
-    bank: Mapped[Optional[str]] = mapped_column(sa.String(80))
+    cheque_number: Mapped[str | None] = mapped_column(sa.String(40))
+    bank: Mapped[str | None] = mapped_column(sa.String(80))
     #: The month the producer may cash it (first day of that month).
-    cashing_month: Mapped[Optional[date]]
-    received_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    received_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    cashing_month: Mapped[date | None]
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     #: When the association handed it to the producer.
-    passed_on_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    passed_on_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
-    recorded_by_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("user.id"))
+    passed_on_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    passed_on_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+    recorded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

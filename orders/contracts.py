@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Optional
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
@@ -31,7 +30,12 @@ from app.extensions import db
 from app.models import Household
 from app.money import line_total_cents
 from app.timeutil import PARIS
-from orders.contract_models import Contract, ContractAbsence, ContractInstalment, ContractOffer
+from orders.contract_models import (
+    Contract,
+    ContractAbsence,
+    ContractInstalment,
+    ContractOffer,
+)
 from orders.models import Cycle, Order, OrderLine
 from producers.models import Offer, Product
 
@@ -71,7 +75,7 @@ def nominal_dates(offer: ContractOffer) -> list[date]:
     return dates
 
 
-def distribution_index(offer: ContractOffer, monday: date) -> Optional[int]:
+def distribution_index(offer: ContractOffer, monday: date) -> int | None:
     """The position of the week starting `monday` in the season, or None if it has no basket."""
     weeks = (monday - week_monday(offer.first_date)).days // 7
     if weeks < 0 or weeks % offer.every_weeks:
@@ -132,7 +136,7 @@ def household_dates(contract: Contract, household_id: int) -> list[date]:
     ]
 
 
-def season_total_cents(contract: Contract, household_id: Optional[int] = None) -> int:
+def season_total_cents(contract: Contract, household_id: int | None = None) -> int:
     """What a household pays for the season: its distributions x price x quantity."""
     payer = household_id or contract.household_id
     count = len(household_dates(contract, payer))
@@ -144,10 +148,10 @@ class ScheduleRow:
     """One distribution of a household's contract, as the household sees it."""
 
     day: date
-    cycle: Optional[Cycle]
-    absence: Optional[ContractAbsence]
+    cycle: Cycle | None
+    absence: ContractAbsence | None
     can_declare: bool
-    handed_to_name: Optional[str] = None
+    handed_to_name: str | None = None
 
 
 @dataclass
@@ -158,7 +162,7 @@ class ContractView:
     offer: ContractOffer
     product: Product
     is_co_holder: bool
-    partner_name: Optional[str]
+    partner_name: str | None
     total_cents: int
     rows: list[ScheduleRow]
     absences_used: int
@@ -166,7 +170,7 @@ class ContractView:
     instalments: list[ContractInstalment] = field(default_factory=list)
 
 
-def contract_view(contract: Contract, household_id: int, now: Optional[datetime] = None) -> ContractView:
+def contract_view(contract: Contract, household_id: int, now: datetime | None = None) -> ContractView:
     """Schedule, total and absences of one contract for one of its households."""
     now = now or utcnow()
     offer = contract.contract_offer
@@ -221,7 +225,7 @@ def _household_names(ids: set[int]) -> dict[int, str]:
     return dict(db.session.execute(sa.select(Household.id, Household.name).where(Household.id.in_(ids))).all())
 
 
-def household_contracts(household_id: int, now: Optional[datetime] = None) -> list[ContractView]:
+def household_contracts(household_id: int, now: datetime | None = None) -> list[ContractView]:
     """Every active contract a household holds or shares, with schedules."""
     contracts = db.session.scalars(
         sa.select(Contract)
@@ -262,7 +266,7 @@ def baskets_received(household_id: int) -> list[HandedBasket]:
     return [HandedBasket(day, product, name) for day, product, name in rows]
 
 
-def open_offers(today: Optional[date] = None) -> list[ContractOffer]:
+def open_offers(today: date | None = None) -> list[ContractOffer]:
     """Season offers still open for subscription."""
     today = today or _local_today(utcnow())
     return list(
@@ -356,7 +360,7 @@ def search_households(text: str, limit: int = 20) -> list[Household]:
 # --- subscriptions ----------------------------------------------------------------------------------
 
 
-def _first_open_date(offer: ContractOffer, now: datetime) -> Optional[date]:
+def _first_open_date(offer: ContractOffer, now: datetime) -> date | None:
     """The first distribution still ahead whose order deadline has not passed."""
     today = _local_today(now)
     cycles = _site_cycles(offer.site_id, offer.first_date, offer.last_date)
@@ -375,9 +379,9 @@ def subscribe(
     household_id: int,
     *,
     quantity: int | Decimal = 1,
-    co_holder_id: Optional[int] = None,
-    subscribed_by_id: Optional[int] = None,
-    now: Optional[datetime] = None,
+    co_holder_id: int | None = None,
+    subscribed_by_id: int | None = None,
+    now: datetime | None = None,
 ) -> Contract:
     """Subscribe a household to a season offer and put its baskets in the open cycles' orders."""
     now = now or utcnow()
@@ -456,9 +460,9 @@ def declare_absence(
     household_id: int,
     kind: str,
     *,
-    handed_to_id: Optional[int] = None,
-    declared_by_id: Optional[int] = None,
-    now: Optional[datetime] = None,
+    handed_to_id: int | None = None,
+    declared_by_id: int | None = None,
+    now: datetime | None = None,
 ) -> ContractAbsence:
     """Record that a household misses a distribution: skip the basket or hand it to another household."""
     now = now or utcnow()
@@ -521,7 +525,7 @@ def declare_absence(
     return absence
 
 
-def cancel_absence(absence_id: int, household_id: int, now: Optional[datetime] = None) -> None:
+def cancel_absence(absence_id: int, household_id: int, now: datetime | None = None) -> None:
     """Take back an absence before the deadline: the basket returns to the household."""
     now = now or utcnow()
     absence = db.session.get(ContractAbsence, absence_id)
@@ -604,7 +608,7 @@ def _offer_for(cycle_id: int, product_id: int, price_cents: int) -> Offer:
     offer = db.session.scalar(sa.select(Offer).where(Offer.cycle_id == cycle_id, Offer.product_id == product_id))
     if offer is None:
         offer = Offer(cycle_id=cycle_id, product_id=product_id, price_cents=price_cents, stock_cap=None,
-                      reserved=Decimal("0"))
+                      reserved=Decimal(0))
         db.session.add(offer)
         db.session.flush()
     return offer
@@ -635,12 +639,12 @@ def _release(offer_id: int, quantity: Decimal) -> None:
     db.session.execute(
         sa.update(Offer)
         .where(Offer.id == offer_id)
-        .values(reserved=sa.case((Offer.reserved >= quantity, Offer.reserved - quantity), else_=Decimal("0")))
+        .values(reserved=sa.case((Offer.reserved >= quantity, Offer.reserved - quantity), else_=Decimal(0)))
         .execution_options(synchronize_session=False)
     )
 
 
-def generate_contract_lines(cycle_id: int, now: Optional[datetime] = None) -> int:
+def generate_contract_lines(cycle_id: int, now: datetime | None = None) -> int:
     """Put each contract basket in the right household's order of a cycle; returns lines added.
 
     Idempotent: lines already right are kept, lines no longer wanted (absence, cancelled contract)
@@ -683,7 +687,7 @@ def generate_contract_lines(cycle_id: int, now: Optional[datetime] = None) -> in
                 offer_id=offer.id,
                 contract_id=plan.contract_id,
                 quantity=plan.quantity,
-                tolerance=Decimal("0"),
+                tolerance=Decimal(0),
                 unit_price_cents=0,
                 base_price_cents=plan.price_cents,
                 ordered_at=now,
@@ -703,13 +707,13 @@ class InstalmentInput:
 
     amount_cents: int
     method: str = "cheque"
-    cheque_number: Optional[str] = None
-    bank: Optional[str] = None
-    cashing_month: Optional[date] = None
+    cheque_number: str | None = None
+    bank: str | None = None
+    cashing_month: date | None = None
 
 
 def record_instalments(
-    contract_id: int, household_id: int, rows: list[InstalmentInput], *, recorded_by_id: Optional[int] = None
+    contract_id: int, household_id: int, rows: list[InstalmentInput], *, recorded_by_id: int | None = None
 ) -> list[ContractInstalment]:
     """Replace a household's payment plan for a season; the amounts must add up to its season total."""
     contract = db.session.get(Contract, contract_id)
@@ -759,7 +763,7 @@ def record_instalments(
     return created
 
 
-def mark_instalment_received(instalment_id: int, user_id: int, now: Optional[datetime] = None) -> bool:
+def mark_instalment_received(instalment_id: int, user_id: int, now: datetime | None = None) -> bool:
     """Mark a cheque or payment received (once); False if it already was."""
     return bool(
         db.session.execute(
@@ -771,7 +775,7 @@ def mark_instalment_received(instalment_id: int, user_id: int, now: Optional[dat
     )
 
 
-def mark_instalment_passed_on(instalment_id: int, user_id: int, now: Optional[datetime] = None) -> bool:
+def mark_instalment_passed_on(instalment_id: int, user_id: int, now: datetime | None = None) -> bool:
     """Mark a received payment handed to the producer (once); False if not received or already passed on."""
     return bool(
         db.session.execute(
@@ -795,7 +799,7 @@ class DistributionCount:
     """How many baskets of each kind a producer brings to one distribution."""
 
     day: date
-    cycle: Optional[Cycle]
+    cycle: Cycle | None
     baskets: dict[str, Decimal]
     skipped: Decimal
 
@@ -806,13 +810,13 @@ class Subscriber:
 
     contract_id: int
     household_name: str
-    co_holder_name: Optional[str]
+    co_holder_name: str | None
     quantity: Decimal
     distributions: int
     total_cents: int
 
 
-def producer_distributions(producer_id: int, today: Optional[date] = None) -> list[DistributionCount]:
+def producer_distributions(producer_id: int, today: date | None = None) -> list[DistributionCount]:
     """For each distribution to come, the baskets of each size a producer brings (absences applied)."""
     today = today or _local_today(utcnow())
     offers = db.session.scalars(
@@ -836,8 +840,8 @@ def producer_distributions(producer_id: int, today: Optional[date] = None) -> li
                     a.contract_id: a
                     for a in db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.cycle_id == cycle.id))
                 }
-            row = by_day.setdefault(shown_day, DistributionCount(shown_day, cycle, {}, Decimal("0")))
-            row.baskets.setdefault(product.name, Decimal("0"))
+            row = by_day.setdefault(shown_day, DistributionCount(shown_day, cycle, {}, Decimal(0)))
+            row.baskets.setdefault(product.name, Decimal(0))
             for contract in contracts:
                 if not covers(contract, index):
                     continue

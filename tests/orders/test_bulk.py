@@ -8,7 +8,13 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from orders.bulk import allocate_bulk, bulk_progress, cases_to_order, order_bulk_lines, repackaging_rows
+from orders.bulk import (
+    allocate_bulk,
+    bulk_progress,
+    cases_to_order,
+    order_bulk_lines,
+    repackaging_rows,
+)
 from orders.models import Order, OrderLine
 from orders.services import OrderRefused, save_order
 from tests.factories import (

@@ -1,7 +1,7 @@
 """AMAP contracts: subscriptions, season totals, contract lines in each cycle, absences, instalments."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -9,7 +9,12 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.timeutil import local_to_utc
-from orders.contract_models import Contract, ContractAbsence, ContractInstalment, ContractOffer
+from orders.contract_models import (
+    Contract,
+    ContractAbsence,
+    ContractInstalment,
+    ContractOffer,
+)
 from orders.contracts import (
     ContractError,
     InstalmentInput,
@@ -29,11 +34,16 @@ from orders.contracts import (
 )
 from orders.models import Cycle, Order, OrderLine
 from producers.models import Offer
-from tests.factories import HouseholdFactory, ProducerFactory, ProductFactory, SiteFactory
+from tests.factories import (
+    HouseholdFactory,
+    ProducerFactory,
+    ProductFactory,
+    SiteFactory,
+)
 
 #: The season starts on Thursday 3 January 2030; "now" is the Monday before.
 FIRST = date(2030, 1, 3)
-NOW = datetime(2029, 12, 31, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2029, 12, 31, 9, 0, tzinfo=UTC)
 
 
 def make_cycle(site_id: int, thursday: date, status: str = "open", week: bool = True) -> Cycle:
@@ -103,9 +113,9 @@ def test_shared_basket_alternates_and_each_household_pays_its_weeks(app):
     contract = subscribe(season.offer.id, holder.id, co_holder_id=partner.id, now=NOW)
     assert season_total_cents(contract, holder.id) == 4 * 1200
     assert season_total_cents(contract, partner.id) == 3 * 1200
-    assert contract_lines(season.cycles[0].id) == [("Martin", contract.id, Decimal("1"))]
-    assert contract_lines(season.cycles[1].id) == [("Nguyen", contract.id, Decimal("1"))]
-    assert contract_lines(season.cycles[2].id) == [("Martin", contract.id, Decimal("1"))]
+    assert contract_lines(season.cycles[0].id) == [("Martin", contract.id, Decimal(1))]
+    assert contract_lines(season.cycles[1].id) == [("Nguyen", contract.id, Decimal(1))]
+    assert contract_lines(season.cycles[2].id) == [("Martin", contract.id, Decimal(1))]
 
 
 def test_generation_puts_paid_basket_lines_in_confirmed_orders_and_is_idempotent(app):
@@ -118,7 +128,7 @@ def test_generation_puts_paid_basket_lines_in_confirmed_orders_and_is_idempotent
     line = order.lines[0]
     offer = db.session.get(Offer, line.offer_id)
     assert (offer.product_id, offer.price_cents, offer.stock_cap, offer.reserved) == (
-        season.small.id, 1200, None, Decimal("1"))
+        season.small.id, 1200, None, Decimal(1))
     assert line.contract_id == contract.id
     # Paid for the season by instalments: the weekly order does not charge the basket again.
     assert (line.unit_price_cents, line.base_price_cents, line.total_cents) == (0, 1200, 0)
@@ -126,7 +136,7 @@ def test_generation_puts_paid_basket_lines_in_confirmed_orders_and_is_idempotent
     assert generate_contract_lines(cycle.id) == 0
     db.session.commit()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(OrderLine)) == 3
-    assert db.session.get(Offer, offer.id).reserved == Decimal("1")
+    assert db.session.get(Offer, offer.id).reserved == Decimal(1)
 
 
 def test_late_cycle_moved_cycle_and_cancelled_cycle(app):
@@ -160,7 +170,7 @@ def test_late_subscription_starts_at_the_next_open_deadline(app):
     season = Season()
     home = HouseholdFactory(name="Martin")
     # Wednesday 9 January: the second cycle's deadline (Tuesday 8) has passed.
-    contract = subscribe(season.offer.id, home.id, now=datetime(2030, 1, 9, 9, tzinfo=timezone.utc))
+    contract = subscribe(season.offer.id, home.id, now=datetime(2030, 1, 9, 9, tzinfo=UTC))
     assert contract.starts_on == FIRST + timedelta(weeks=2)
     assert season_total_cents(contract) == 6 * 1200
 
@@ -169,12 +179,12 @@ def test_stock_cap_does_not_push_out_contract_baskets(app):
     season = Season(cycles=1)
     cycle = season.cycles[0]
     capped = Offer(cycle_id=cycle.id, product_id=season.small.id, price_cents=1200,
-                   stock_cap=Decimal("1"), reserved=Decimal("1"))
+                   stock_cap=Decimal(1), reserved=Decimal(1))
     db.session.add(capped)
     db.session.flush()
     subscribe(season.offer.id, HouseholdFactory().id, now=NOW)
     db.session.refresh(capped)
-    assert (capped.reserved, capped.stock_cap) == (Decimal("2"), Decimal("2"))
+    assert (capped.reserved, capped.stock_cap) == (Decimal(2), Decimal(2))
 
 
 def test_skip_absence_drops_the_producers_count_before_or_after_generation(app):
@@ -186,11 +196,11 @@ def test_skip_absence_drops_the_producers_count_before_or_after_generation(app):
     declare_absence(first.id, week0.id, a.id, "skip", now=NOW)  # lines already generated
     assert [name for name, *_ in contract_lines(week0.id)] == ["Diallo"]
     offer = db.session.scalar(sa.select(Offer).where(Offer.cycle_id == week0.id))
-    assert offer.reserved == Decimal("1")
+    assert offer.reserved == Decimal(1)
     counts = {row.day: (row.baskets["Petit panier"], row.skipped) for row in producer_distributions(
         season.farmer.id, today=date(2030, 1, 1))}
-    assert counts[FIRST] == (Decimal("1"), Decimal("1"))
-    assert counts[FIRST + timedelta(weeks=1)] == (Decimal("2"), Decimal("0"))
+    assert counts[FIRST] == (Decimal(1), Decimal(1))
+    assert counts[FIRST + timedelta(weeks=1)] == (Decimal(2), Decimal(0))
     # Declared on a cycle whose lines were removed since: generation respects the absence.
     db.session.execute(sa.delete(OrderLine))
     declare_absence(first.id, week2.id, a.id, "skip", now=NOW)
@@ -206,14 +216,14 @@ def test_handover_gives_the_basket_to_the_named_household(app):
     contract = subscribe(season.offer.id, a.id, now=NOW)
     neighbour = find_household("lefèvre")
     declare_absence(contract.id, season.cycles[1].id, a.id, "handover", handed_to_id=neighbour.id, now=NOW)
-    assert contract_lines(season.cycles[1].id) == [("Lefèvre", contract.id, Decimal("1"))]
+    assert contract_lines(season.cycles[1].id) == [("Lefèvre", contract.id, Decimal(1))]
     order = db.session.scalar(sa.select(Order).where(Order.household_id == neighbour.id))
     assert order.status == "confirmed"
     assert generate_contract_lines(season.cycles[1].id) == 0
     # Taken back before the deadline: the basket returns to its holder.
     absence = db.session.scalar(sa.select(ContractAbsence))
     cancel_absence(absence.id, a.id, now=NOW)
-    assert contract_lines(season.cycles[1].id) == [("Martin", contract.id, Decimal("1"))]
+    assert contract_lines(season.cycles[1].id) == [("Martin", contract.id, Decimal(1))]
 
 
 def rows_written():
@@ -298,6 +308,6 @@ def test_producer_sees_subscribers_by_name(app):
     subscribe(season.offer.id, c.id, quantity=2, now=NOW)
     rows = season_subscribers(season.offer.id)
     assert [(r.household_name, r.co_holder_name, r.quantity, r.distributions, r.total_cents) for r in rows] == [
-        ("Abadie", None, Decimal("2"), 4, 9600),
-        ("Martin", "Nguyen", Decimal("1"), 4, 4800),
+        ("Abadie", None, Decimal(2), 4, 9600),
+        ("Martin", "Nguyen", Decimal(1), 4, 4800),
     ]

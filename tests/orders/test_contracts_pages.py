@@ -1,0 +1,182 @@
+"""Contract and bulk pages: members subscribe and declare absences, volunteers record, producers see."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+from flask import render_template_string
+
+from app.extensions import db
+from orders.contract_models import (
+    Contract,
+    ContractAbsence,
+    ContractInstalment,
+    ContractOffer,
+)
+from orders.contracts import subscribe
+from orders.models import Order, OrderLine
+from tests.factories import (
+    CycleFactory,
+    HouseholdFactory,
+    OfferFactory,
+    OrderFactory,
+    OrderLineFactory,
+    ProducerFactory,
+    ProductFactory,
+    UserFactory,
+)
+from tests.helpers import csrf_token, login
+from tests.orders.test_contracts import NOW, Season
+
+
+def member(name: str):
+    """A household with one member account."""
+    household = HouseholdFactory(name=name)
+    user = UserFactory(household_id=household.id, roles=["member"])
+    return household, user
+
+
+def test_member_subscribes_and_sees_the_season_total(app, client):
+    season = Season()
+    _household, user = member("Martin")
+    db.session.commit()
+    login(client, user.email)
+    page = client.get("/commandes/contrats")
+    assert "Petit panier hiver" in page.text and "Contrats AMAP" in page.text
+    response = client.post("/commandes/contrats/inscription", data={
+        "csrf_token": csrf_token(page.data), "offer_id": season.offer.id, "quantity": "2"}, follow_redirects=True)
+    assert "Inscription enregistrée" in response.text
+    assert "192,00" in response.text  # 8 distributions x 2 x 12,00 €
+    assert response.text.count('class="schedule-row"') == 8
+    assert db.session.scalar(sa.select(Contract.quantity)) == Decimal(2)
+
+
+def test_member_hands_a_basket_to_a_neighbour_by_name(app, client):
+    season = Season()
+    household, user = member("Martin")
+    neighbour = HouseholdFactory(name="Lefèvre")
+    contract = subscribe(season.offer.id, household.id, now=NOW)
+    db.session.commit()
+    login(client, user.email)
+    token = csrf_token(client.get("/commandes/contrats").data)
+    refused = client.post("/commandes/contrats/absence", data={
+        "csrf_token": token, "contract_id": contract.id, "cycle_id": season.cycles[1].id,
+        "kind": "handover", "handed_to_name": "Dupont-Inconnu"}, follow_redirects=True)
+    assert "Aucun foyer ne porte le nom" in refused.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 0
+    done = client.post("/commandes/contrats/absence", data={
+        "csrf_token": token, "contract_id": contract.id, "cycle_id": season.cycles[1].id,
+        "kind": "handover", "handed_to_name": "lefèvre"}, follow_redirects=True)
+    assert "Lefèvre récupérera votre panier" in done.text
+    assert "panier donné à Lefèvre" in done.text
+    names = db.session.execute(
+        sa.select(Order.household_id).join(OrderLine).where(Order.cycle_id == season.cycles[1].id,
+                                                             OrderLine.contract_id == contract.id)).scalars().all()
+    assert names == [neighbour.id]
+
+
+def test_member_cannot_open_the_management_pages(app, client):
+    Season()
+    _household, user = member("Martin")
+    db.session.commit()
+    login(client, user.email)
+    assert client.get("/commandes/contrats/gestion").status_code == 403
+    assert client.get("/commandes/contrats/producteur").status_code == 403
+
+
+def test_coordinator_opens_an_offer_and_bad_dates_are_refused(app, client):
+    season = Season()
+    coordinator = UserFactory(roles=["coordinator"])
+    db.session.commit()
+    login(client, coordinator.email)
+    token = csrf_token(client.get("/commandes/contrats/gestion").data)
+    data = {"csrf_token": token, "product_id": season.small.id, "site_id": season.site.id,
+            "name": "Printemps", "first_date": "2030-04-04", "last_date": "2030-03-28",
+            "every_weeks": "2", "price": "13,50", "absences_allowed": "3", "shareable": "y"}
+    refused = client.post("/commandes/contrats/gestion", data=data)
+    assert refused.status_code == 400
+    assert "La dernière distribution doit être après la première." in refused.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractOffer)) == 2
+    created = client.post("/commandes/contrats/gestion", data={**data, "last_date": "2030-06-27"}, follow_redirects=True)
+    assert "Printemps" in created.text and "ouvert aux inscriptions" in created.text
+    offer = db.session.scalar(sa.select(ContractOffer).where(ContractOffer.name == "Printemps"))
+    assert (offer.price_cents, offer.every_weeks, offer.absences_allowed, offer.shareable) == (1350, 2, 3, True)
+
+
+def test_volunteer_subscribes_a_household_and_records_three_cheques(app, client):
+    season = Season(weeks=6)
+    HouseholdFactory(name="Mme Roussel")
+    volunteer = UserFactory(roles=["volunteer"])
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/contrats/offre/{season.offer.id}"
+    page = client.get(url + "?q=rouss")
+    assert "Mme Roussel" in page.text
+    done = client.post(url, data={"csrf_token": csrf_token(page.data), "household_name": "Mme Roussel",
+                                  "quantity": "1"}, follow_redirects=True)
+    assert "Foyer Mme Roussel inscrit" in done.text
+    contract = db.session.scalar(sa.select(Contract))
+    assert contract.subscribed_by_id == volunteer.id
+    detail = f"/commandes/contrats/contrat/{contract.id}"
+    token = csrf_token(client.get(detail).data)
+    rows = {"csrf_token": token, "household_id": contract.household_id}
+    for n, (amount, month) in enumerate([("24", "2030-01"), ("24", "2030-02"), ("20", "2030-03")]):
+        rows.update({f"rows-{n}-amount": amount, f"rows-{n}-method": "cheque", f"rows-{n}-cheque_number": f"00{n}",
+                     f"rows-{n}-bank": "La Poste", f"rows-{n}-cashing_month": month})
+    wrong = client.post(detail, data=rows, follow_redirects=True)
+    assert "mais la saison coûte 72,00" in wrong.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractInstalment)) == 0
+    rows["rows-2-amount"] = "24"
+    ok = client.post(detail, data=rows, follow_redirects=True)
+    assert "Versements enregistrés" in ok.text
+    first = db.session.scalar(sa.select(ContractInstalment).order_by(ContractInstalment.position))
+    received = client.post(f"/commandes/contrats/versement/{first.id}/recu", data={"csrf_token": token}, follow_redirects=True)
+    assert "Versement reçu" in received.text
+    passed = client.post(f"/commandes/contrats/versement/{first.id}/remis", data={"csrf_token": token}, follow_redirects=True)
+    assert "remis au producteur" in passed.text
+
+
+def test_producer_sees_baskets_per_distribution_and_subscribers(app, client):
+    season = Season(weeks=3)
+    a, b = HouseholdFactory(name="Martin"), HouseholdFactory(name="Abadie")
+    subscribe(season.offer.id, a.id, now=NOW)
+    subscribe(season.large_offer.id, b.id, quantity=2, now=NOW)
+    farmer_user = UserFactory(producer_id=season.farmer.id, roles=["producer"])
+    other_user = UserFactory(producer_id=ProducerFactory().id, roles=["producer"])
+    db.session.commit()
+    login(client, farmer_user.email)
+    page = client.get("/commandes/contrats/producteur").text
+    assert page.count('class="distribution"') == 3
+    assert "2 × Grand panier" in page and "1 × Petit panier" in page
+    assert "Martin" in page and "Abadie" in page
+    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/commandes/contrats/producteur").data)})
+    login(client, other_user.email)
+    other = client.get("/commandes/contrats/producteur").text
+    assert "Martin" not in other and "Grand panier" not in other
+
+
+def test_members_see_the_case_filling_up_without_names(app, client):
+    cycle = CycleFactory()
+    rice = OfferFactory(cycle_id=cycle.id, product=ProductFactory(name="Lentilles vertes", unit="kg",
+                                                                  case_size=Decimal(25), portion_step=Decimal("0.5")))
+    OrderLineFactory(order=OrderFactory(cycle_id=cycle.id, household_id=HouseholdFactory(name="Secret").id),
+                     offer_id=rice.id, quantity=Decimal(18), tolerance=Decimal(2))
+    _household, user = member("Martin")
+    db.session.commit()
+    login(client, user.email)
+    page = client.get("/commandes/vrac").text
+    assert "Lentilles vertes" in page
+    assert "18 / 25 kg, il manque 7 kg" in page
+    assert "Secret" not in page
+
+
+def test_order_page_partial_shows_ordered_and_allocated(app):
+    order = OrderFactory()
+    offer = OfferFactory(cycle_id=order.cycle_id, product=ProductFactory(name="Huile", unit="l",
+                                                                         case_size=Decimal(6)))
+    OrderLineFactory(order=order, offer_id=offer.id, quantity=Decimal(4), tolerance=Decimal(1),
+                     quantity_allocated=Decimal(3))
+    db.session.commit()
+    with app.test_request_context():
+        html = render_template_string('{% include "orders/bulk/_allocation.html" %}', order=order)
+    assert "Vous recevez" in html and "3 l" in html and "+1" in html
