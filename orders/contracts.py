@@ -698,6 +698,17 @@ def generate_contract_lines(cycle_id: int, now: datetime | None = None) -> int:
     return added
 
 
+def generate_for_coming_cycles(cycle_ids: list[int] | None = None, now: datetime | None = None) -> int:
+    """Contract lines for the given cycles, or every draft or open cycle still before its deadline."""
+    now = now or utcnow()
+    if not db.session.scalar(sa.select(sa.func.count()).select_from(Contract).where(Contract.status == "active")):
+        return 0
+    query = sa.select(Cycle.id).where(Cycle.status.in_(GENERATE_STATUSES), Cycle.closes_at > now)
+    if cycle_ids is not None:
+        query = query.where(Cycle.id.in_(cycle_ids))
+    return sum(generate_contract_lines(cycle_id, now) for cycle_id in db.session.scalars(query.order_by(Cycle.id)))
+
+
 # --- instalments -----------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,12 @@ from app.db import THOUSANDTH, utcnow
 from app.extensions import db
 from app.models import Household
 from orders.models import Cycle, Order, OrderLine, Schedule
-from orders.pricing import ShareError, check_share, household_tier, unit_price_cents
+from orders.pricing import (
+    ShareError,
+    check_share,
+    household_with_tier,
+    unit_price_cents,
+)
 from pickup.models import Site, Slot
 from producers.models import Offer, Producer, Product
 
@@ -109,6 +114,11 @@ def generate_cycles(today: date | None = None, now: datetime | None = None) -> l
             except IntegrityError:
                 continue
             created.append(cycle)
+    if created:
+        # AMAP baskets are in the households' orders from the start (orders.contracts owns the rule).
+        from orders.contracts import generate_for_coming_cycles
+
+        generate_for_coming_cycles([c.id for c in created], now=now)
     return created
 
 
@@ -260,10 +270,9 @@ def save_order(
     if cycle is None:
         raise OrderRefused("Cette commande de la semaine n'existe pas.")
     _check_cycle_open(cycle, now)
-    household = db.session.get(Household, household_id)
+    household, tier = household_with_tier(household_id)
     if household is None or not household.active:
         raise OrderRefused("Ce foyer n'existe pas ou n'est plus actif.")
-    tier = household_tier(household)
     try:
         share = check_share(tier, chosen_share_bp)
     except ShareError as error:
@@ -272,10 +281,9 @@ def save_order(
     order = db.session.scalar(
         sa.select(Order).where(Order.cycle_id == cycle_id, Order.household_id == household_id)
         .options(selectinload(Order.lines)).with_for_update(of=Order)
+        # The row lock serializes two saves of the same order; see the rows as they are now.
+        .execution_options(populate_existing=True)
     )
-    if order is not None:
-        # The row lock above serializes two saves of the same order; see them as they are now.
-        db.session.refresh(order)
     current = {line.offer_id: line for line in (order.lines if order else []) if line.contract_id is None}
     errors: list[str] = []
 
@@ -336,7 +344,7 @@ def save_order(
             raise OrderRefused(errors)
         _write_lines(order, current, wanted, now)
         if wanted:
-            book_slot(order.id, slot_id, now=now, _checked=True)
+            _book(order, slot_id)
             order.status = "confirmed"
             order.confirmed_at = now
         else:
@@ -346,8 +354,8 @@ def save_order(
         order.entered_by_volunteer = bool(by_volunteer)
         order.chosen_share_bp = share
         order.updated_at = now
+        order.total_cents = sum((line.total_cents for line in order.lines), 0)
         db.session.flush()
-        recompute_order_total(order.id)
         savepoint.commit()
     except OrderRefused:
         savepoint.rollback()
@@ -367,41 +375,51 @@ def _check_cycle_open(cycle: Cycle, now: datetime) -> None:
 
 
 def _move_reserved(current: dict[int, OrderLine], wanted: dict[int, _Wanted], found: dict) -> list[str]:
-    """Move each offer's reserved counter by the change, with the cap in the WHERE clause."""
-    errors = []
-    # Always in offer id order, so two transactions never wait on each other in a cycle.
+    """Move every offer's reserved counter in one UPDATE whose WHERE holds each cap; French errors."""
+    deltas: dict[int, int] = {}
     for offer_id in sorted(set(current) | set(wanted)):
         old = current[offer_id].quantity if offer_id in current else Decimal(0)
         new = wanted[offer_id].quantity if offer_id in wanted else Decimal(0)
-        delta = new - old
-        if delta == 0:
-            continue
-        statement = (sa.update(Offer).where(Offer.id == offer_id)
-                     .values(reserved=Offer.reserved + delta)
-                     .execution_options(synchronize_session=False))
-        if delta > 0:
-            statement = statement.where(sa.or_(Offer.stock_cap.is_(None), Offer.reserved + delta <= Offer.stock_cap))
-        if db.session.execute(statement).rowcount != 1:
-            product = found[offer_id][1]
-            cap, reserved = db.session.execute(
-                sa.select(Offer.stock_cap, Offer.reserved).where(Offer.id == offer_id)).one()
-            left = max((cap or Decimal(0)) - reserved + (current[offer_id].quantity if offer_id in current else 0), 0)
-            left_text = format(Decimal(left).normalize(), "f").replace(".", ",")
-            errors.append(f"Plus assez de « {product.name} » : il en reste {left_text} pour vous.")
-    return errors
+        if new != old:
+            deltas[offer_id] = int((new - old) * 1000)  # thousandths, as stored
+    if not deltas:
+        return []
+    table = Offer.__table__
+    # Raw thousandths on both sides: the Quantity type must not convert these SQL expressions.
+    reserved = sa.type_coerce(table.c.reserved, sa.BigInteger)
+    cap = sa.type_coerce(table.c.stock_cap, sa.BigInteger)
+    delta = sa.case({k: sa.literal(v, sa.BigInteger) for k, v in deltas.items()}, value=table.c.id)
+    result = db.session.execute(
+        table.update()
+        .where(table.c.id.in_(list(deltas)))
+        .where(sa.or_(delta <= 0, cap.is_(None), reserved + delta <= cap))
+        .values(reserved=reserved + delta)
+    )
+    if result.rowcount == len(deltas):
+        return []
+    # Some cap refused: say which (the savepoint then undoes the rows that did move).
+    errors = []
+    rows = db.session.execute(sa.select(table.c.id, reserved, cap).where(table.c.id.in_(list(deltas)))).all()
+    for offer_id, held, limit in rows:
+        if deltas[offer_id] > 0 and limit is not None and held + deltas[offer_id] > limit:
+            mine = current[offer_id].quantity if offer_id in current else Decimal(0)
+            left = max(Decimal(limit - held) / 1000 + mine, Decimal(0))
+            text = format(left.normalize(), "f").replace(".", ",")
+            errors.append(f"Plus assez de « {found[offer_id][1].name} » : il en reste {text} pour vous.")
+    return errors or ["Le stock vient de changer : réessayez."]
 
 
 def _write_lines(order: Order, current: dict[int, OrderLine], wanted: dict[int, _Wanted], now: datetime) -> None:
-    """Insert, update or delete the order's plain lines to match what is wanted."""
+    """Insert, update or delete the order's plain lines (through its collection) to match what is wanted."""
     for offer_id, line in current.items():
         if offer_id not in wanted:
-            db.session.delete(line)
+            order.lines.remove(line)
     for offer_id, want in wanted.items():
         line = current.get(offer_id)
         if line is None:
-            db.session.add(OrderLine(order_id=order.id, offer_id=offer_id, quantity=want.quantity,
-                                     tolerance=want.tolerance, unit_price_cents=want.unit_price_cents,
-                                     base_price_cents=want.offer.price_cents, ordered_at=now))
+            order.lines.append(OrderLine(offer_id=offer_id, quantity=want.quantity, tolerance=want.tolerance,
+                                         unit_price_cents=want.unit_price_cents,
+                                         base_price_cents=want.offer.price_cents, ordered_at=now))
             continue
         if want.quantity > line.quantity:
             line.ordered_at = now  # more asked: the extra comes last in first-come allocation
@@ -420,15 +438,19 @@ def _release_slot(order: Order) -> None:
         order.slot_id = None
 
 
-def book_slot(order_id: int, slot_id: int, now: datetime | None = None, _checked: bool = False) -> Order:
+def book_slot(order_id: int, slot_id: int, now: datetime | None = None) -> Order:
     """Book a pickup slot for an order (capacity guarded), releasing its previous slot. Caller commits."""
     now = now or utcnow()
     order = db.session.get(Order, order_id)
     if order is None:
         raise OrderRefused("Cette commande n'existe pas.")
-    if not _checked:
-        cycle = db.session.scalar(sa.select(Cycle).where(Cycle.id == order.cycle_id).with_for_update(read=True))
-        _check_cycle_open(cycle, now)
+    cycle = db.session.scalar(sa.select(Cycle).where(Cycle.id == order.cycle_id).with_for_update(read=True))
+    _check_cycle_open(cycle, now)
+    return _book(order, slot_id)
+
+
+def _book(order: Order, slot_id: int) -> Order:
+    """Move the order to a slot if a place is left there (guarded UPDATE)."""
     if order.slot_id == slot_id:
         return order
     booked = db.session.execute(
@@ -444,7 +466,6 @@ def book_slot(order_id: int, slot_id: int, now: datetime | None = None, _checked
         raise OrderRefused("Ce créneau est complet : choisissez-en un autre.")
     _release_slot(order)
     order.slot_id = slot_id
-    db.session.flush()
     return order
 
 
@@ -515,8 +536,7 @@ class CartPage:
 def cart_page(cycle_id: int, household_id: int) -> CartPage:
     """The cart of a household in a cycle: offers grouped by producer, slots, its current order."""
     cycle = db.session.get(Cycle, cycle_id)
-    household = db.session.get(Household, household_id)
-    tier = household_tier(household)
+    household, tier = household_with_tier(household_id)
     order = db.session.scalar(
         sa.select(Order).where(Order.cycle_id == cycle_id, Order.household_id == household_id)
         .options(selectinload(Order.lines))

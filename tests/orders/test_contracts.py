@@ -311,3 +311,20 @@ def test_producer_sees_subscribers_by_name(app):
         ("Abadie", None, Decimal(2), 4, 9600),
         ("Martin", "Nguyen", Decimal(1), 4, 4800),
     ]
+
+
+def test_cycles_generated_from_the_schedule_already_hold_the_baskets(app):
+    from orders.models import Schedule
+    from orders.services import generate_cycles
+
+    season = Season(cycles=0)
+    home = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, home.id, now=NOW)
+    db.session.add(Schedule(site_id=season.site.id, name="Jeudi", opens_weekday=3, opens_time=time(8),
+                            closes_weekday=1, closes_time=time(20), distribution_weekday=3,
+                            distribution_start=time(17), distribution_end=time(19), weeks_ahead=3))
+    db.session.flush()
+    created = generate_cycles(now=NOW)
+    assert created
+    for cycle in created:
+        assert contract_lines(cycle.id) == [("Martin", contract.id, Decimal(1))], cycle.distribution_date
