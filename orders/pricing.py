@@ -89,3 +89,15 @@ def tier_takings(cycle_id: int) -> list[TierTakings]:
     for takings in by_tier.values():
         takings.households = len(takings._households)
     return sorted(by_tier.values(), key=lambda t: t.tier_name)
+
+
+def household_with_tier(household_id: int) -> tuple[Household | None, PriceTier | None]:
+    """A household and its tier (or the default tier) in one query."""
+    row = db.session.execute(
+        sa.select(Household, PriceTier)
+        .outerjoin(PriceTier, sa.or_(
+            PriceTier.id == Household.price_tier_id,
+            sa.and_(Household.price_tier_id.is_(None), PriceTier.is_default.is_(True))))
+        .where(Household.id == household_id).limit(1)
+    ).first()
+    return (row[0], row[1]) if row else (None, None)

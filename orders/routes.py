@@ -68,12 +68,14 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
             try:
                 order = save_order(posted_cycle, household_id, quantities, form.slot_id.data or None,
                                    current_user.id, by_volunteer, chosen_share_bp=share, expected_prices=shown)
+                # Read before commit: after it the ORM would reload the order in a new transaction.
+                outcome = (order.id, order.status, order.total_cents) if order is not None else None
                 db.session.commit()
             except OrderRefused as refused:
                 db.session.rollback()
                 errors = refused.messages
             else:
-                return _saved(order, by_volunteer, household_id)
+                return _saved(outcome, by_volunteer, household_id)
     page = cart_page(cycle.id, household_id)
     form.cycle_id.data = cycle.id
     form.slot_id.choices = [(s.id, _slot_label(s)) for s in page.slots]
@@ -86,17 +88,17 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
                            posted=request.form if request.method == "POST" else {}), status
 
 
-def _saved(order, by_volunteer: bool, household_id: int):
+def _saved(outcome: tuple[int, str, int] | None, by_volunteer: bool, household_id: int):
     """Flash what happened to the order and go back to the cart."""
-    if by_volunteer and order is not None and notify_assisted_order(order.id):
+    if by_volunteer and outcome is not None and notify_assisted_order(outcome[0]):
         db.session.commit()
         from app.outbox import request_delivery
 
         request_delivery()
-    if order is None or order.status == "cancelled":
+    if outcome is None or outcome[1] == "cancelled":
         flash(_("Votre commande est vide : elle est annulée."), "success")
     else:
-        flash(_("Commande enregistrée : %(total)s.", total=_money(order.total_cents)), "success")
+        flash(_("Commande enregistrée : %(total)s.", total=_money(outcome[2])), "success")
     if by_volunteer:
         return redirect(url_for("orders.assist_order", household_id=household_id))
     return redirect(url_for("orders.cart"))
