@@ -1,0 +1,79 @@
+"""Account mails go through a real SMTP server (aiosmtpd) and their links work."""
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from app.extensions import db
+from app.outbox import deliver_pending
+from tests.factories import HouseholdFactory, UserFactory
+from tests.helpers import login, post_form
+from tests.servers import free_port
+
+
+class Inbox:
+    """Every message the SMTP server accepted."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        """Record and accept."""
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture()
+def inbox(app):
+    """An aiosmtpd server on a free loopback port; the app sends through it."""
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_TRANSPORT="smtp", MAIL_USE_TLS=False)
+    try:
+        yield handler
+    finally:
+        controller.stop()
+
+
+def _link(message) -> str:
+    """The path of the link in a mail."""
+    match = re.search(r"http://localhost(/compte/\S+)", message.get_content())
+    assert match
+    return match.group(1)
+
+
+def test_reset_mail_arrives_once_and_its_link_works(app, client, inbox):
+    UserFactory(email="claire@example.org", name="Claire")
+    db.session.commit()
+    post_form(client, "/compte/mot-de-passe-oublie", {"email": "claire@example.org"})
+    assert deliver_pending() == 1
+    assert deliver_pending() == 0  # sent once, not again
+    [message] = inbox.messages
+    assert message["To"] == "claire@example.org"
+    assert message["Subject"] == "Panier commun : choisir un nouveau mot de passe"
+    assert "Le lien marche une seule fois" in message.get_content()
+
+    path = _link(message)
+    post_form(client, path, {"password": "mon-nouveau-secret", "confirm": "mon-nouveau-secret"})
+    assert "Bonjour Claire" in login(client, "claire@example.org", "mon-nouveau-secret").get_data(as_text=True)
+
+
+def test_invitation_mail_in_the_invited_persons_language(app, client, inbox):
+    UserFactory(email="coord@example.org", roles=["coordinator"])
+    household = HouseholdFactory(name="Foyer Smith")
+    db.session.commit()
+    login(client, "coord@example.org")
+    post_form(client, "/compte/utilisateurs", {
+        "name": "John Smith", "email": "john@example.org", "roles": ["member"],
+        "household_id": str(household.id), "producer_id": "0", "locale": "en"})
+    assert deliver_pending() == 1
+    [message] = inbox.messages
+    assert message["Subject"] == "Welcome to Panier commun"
+    assert "Hello John Smith" in message.get_content()
+    assert _link(message).startswith("/compte/bienvenue/")
