@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: d8bbcb3a1e54
+Revision ID: 71728a4651be
 Revises: 
-Create Date: 2026-11-21 19:42:21.405801
+Create Date: 2026-11-21 19:50:55.639885
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import app.db
 
 # revision identifiers, used by Alembic.
-revision = 'd8bbcb3a1e54'
+revision = '71728a4651be'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -247,8 +247,10 @@ def upgrade():
     sa.Column('quantity', app.db.Quantity(), nullable=False),
     sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('subscribed_by_id', sa.Integer(), nullable=True),
+    sa.Column('starts_on', sa.Date(), nullable=True),
     sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
     sa.CheckConstraint("status IN ('active', 'cancelled')", name=op.f('ck_contract_known_status')),
+    sa.CheckConstraint('co_holder_id IS NULL OR co_holder_id <> household_id', name=op.f('ck_contract_co_holder_other')),
     sa.CheckConstraint('quantity > 0', name=op.f('ck_contract_quantity_positive')),
     sa.ForeignKeyConstraint(['co_holder_id'], ['household.id'], name=op.f('fk_contract_co_holder_id_household')),
     sa.ForeignKeyConstraint(['contract_offer_id'], ['contract_offer.id'], name=op.f('fk_contract_contract_offer_id_contract_offer')),
@@ -280,6 +282,22 @@ def upgrade():
     )
     with op.batch_alter_table('document', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_document_cycle_id'), ['cycle_id'], unique=False)
+
+    op.create_table('finalize_step',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('cycle_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=80), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('updated_at', app.db.UTCDateTime(), nullable=False),
+    sa.CheckConstraint("status IN ('pending', 'done')", name=op.f('ck_finalize_step_known_status')),
+    sa.ForeignKeyConstraint(['cycle_id'], ['cycle.id'], name=op.f('fk_finalize_step_cycle_id_cycle')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_finalize_step')),
+    sa.UniqueConstraint('cycle_id', 'name', name='uq_finalize_step_cycle_name')
+    )
+    with op.batch_alter_table('finalize_step', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_finalize_step_cycle_id'), ['cycle_id'], unique=False)
 
     op.create_table('offer',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -367,6 +385,61 @@ def upgrade():
     sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_user_role_user_id_user'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', 'role', name=op.f('pk_user_role'))
     )
+    op.create_table('contract_absence',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('cycle_id', sa.Integer(), nullable=False),
+    sa.Column('household_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('handed_to_id', sa.Integer(), nullable=True),
+    sa.Column('declared_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
+    sa.CheckConstraint("(kind = 'handover') = (handed_to_id IS NOT NULL)", name=op.f('ck_contract_absence_handover_has_household')),
+    sa.CheckConstraint("kind IN ('skip', 'handover')", name=op.f('ck_contract_absence_known_kind')),
+    sa.ForeignKeyConstraint(['contract_id'], ['contract.id'], name=op.f('fk_contract_absence_contract_id_contract'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['cycle_id'], ['cycle.id'], name=op.f('fk_contract_absence_cycle_id_cycle')),
+    sa.ForeignKeyConstraint(['declared_by_id'], ['user.id'], name=op.f('fk_contract_absence_declared_by_id_user')),
+    sa.ForeignKeyConstraint(['handed_to_id'], ['household.id'], name=op.f('fk_contract_absence_handed_to_id_household')),
+    sa.ForeignKeyConstraint(['household_id'], ['household.id'], name=op.f('fk_contract_absence_household_id_household')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_contract_absence')),
+    sa.UniqueConstraint('contract_id', 'cycle_id', name='uq_contract_absence_contract_cycle')
+    )
+    with op.batch_alter_table('contract_absence', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_contract_absence_contract_id'), ['contract_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_contract_absence_cycle_id'), ['cycle_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_contract_absence_household_id'), ['household_id'], unique=False)
+
+    op.create_table('contract_instalment',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('household_id', sa.Integer(), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('method', sa.String(length=10), nullable=False),
+    sa.Column('amount_cents', sa.Integer(), nullable=False),
+    sa.Column('cheque_number', sa.String(length=40), nullable=True),
+    sa.Column('bank', sa.String(length=80), nullable=True),
+    sa.Column('cashing_month', sa.Date(), nullable=True),
+    sa.Column('received_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('received_by_id', sa.Integer(), nullable=True),
+    sa.Column('passed_on_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('passed_on_by_id', sa.Integer(), nullable=True),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
+    sa.CheckConstraint("method IN ('cheque', 'cash', 'transfer')", name=op.f('ck_contract_instalment_known_method')),
+    sa.CheckConstraint('amount_cents > 0', name=op.f('ck_contract_instalment_amount_positive')),
+    sa.CheckConstraint('passed_on_at IS NULL OR received_at IS NOT NULL', name=op.f('ck_contract_instalment_received_before_passed_on')),
+    sa.ForeignKeyConstraint(['contract_id'], ['contract.id'], name=op.f('fk_contract_instalment_contract_id_contract'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['household_id'], ['household.id'], name=op.f('fk_contract_instalment_household_id_household')),
+    sa.ForeignKeyConstraint(['passed_on_by_id'], ['user.id'], name=op.f('fk_contract_instalment_passed_on_by_id_user')),
+    sa.ForeignKeyConstraint(['received_by_id'], ['user.id'], name=op.f('fk_contract_instalment_received_by_id_user')),
+    sa.ForeignKeyConstraint(['recorded_by_id'], ['user.id'], name=op.f('fk_contract_instalment_recorded_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_contract_instalment')),
+    sa.UniqueConstraint('contract_id', 'household_id', 'position', name='uq_contract_instalment_position')
+    )
+    with op.batch_alter_table('contract_instalment', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_contract_instalment_contract_id'), ['contract_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_contract_instalment_household_id'), ['household_id'], unique=False)
+
     op.create_table('order',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('cycle_id', sa.Integer(), nullable=False),
@@ -596,6 +669,17 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_order_cycle_id'))
 
     op.drop_table('order')
+    with op.batch_alter_table('contract_instalment', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_contract_instalment_household_id'))
+        batch_op.drop_index(batch_op.f('ix_contract_instalment_contract_id'))
+
+    op.drop_table('contract_instalment')
+    with op.batch_alter_table('contract_absence', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_contract_absence_household_id'))
+        batch_op.drop_index(batch_op.f('ix_contract_absence_cycle_id'))
+        batch_op.drop_index(batch_op.f('ix_contract_absence_contract_id'))
+
+    op.drop_table('contract_absence')
     op.drop_table('user_role')
     with op.batch_alter_table('slot', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_slot_cycle_id'))
@@ -615,6 +699,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_offer_cycle_id'))
 
     op.drop_table('offer')
+    with op.batch_alter_table('finalize_step', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_finalize_step_cycle_id'))
+
+    op.drop_table('finalize_step')
     with op.batch_alter_table('document', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_document_cycle_id'))
 
