@@ -695,6 +695,17 @@ def generate_contract_lines(cycle_id: int, now: datetime | None = None) -> int:
         )
         added += 1
     db.session.flush()
+    # A household that emptied its weekly order still gets its basket: only an absence skips it.
+    db.session.execute(
+        sa.update(Order)
+        .where(
+            Order.cycle_id == cycle.id,
+            Order.status == "cancelled",
+            Order.id.in_(sa.select(OrderLine.order_id).where(OrderLine.contract_id.is_not(None))),
+        )
+        .values(status="confirmed")
+        .execution_options(synchronize_session="fetch")
+    )
     return added
 
 

@@ -349,7 +349,8 @@ def save_order(
             order.confirmed_at = now
         else:
             _release_slot(order)
-            order.status = "cancelled"
+            # An AMAP basket stays due when the household removes everything else (orders.contracts).
+            order.status = "confirmed" if any(line.contract_id for line in order.lines) else "cancelled"
         order.entered_by_id = entered_by_id
         order.entered_by_volunteer = bool(by_volunteer)
         order.chosen_share_bp = share

@@ -328,3 +328,25 @@ def test_cycles_generated_from_the_schedule_already_hold_the_baskets(app):
     assert created
     for cycle in created:
         assert contract_lines(cycle.id) == [("Martin", contract.id, Decimal(1))], cycle.distribution_date
+
+
+def test_emptying_the_weekly_order_keeps_the_season_basket(app):
+    from orders.services import save_order
+    from tests.factories import OfferFactory, SlotFactory
+
+    season = Season(cycles=1)
+    cycle = season.cycles[0]
+    home = HouseholdFactory(name="Martin")
+    subscribe(season.offer.id, home.id, now=NOW)
+    carrots = OfferFactory(cycle_id=cycle.id, product=ProductFactory(producer=season.farmer, name="Carottes"))
+    slot = SlotFactory(cycle_id=cycle.id)
+    moment = cycle.opens_at + timedelta(hours=1)
+    save_order(cycle.id, home.id, {carrots.id: (Decimal(2), Decimal(0))}, slot.id, None, now=moment)
+    order = save_order(cycle.id, home.id, {carrots.id: (Decimal(0), Decimal(0))}, None, None, now=moment)
+    assert order.status == "confirmed"
+    assert contract_lines(cycle.id) == [("Martin", order.lines[0].contract_id, Decimal(1))]
+    # An order cancelled some other way gets its basket back, confirmed, when lines are generated.
+    order.status = "cancelled"
+    db.session.flush()
+    generate_contract_lines(cycle.id)
+    assert db.session.get(Order, order.id).status == "confirmed"
