@@ -629,7 +629,7 @@ def choose_slot(household_id: int, order_id: int, slot_id: int, now: datetime | 
         book_slot(order_id, slot_id, now=now)
     except OrderRefused as refused:
         raise PickupError(" ".join(refused.messages)) from refused
-    db.session.refresh(order)
+    db.session.flush()
     return order
 
 

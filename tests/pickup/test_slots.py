@@ -12,6 +12,7 @@ from app.extensions import db
 from app.timeutil import local_to_utc
 from orders.models import Cycle, Order
 from pickup.models import Slot
+from pickup.services import PickupError, choose_slot
 from tests.factories import (
     CycleFactory,
     HouseholdFactory,
@@ -36,6 +37,13 @@ def _open_cycle(capacity: int = 2, slots: int = 3):
     made = [SlotFactory(cycle_id=cycle.id, starts_at=start + timedelta(minutes=30 * i),
                         ends_at=start + timedelta(minutes=30 * (i + 1)), capacity=capacity) for i in range(slots)]
     return cycle, made
+
+
+@pytest.fixture()
+def app_config(app_config):
+    """Enough pooled connections for the parallel clients."""
+    app_config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_size": 20, "max_overflow": 0, "pool_timeout": 60}
+    return app_config
 
 
 @pytest.fixture()
@@ -137,38 +145,34 @@ def test_ics_has_local_time_zone_and_site_address(client, member):
 @pytest.mark.postgres_only
 def test_parallel_households_never_overbook_a_slot(app, member):
     """Twelve households race for a slot of three places; exactly three get it."""
-    from orders.services import book_slot
-
-    cycle, slot = member["cycle"], member["slots"][0]
-    db.session.execute(sa.update(Slot).where(Slot.id == slot.id).values(capacity=3))
-    order_ids = [OrderFactory(cycle_id=cycle.id, household_id=HouseholdFactory().id).id for _ in range(12)]
+    cycle_id, slot_id = member["cycle"].id, member["slots"][0].id
+    db.session.execute(sa.update(Slot).where(Slot.id == slot_id).values(capacity=3))
+    orders = [OrderFactory(cycle_id=cycle_id, household_id=HouseholdFactory().id) for _ in range(12)]
+    jobs = [(o.id, o.household_id) for o in orders]
+    # Only plain ids cross into the threads: each thread has its own app context and session.
     db.session.commit()
-    barrier = threading.Barrier(len(order_ids))
+    barrier = threading.Barrier(len(jobs))
     outcomes: list[str] = []
 
-    def book(order_id: int) -> None:
+    def book(order_id: int, household_id: int) -> None:
         with app.app_context():
             barrier.wait()
             try:
-                from pickup.services import PickupError, choose_slot
-
-                household_id = db.session.get(Order, order_id).household_id
-                choose_slot(household_id, order_id, slot.id)
+                choose_slot(household_id, order_id, slot_id)
                 db.session.commit()
                 outcomes.append("booked")
-            except PickupError:
+            except PickupError as refused:
                 db.session.rollback()
-                outcomes.append("full")
+                outcomes.append("full" if "complet" in refused.message else refused.message)
             finally:
                 db.session.remove()
 
-    assert book_slot  # the guarded service the page calls
-    threads = [threading.Thread(target=book, args=(oid,)) for oid in order_ids]
+    threads = [threading.Thread(target=book, args=job) for job in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     db.session.expire_all()
     assert outcomes.count("booked") == 3 and outcomes.count("full") == 9
-    assert db.session.get(Slot, slot.id).booked == 3
-    assert db.session.scalar(sa.select(sa.func.count(Order.id)).where(Order.slot_id == slot.id)) == 3
+    assert db.session.get(Slot, slot_id).booked == 3
+    assert db.session.scalar(sa.select(sa.func.count(Order.id)).where(Order.slot_id == slot_id)) == 3
