@@ -651,7 +651,10 @@ def generate_contract_lines(cycle_id: int, now: datetime | None = None) -> int:
     are removed, missing ones are added. Cancelled, closed and later cycles are left alone.
     """
     now = now or utcnow()
-    cycle = db.session.get(Cycle, cycle_id)
+    # The cycle row lock makes two workers generating the same cycle take turns (SQLite: BEGIN IMMEDIATE).
+    cycle = db.session.scalar(
+        sa.select(Cycle).where(Cycle.id == cycle_id).with_for_update().execution_options(populate_existing=True)
+    )
     if cycle is None:
         raise LookupError(f"no cycle {cycle_id}")
     if cycle.status not in GENERATE_STATUSES:
