@@ -138,3 +138,18 @@ class RotaNeededForm(FlaskForm):
                           validators=[InputRequired(_l("Écrivez un nombre.")),
                                       NumberRange(0, 50, _l("Entre 0 et 50 personnes."))])
     submit = SubmitField(_l("Changer"))
+
+
+class RotaDefaultsForm(FlaskForm):
+    """How many people a site usually needs per role (coordinator)."""
+
+    setup = IntegerField(_l("Installation"), validators=[InputRequired(_l("Écrivez un nombre.")),
+                                                         NumberRange(0, 50, _l("Entre 0 et 50 personnes."))])
+    preparation = IntegerField(_l("Préparation des sacs"),
+                               validators=[InputRequired(_l("Écrivez un nombre.")),
+                                           NumberRange(0, 50, _l("Entre 0 et 50 personnes."))])
+    desk = IntegerField(_l("Accueil et caisse"), validators=[InputRequired(_l("Écrivez un nombre.")),
+                                                             NumberRange(0, 50, _l("Entre 0 et 50 personnes."))])
+    closing = IntegerField(_l("Rangement"), validators=[InputRequired(_l("Écrivez un nombre.")),
+                                                        NumberRange(0, 50, _l("Entre 0 et 50 personnes."))])
+    submit = SubmitField(_l("Enregistrer"))

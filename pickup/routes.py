@@ -1,6 +1,7 @@
 """Pages of the pickup package (thin: form in, service call, redirect or render)."""
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import (
     Response,
     current_app,
@@ -26,6 +27,7 @@ from pickup.forms import (
     NoShowOutcomeForm,
     PaymentForm,
     PreparedForm,
+    RotaDefaultsForm,
     RotaNeededForm,
     RotaSignupForm,
     RotaWithdrawForm,
@@ -513,3 +515,25 @@ def rota_needed(rota_role_id: int):
 def rota_participation():
     """How often each volunteer helped."""
     return render_template("pickup/participation.html", rows=services.participation())
+
+
+@bp.route("/permanences/reglages", methods=["GET", "POST"])
+@roles_required("coordinator")
+def rota_defaults():
+    """The usual number of people per role at each site; new distributions start from it."""
+    from pickup.models import ROTA_ROLES, Site
+
+    sites = list(db.session.scalars(sa.select(Site).order_by(Site.name)))
+    site_id = request.args.get("site", type=int) or (sites[0].id if sites else None)
+    site = db.session.get(Site, site_id) if site_id else None
+    if site is None:
+        _refuse(404, _("Aucun lieu de retrait."))
+    form = RotaDefaultsForm(data=services.rota_defaults(site.id))
+    if form.validate_on_submit():
+        for role in ROTA_ROLES:
+            services.set_rota_default(site.id, role, form[role].data)
+        db.session.commit()
+        flash(_("Réglages enregistrés : ils valent pour les distributions dont le planning n'est pas encore créé."),
+              "success")
+        return redirect(url_for("pickup.rota_defaults", site=site.id))
+    return render_template("pickup/rota_defaults.html", form=form, site=site, sites=sites)

@@ -143,3 +143,20 @@ def test_participation_counts_each_volunteer(client, app):
     rows = [r.split("</tr>")[0] for r in page.split("<tr>")[2:]]
     cells = [[c.split("<")[0] for c in r.split(">")[1::2]] for r in rows]
     assert ["Paul", "1", "1"] in cells and ["Anne", "1", "0"] in cells and ["Luc", "0", "0"] in cells
+
+
+def test_coordinator_changes_site_defaults_for_new_distributions(client, app):
+    site = SiteFactory(name="Café des Tilleuls")
+    UserFactory(email="coord@example.org", name="Claire", roles=["coordinator"])
+    db.session.commit()
+    login(client, "coord@example.org")
+    response = post_form(client, f"/retrait/permanences/reglages?site={site.id}",
+                         {"setup": "1", "preparation": "4", "desk": "3", "closing": "1"})
+    assert "Réglages enregistrés" in text(response)
+    cycle = _cycle_in(6, site)
+    db.session.commit()
+    assert {r.role: r.needed for r in ensure_rota(cycle.id)} == {
+        "setup": 1, "preparation": 4, "desk": 3, "closing": 1}
+    response = post_form(client, f"/retrait/permanences/reglages?site={site.id}",
+                         {"setup": "1", "preparation": "-1", "desk": "3", "closing": "1"})
+    assert "Entre 0 et 50 personnes." in text(response)
