@@ -34,6 +34,10 @@ def celery_init_app(app: Flask) -> Celery:
         # CELERY_VISIBILITY_TIMEOUT (seconds) is short in the fault tests.
         transport_options = {"visibility_timeout": int(
             app.config.get("CELERY_VISIBILITY_TIMEOUT") or os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))}
+        # How often a worker looks for such messages (kombu: every 10 s x 10 by default).
+        restore = app.config.get("CELERY_RESTORE_INTERVAL") or os.environ.get("CELERY_RESTORE_INTERVAL")
+        if restore:
+            transport_options.update(unacked_restore_interval=int(restore), unacked_restore_throttle=1)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.conf.update(

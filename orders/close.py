@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,7 +87,8 @@ def close_due_cycles(now: datetime | None = None) -> list[int]:
 def stalled_cycles(now: datetime | None = None) -> list[int]:
     """Closed cycles without an error and without progress for FINALIZE_STALE_SECONDS (lost task)."""
     now = now or utcnow()
-    limit = now - timedelta(seconds=int(current_app.config.get("FINALIZE_STALE_SECONDS", 600)))
+    stale = current_app.config.get("FINALIZE_STALE_SECONDS") or os.environ.get("FINALIZE_STALE_SECONDS", "600")
+    limit = now - timedelta(seconds=int(stale))
     last_step = (
         sa.select(sa.func.max(FinalizeStep.updated_at))
         .where(FinalizeStep.cycle_id == Cycle.id)
@@ -434,11 +436,13 @@ def run_chunk(cycle_id: int, name: str) -> bool:
     )
     last = False
     if left == 0:
+        # Not limited to one trigger: a redelivered chunk (its worker died after this commit but
+        # before enqueueing finish) must be able to trigger it again; finish itself is guarded.
         last = bool(db.session.execute(
             sa.update(FinalizeStep).where(
                 FinalizeStep.cycle_id == cycle_id, FinalizeStep.name == "finish",
-                FinalizeStep.status == "pending", FinalizeStep.attempts == 0,
-            ).values(attempts=1, updated_at=utcnow())
+                FinalizeStep.status == "pending",
+            ).values(attempts=FinalizeStep.attempts + 1, updated_at=utcnow())
         ).rowcount)
     db.session.commit()
     return last
