@@ -91,6 +91,8 @@ def contracts():
     """The household's AMAP contracts, their schedules, and the offers open for subscription."""
     household_id = current_user.household_id
     if not household_id:
+        if current_user.has_role("volunteer"):
+            return redirect(url_for("orders.contract_admin"))
         abort(403)
     views = household_contracts(household_id)
     mine = {v.offer.id for v in views}

@@ -350,3 +350,21 @@ def test_emptying_the_weekly_order_keeps_the_season_basket(app):
     db.session.flush()
     generate_contract_lines(cycle.id)
     assert db.session.get(Order, order.id).status == "confirmed"
+
+
+def test_co_holder_declares_absences_on_its_own_weeks(app):
+    season = Season()
+    holder, partner = HouseholdFactory(name="Martin"), HouseholdFactory(name="Nguyen")
+    contract = subscribe(season.offer.id, holder.id, co_holder_id=partner.id, now=NOW)
+    view = contract_view(contract, partner.id, now=NOW)
+    assert [row.day for row in view.rows] == [FIRST + timedelta(weeks=k) for k in (1, 3, 5, 7)]
+    with pytest.raises(ContractError, match="pas de panier"):
+        declare_absence(contract.id, season.cycles[0].id, partner.id, "skip", now=NOW)
+    declare_absence(contract.id, season.cycles[1].id, partner.id, "handover", handed_to_id=holder.id, now=NOW)
+    assert contract_lines(season.cycles[1].id) == [("Martin", contract.id, Decimal(1))]
+    assert contract_view(contract, partner.id, now=NOW).absences_left == 1
+    assert contract_view(contract, holder.id, now=NOW).absences_left == 2
+    # Nobody else may take back the co-holder's absence.
+    absence = db.session.scalar(sa.select(ContractAbsence))
+    with pytest.raises(ContractError, match="Absence inconnue"):
+        cancel_absence(absence.id, holder.id, now=NOW)
