@@ -56,11 +56,13 @@ def _order_version(order: Order) -> str:
 
 def checkout_idempotency_key(order: Order, due_cents: int) -> str:
     """One key per order, amount, order version and attempt: a double click makes one session."""
+    # Every card attempt that is over (paid, failed, expired, flagged) moves the key on, so a
+    # household can always try again; only a still-open session is found again.
     attempts = db.session.scalar(
         sa.select(sa.func.count(Payment.id)).where(
             Payment.order_id == order.id,
             Payment.method == "card",
-            Payment.status.in_(("failed", "expired")),
+            Payment.status != "pending",
         )
     )
     return f"panier-checkout-{order.id}-{due_cents}-{_order_version(order)}-{attempts}"
@@ -88,10 +90,8 @@ def start_card_payment(
         raise PaymentError(_("Cette commande est déjà payée."))
     key = checkout_idempotency_key(order, due)
     existing = db.session.scalar(sa.select(Payment).where(Payment.idempotency_key == key))
-    if existing is not None and existing.status == "pending":
-        return existing
     if existing is not None:
-        raise PaymentError(_("Ce paiement est déjà en cours de confirmation."))
+        return existing
     household = order.household_id
     from app.models import Household
 
