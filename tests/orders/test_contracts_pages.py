@@ -147,7 +147,8 @@ def test_producer_sees_baskets_per_distribution_and_subscribers(app, client):
     login(client, farmer_user.email)
     page = client.get("/commandes/contrats/producteur").text
     assert page.count('class="distribution"') == 3
-    assert "2 × Grand panier" in page and "1 × Petit panier" in page
+    assert '<td class="num" data-basket="Grand panier">2</td>' in page
+    assert '<td class="num" data-basket="Petit panier">1</td>' in page
     assert "Martin" in page and "Abadie" in page
     client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/commandes/contrats/producteur").data)})
     login(client, other_user.email)
