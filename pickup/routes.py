@@ -272,6 +272,15 @@ def desk():
                            slot_id=slot_id, end_form=EndDistributionForm())
 
 
+def _card_payments_enabled() -> bool:
+    """Whether households can pay by card (Stripe configured), per the payments module."""
+    try:
+        from orders.stripe_checkout import card_payments_enabled
+    except ImportError:
+        return bool(current_app.config.get("STRIPE_SECRET_KEY"))
+    return card_payments_enabled()
+
+
 def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm | None = None):
     """What the household collects and still owes, with payment and hand-over buttons."""
     from orders.ledger import balance_cents
@@ -290,14 +299,10 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
             payment_form.amount.data = f"{due // 100},{due % 100:02d}"
     collector = db.session.get(User, bag.pickup.collected_by_id) if (
         bag.pickup and bag.pickup.collected_by_id) else None
-    card_url = None
-    if current_app.config.get("STRIPE_SECRET_KEY"):
-        from app.templating import nav_url
-
-        card_url = nav_url("orders.pay", order_id=order_id)
+    card_enabled = _card_payments_enabled()
     return render_template(
         "pickup/desk_bag.html", cycle=cycle, bag=bag, due=due, balance=balance_cents(bag.household.id),
-        payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_url=card_url,
+        payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_enabled=card_enabled,
         expected=services.expected_quantity,
     ), status
 

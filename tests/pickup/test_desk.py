@@ -124,3 +124,10 @@ def test_board_counts_bags_and_money_by_method(client, thursday):
     cells = [c.split("</td>")[0] for c in row.split('<td class="num">')[1:]]
     assert cells == ["1", "0", "1", "0", "0"]  # bags, prepared, collected, expected, no-show
     assert "<dt>Espèces</dt><dd>3,00\xa0€</dd>" in page
+
+
+def test_card_hint_only_when_stripe_is_configured(client, thursday, app):
+    login(client, thursday.volunteer_email)
+    assert "Carte bancaire" not in text(client.get(_desk_url(thursday.martin)))
+    app.config["STRIPE_SECRET_KEY"] = "sk_test_not_used"
+    assert "Carte bancaire : le foyer peut payer sur son téléphone" in text(client.get(_desk_url(thursday.martin)))
