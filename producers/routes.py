@@ -191,10 +191,10 @@ def _save_offers(cycle_id: int, producer_id: int, products: list[Product]) -> li
             price = parse_euros(request.form.get(f"price-{key}", "")) if offered else None
             cap = _decimal_or_none(request.form.get(f"cap-{key}"))
             set_offer(cycle_id, product.id, producer_id, offered, price, cap)
+        except CatalogueError as error:  # a ValueError too: catch it first
+            errors.append(str(error))
         except (ValueError, InvalidOperation):
             errors.append(_("%(p)s : prix ou stock illisible.", p=product.name))
-        except CatalogueError as error:
-            errors.append(str(error))
     return errors
 
 

@@ -40,8 +40,8 @@ def shop(app):
     other_slot = SlotFactory(cycle_id=cycle.id, capacity=1, starts_at=slot.starts_at + timedelta(minutes=30))
     household = HouseholdFactory()
     db.session.commit()
-    return dict(cycle=cycle, carrots=carrots, eggs=eggs, rice=rice, slot=slot, other_slot=other_slot,
-                household=household)
+    return {"cycle": cycle, "carrots": carrots, "eggs": eggs, "rice": rice, "slot": slot, "other_slot": other_slot,
+                "household": household}
 
 
 def test_order_across_producers_then_change_it(shop):
