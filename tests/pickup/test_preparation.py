@@ -166,3 +166,25 @@ def test_bag_or_line_of_another_distribution_is_refused(client, thursday):
     assert response.status_code == 404
     db.session.expire_all()
     assert db.session.get(OrderLine, line.id).quantity_prepared is None
+
+
+def test_preparation_page_queries_do_not_grow_with_the_bags(client, thursday, count_queries):
+    from decimal import Decimal as D
+
+    from tests.factories import HouseholdFactory, OrderFactory, OrderLineFactory
+
+    login(client, thursday.volunteer_email)
+    with count_queries() as few:
+        assert client.get("/retrait/preparation").status_code == 200
+    offer_id = thursday.line(thursday.martin, thursday.eggs).offer_id
+    for n in range(10):
+        order = OrderFactory(cycle_id=thursday.cycle.id, household_id=HouseholdFactory().id,
+                             slot_id=thursday.slot2.id, bag_number=10 + n)
+        OrderLineFactory(order=order, offer_id=offer_id, quantity=D(1), unit_price_cents=300, base_price_cents=300)
+    db.session.commit()
+    with count_queries() as many:
+        page = text(client.get("/retrait/preparation"))
+    assert "Sac n° 19" in page
+    # The same SELECTs for 3 bags and for 13 (BEGIN depends on the connection's state, not on the page).
+    selects = [[s for s in c["statements"] if s.lstrip().upper().startswith("SELECT")] for c in (few, many)]
+    assert len(selects[1]) == len(selects[0]) <= 10
