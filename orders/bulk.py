@@ -24,6 +24,8 @@ Work in portion steps: every quantity is counted in steps of the product (0.5 kg
    same result in any order; under pro rata, of two households with the same quantity and tolerance
    the earlier one never gets less.
 
+A withdrawn product gets no case; a stock cap on a bulk offer limits the cases to whole cases within it.
+
 Edge cases: a case size that is not a whole number of steps (25 kg with 0.3 kg portions) cannot be
 shared in whole steps, so that product is shared to the thousandth (the storage precision) instead;
 the product form should not allow it. Zero quantities get nothing; lines with only a tolerance may get
@@ -130,9 +132,13 @@ def _share(amount: int, weights: list[Fraction], caps: list[int], ranks: list[in
 
 
 def allocate(
-    case_size: Decimal, step: Decimal | None, demands: list[Demand], policy: str = "pro_rata"
+    case_size: Decimal, step: Decimal | None, demands: list[Demand], policy: str = "pro_rata",
+    max_cases: int | None = None,
 ) -> AllocationResult:
-    """Buy whole cases for these demands and share them back by the policy (see the module rule)."""
+    """Buy whole cases for these demands and share them back by the policy (see the module rule).
+
+    `max_cases` limits the cases bought (the supplier's stock); 0 means the product is not delivered.
+    """
     if policy not in POLICIES:
         raise ValueError(f"unknown allocation policy {policy!r}")
     case_size = to_quantity(case_size)
@@ -149,6 +155,8 @@ def allocate(
     caps = [int((q + t) // unit) for q, t in zip(quantities, tolerances)]
     case_steps = int(case_size / unit)
     cases = count_cases(case_size, sum(quantities), sum(tolerances))
+    if max_cases is not None:
+        cases = min(cases, max(max_cases, 0))
     while cases and cases * case_steps > sum(caps):
         cases -= 1
     amount = cases * case_steps
@@ -322,11 +330,17 @@ def _compute(cycle: Cycle, policy: str | None, use_stored: bool) -> list[Product
             shares = {line.id: line.quantity_allocated for line, _o, _n in entries}
             cases = int(sum(shares.values(), Decimal(0)) // product.case_size)
         else:
+            limit = None
+            if not (offer.active and product.active):
+                limit = 0  # withdrawn after ordering: nothing is delivered, nothing is charged
+            elif offer.stock_cap is not None:
+                limit = int(offer.stock_cap // product.case_size)
             outcome = allocate(
                 product.case_size,
                 product.step,
                 [Demand(line.id, line.quantity, line.tolerance, line.ordered_at) for line, _o, _n in entries],
                 policy,
+                max_cases=limit,
             )
             shares, cases = outcome.allocations, outcome.cases
         allocation = ProductAllocation(

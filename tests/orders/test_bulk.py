@@ -143,3 +143,19 @@ def test_repackaging_sheet_and_cases_to_order(app):
     orders = cases_to_order(shop.cycle.id)
     assert [(o.producer_name, o.product_name, o.cases, o.quantity) for o in orders] == [
         ("Épicerie en gros", "Riz complet", 2, D("50"))]
+
+
+def test_stock_cap_and_withdrawn_product_limit_the_cases(app):
+    shop = Shop()
+    shop.rice.stock_cap = D("45")  # the supplier has one sack and a bit: one whole sack at most
+    db.session.flush()
+    # 40 kg ordered with 10 kg of tolerance would make two sacks without the cap.
+    shop.order("Martin", rice=("20", "5"), oil=("6", "0"), minutes=1)
+    shop.order("Diallo", rice=("20", "5"), oil=("6", "0"), minutes=2)
+    shop.oil.active = False  # withdrawn after ordering
+    db.session.flush()
+    allocations = {p.product_name: p for p in allocate_bulk(shop.cycle.id)}
+    assert allocations["Riz complet"].cases == 1
+    assert [line.allocated for line in allocations["Riz complet"].lines] == [D("12.5"), D("12.5")]
+    assert allocations["Huile d'olive"].cases == 0
+    assert {line.allocated for line in allocations["Huile d'olive"].lines} == {D("0")}

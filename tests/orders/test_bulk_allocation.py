@@ -93,7 +93,8 @@ def scenarios(draw):
         minute = draw(st.integers(min_value=0, max_value=5))  # many equal times: ties by line id
         demands.append(Demand(i + 1, q * step, t * step, T0 + timedelta(minutes=minute)))
     policy = draw(st.sampled_from(["pro_rata", "first_come"]))
-    return case_steps * step, step, demands, policy
+    max_cases = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=4)))
+    return case_steps * step, step, demands, policy, max_cases
 
 
 PROPERTY_SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,12 +103,13 @@ PROPERTY_SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_c
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_allocation_invariants(scenario):
-    case_size, step, demands, policy = scenario
-    result = allocate(case_size, step, demands, policy)
+    case_size, step, demands, policy, max_cases = scenario
+    result = allocate(case_size, step, demands, policy, max_cases=max_cases)
     total = sum(result.allocations.values(), D(0))
     assert total == result.cases * case_size
-    assert result.cases == count_cases(case_size, sum((d.quantity for d in demands), D(0)),
-                                       sum((d.tolerance for d in demands), D(0)))
+    wanted = count_cases(case_size, sum((d.quantity for d in demands), D(0)),
+                         sum((d.tolerance for d in demands), D(0)))
+    assert result.cases == (wanted if max_cases is None else min(wanted, max_cases))
     for d in demands:
         got = result.allocations[d.line_id]
         assert D(0) <= got <= d.quantity + d.tolerance
@@ -115,14 +117,14 @@ def test_allocation_invariants(scenario):
     # Deterministic, whatever the order the demands come in.
     shuffled = list(demands)
     random.Random(len(demands)).shuffle(shuffled)
-    assert allocate(case_size, step, shuffled, policy) == result
+    assert allocate(case_size, step, shuffled, policy, max_cases=max_cases) == result
 
 
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_pro_rata_never_favours_a_later_identical_order(scenario):
-    case_size, step, demands, _policy = scenario
-    result = allocate(case_size, step, demands, "pro_rata")
+    case_size, step, demands, _policy, max_cases = scenario
+    result = allocate(case_size, step, demands, "pro_rata", max_cases=max_cases)
     ranked = sorted(demands, key=lambda d: (d.ordered_at, d.line_id))
     for i, early in enumerate(ranked):
         for late in ranked[i + 1:]:
@@ -133,8 +135,8 @@ def test_pro_rata_never_favours_a_later_identical_order(scenario):
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_pro_rata_gives_quantities_before_tolerances(scenario):
-    case_size, step, demands, _policy = scenario
-    result = allocate(case_size, step, demands, "pro_rata")
+    case_size, step, demands, _policy, max_cases = scenario
+    result = allocate(case_size, step, demands, "pro_rata", max_cases=max_cases)
     ordered = sum((d.quantity for d in demands), D(0))
     if result.cases * case_size >= ordered:
         # An extra case was bought with the tolerances: everyone gets at least what it ordered.
