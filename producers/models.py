@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -25,17 +24,17 @@ class Producer(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(120), unique=True)
     kind: Mapped[str] = mapped_column(sa.String(20))
-    contact_name: Mapped[Optional[str]] = mapped_column(sa.String(120))
+    contact_name: Mapped[str | None] = mapped_column(sa.String(120))
     #: Where the purchase order is sent at close; a producer without e-mail gets it on paper.
-    email: Mapped[Optional[str]] = mapped_column(sa.String(254))
-    phone: Mapped[Optional[str]] = mapped_column(sa.String(40))
-    description: Mapped[Optional[str]] = mapped_column(sa.Text)
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    phone: Mapped[str | None] = mapped_column(sa.String(40))
+    description: Mapped[str | None] = mapped_column(sa.Text)
     #: The coordinator allows this producer to see household names in its demand.
     show_household_names: Mapped[bool] = mapped_column(default=False)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    products: Mapped[list["Product"]] = relationship(back_populates="producer")
+    products: Mapped[list[Product]] = relationship(back_populates="producer")
 
     __table_args__ = (
         sa.CheckConstraint(
@@ -52,7 +51,7 @@ class Product(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     producer_id: Mapped[int] = mapped_column(sa.ForeignKey("producer.id"), index=True)
     name: Mapped[str] = mapped_column(sa.String(120))
-    description: Mapped[Optional[str]] = mapped_column(sa.Text)
+    description: Mapped[str | None] = mapped_column(sa.Text)
     unit: Mapped[str] = mapped_column(sa.String(10))
     price_cents: Mapped[int]
     #: VAT rate in basis points: 550 = 5.5 %, 2000 = 20 %.
@@ -60,12 +59,12 @@ class Product(db.Model):
     #: Sold by weight: the price is settled on the weight actually prepared.
     sold_by_weight: Mapped[bool] = mapped_column(default=False)
     #: Bulk (vrac): the supplier sells whole cases of this many units (25 kg, 6 bottles).
-    case_size: Mapped[Optional[Decimal]] = mapped_column(Quantity)
+    case_size: Mapped[Decimal | None] = mapped_column(Quantity)
     #: Bulk: household portions are multiples of this step (0.5 kg); defaults to 1 or 0.001.
-    portion_step: Mapped[Optional[Decimal]] = mapped_column(Quantity)
+    portion_step: Mapped[Decimal | None] = mapped_column(Quantity)
     #: A season basket that AMAP contracts subscribe to.
     is_contract_basket: Mapped[bool] = mapped_column(default=False)
-    photo_filename: Mapped[Optional[str]] = mapped_column(sa.String(200))
+    photo_filename: Mapped[str | None] = mapped_column(sa.String(200))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -95,7 +94,7 @@ class Product(db.Model):
         """The smallest quantity increment a household may order."""
         if self.portion_step is not None:
             return self.portion_step
-        return Decimal("0.001") if self.divisible else Decimal("1")
+        return Decimal("0.001") if self.divisible else Decimal(1)
 
 
 class Offer(db.Model):
@@ -109,9 +108,9 @@ class Offer(db.Model):
     #: Base price per unit for this cycle, before the household's price tier.
     price_cents: Mapped[int]
     #: At most this much can be sold in the cycle; None means no cap.
-    stock_cap: Mapped[Optional[Decimal]] = mapped_column(Quantity)
+    stock_cap: Mapped[Decimal | None] = mapped_column(Quantity)
     #: What orders hold right now; moved only by guarded UPDATEs so the cap holds under concurrency.
-    reserved: Mapped[Decimal] = mapped_column(Quantity, default=Decimal("0"))
+    reserved: Mapped[Decimal] = mapped_column(Quantity, default=Decimal(0))
     active: Mapped[bool] = mapped_column(default=True)
 
     product: Mapped[Product] = relationship()

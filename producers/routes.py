@@ -200,7 +200,8 @@ def _save_offers(cycle_id: int, producer_id: int, products: list[Product]) -> li
 
 def _demand_cycle() -> Cycle:
     """The cycle asked for, else the open one."""
-    from orders.services import current_cycle  # orders.services imports this package's models
+    # Imported here: orders.services imports this package's models.
+    from orders.services import current_cycle
 
     raw = request.args.get("cycle_id", "")
     cycle = db.session.get(Cycle, int(raw)) if raw.isdigit() else current_cycle()
