@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import time, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -160,3 +161,48 @@ def test_coordinator_changes_site_defaults_for_new_distributions(client, app):
     response = post_form(client, f"/retrait/permanences/reglages?site={site.id}",
                          {"setup": "1", "preparation": "-1", "desk": "3", "closing": "1"})
     assert "Entre 0 et 50 personnes." in text(response)
+
+
+@pytest.fixture()
+def app_config(app_config):
+    """Enough pooled connections for the parallel volunteers."""
+    app_config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_size": 15, "max_overflow": 0, "pool_timeout": 60}
+    return app_config
+
+
+@pytest.mark.postgres_only
+def test_parallel_sign_ups_never_overfill_a_role(app):
+    """Ten volunteers press « Je m'inscris » together on a role needing two: two are taken."""
+    import threading
+
+    from pickup.services import PickupError
+
+    cycle = _cycle_in(5)
+    role_id = _role(cycle, "desk").id
+    user_ids = [_volunteer(f"b{n}@example.org", f"B{n}").id for n in range(10)]
+    db.session.commit()
+    barrier = threading.Barrier(len(user_ids))
+    outcomes: list[str] = []
+
+    def press(user_id: int) -> None:
+        with app.app_context():
+            barrier.wait()
+            try:
+                sign_up(role_id, user_id)
+                db.session.commit()
+                outcomes.append("in")
+            except PickupError:
+                db.session.rollback()
+                outcomes.append("full")
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=press, args=(uid,)) for uid in user_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db.session.expire_all()
+    assert sorted(outcomes) == ["full"] * 8 + ["in"] * 2
+    assert db.session.get(RotaRole, role_id).filled == 2
+    assert db.session.scalar(sa.select(sa.func.count(RotaSignup.id)).where(RotaSignup.rota_role_id == role_id)) == 2
