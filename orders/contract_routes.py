@@ -30,6 +30,7 @@ from orders.contracts import (
     InstalmentInput,
     baskets_received,
     cancel_absence,
+    cancel_contract,
     contract_view,
     create_contract_offer,
     declare_absence,
@@ -41,6 +42,7 @@ from orders.contracts import (
     producer_distributions,
     record_instalments,
     season_subscribers,
+    set_subscriptions_open,
     subscribe,
 )
 from orders.models import Cycle
@@ -238,7 +240,8 @@ def contract_offer_detail(offer_id: int):
 
     found = search_households(search.q.data) if search.q.data else []
     return render_template("orders/contracts/offer.html", offer=offer, product=db.session.get(Product, offer.product_id),
-                           subscribers=season_subscribers(offer.id), form=form, search=search, found=found)
+                           subscribers=season_subscribers(offer.id), form=form, search=search, found=found,
+                           confirm=ConfirmForm())
 
 
 @bp.route("/contrats/contrat/<int:contract_id>", methods=["GET", "POST"])
@@ -267,6 +270,32 @@ def contract_detail(contract_id: int):
     views = [(db.session.get(Household, hid), contract_view(contract, hid)) for hid in ids]
     return render_template("orders/contracts/contract.html", contract=contract, views=views, form=form,
                            confirm=ConfirmForm())
+
+
+@bp.route("/contrats/offre/<int:offer_id>/inscriptions", methods=["POST"])
+@roles_required("coordinator")
+def contract_offer_toggle(offer_id: int):
+    """Open or close a season offer to new subscriptions."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    offer = db.session.get(ContractOffer, offer_id) or abort(404)
+    set_subscriptions_open(offer.id, not offer.open_for_subscription)
+    db.session.commit()
+    flash(_("Inscriptions ouvertes.") if offer.open_for_subscription else _("Inscriptions closes."), "success")
+    return redirect(url_for("orders.contract_offer_detail", offer_id=offer.id))
+
+
+@bp.route("/contrats/contrat/<int:contract_id>/resilier", methods=["POST"])
+@roles_required("coordinator")
+def contract_cancel(contract_id: int):
+    """End a contract: its baskets leave the cycles still open."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    contract = db.session.get(Contract, contract_id) or abort(404)
+    if cancel_contract(contract.id):
+        db.session.commit()
+        flash(_("Contrat résilié : ses paniers sont retirés des commandes encore ouvertes."), "success")
+    return redirect(url_for("orders.contract_offer_detail", offer_id=contract.contract_offer_id))
 
 
 @bp.route("/contrats/versement/<int:instalment_id>/<any(recu, remis):step>", methods=["POST"])

@@ -430,6 +430,18 @@ def subscribe(
     return contract
 
 
+def set_subscriptions_open(contract_offer_id: int, is_open: bool) -> bool:
+    """Open or close a season offer to new subscriptions; False if it already was so."""
+    return bool(
+        db.session.execute(
+            sa.update(ContractOffer)
+            .where(ContractOffer.id == contract_offer_id, ContractOffer.open_for_subscription.is_not(is_open))
+            .values(open_for_subscription=is_open)
+            .execution_options(synchronize_session="fetch")
+        ).rowcount
+    )
+
+
 def cancel_contract(contract_id: int) -> bool:
     """End a contract (coordinator): its baskets leave the cycles still open."""
     contract = db.session.get(Contract, contract_id)

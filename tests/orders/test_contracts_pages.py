@@ -181,3 +181,22 @@ def test_order_page_partial_shows_ordered_and_allocated(app):
     with app.test_request_context():
         html = render_template_string('{% include "orders/bulk/_allocation.html" %}', order=order)
     assert "Vous recevez" in html and "3 l" in html and "+1" in html
+
+
+def test_coordinator_closes_subscriptions_and_ends_a_contract(app, client):
+    season = Season()
+    household = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, household.id, now=NOW)
+    coordinator = UserFactory(roles=["coordinator"])
+    offer_id, contract_id = season.offer.id, contract.id
+    db.session.commit()
+    login(client, coordinator.email)
+    token = csrf_token(client.get(f"/commandes/contrats/offre/{offer_id}").data)
+    closed = client.post(f"/commandes/contrats/offre/{offer_id}/inscriptions", data={"csrf_token": token},
+                         follow_redirects=True)
+    assert "Inscriptions closes" in closed.text and "Rouvrir les inscriptions" in closed.text
+    ended = client.post(f"/commandes/contrats/contrat/{contract_id}/resilier", data={"csrf_token": token},
+                        follow_redirects=True)
+    assert "Contrat résilié" in ended.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OrderLine)) == 0
+    assert db.session.get(Contract, contract_id).status == "cancelled"
