@@ -5,7 +5,14 @@ from flask_babel import gettext as _
 
 from app.models import Document
 from app.pdf import render_pdf
-from orders.documents import _cycle_context, _slug, bags, slot_label, store_document
+from orders.documents import (
+    _cycle_context,
+    _slug,
+    bags,
+    end_reads,
+    slot_label,
+    store_document,
+)
 
 
 def render_distribution_sheet(cycle_id: int, slot_id: int | None) -> Document:
@@ -13,6 +20,7 @@ def render_distribution_sheet(cycle_id: int, slot_id: int | None) -> Document:
     context = _cycle_context(cycle_id)
     slot = context["slots"].get(slot_id)
     slot_bags = bags(cycle_id, slot_id)
+    end_reads()
     pdf = render_pdf("pickup/documents/distribution_sheet.html", bags=slot_bags, slot=slot,
                      slot_label=slot_label, title=_("Feuille d'émargement"), **context)
     label = slot_label(slot).replace(":", "h")

@@ -1,6 +1,7 @@
 """Hand-out desk: find a household, take payment, hand the bag over, end the distribution."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -119,10 +120,10 @@ def test_board_counts_bags_and_money_by_method(client, thursday):
     assert response.headers["Refresh"] == "30"
     page = text(response)
     assert 'http-equiv="refresh"' in page
-    row = page[page.index("17:00–17:30"):]
-    row = row[:row.index("</tr>")]
-    cells = [c.split("</td>")[0] for c in row.split('<td class="num">')[1:]]
-    assert cells == ["1", "0", "1", "0", "0"]  # bags, prepared, collected, expected, no-show
+    card = page[page.index(f'id="tableau-{thursday.slot2.id}"'):]
+    card = card[:card.index("</section>")]
+    counts = dict(re.findall(r'data-count="(\w+)">(?:<strong>)?(\d+)', card))
+    assert counts == {"bags": "1", "prepared": "0", "collected": "1", "expected": "0", "no_show": "0"}
     assert "<dt>Espèces</dt><dd>3,00\xa0€</dd>" in page
 
 
