@@ -247,8 +247,9 @@ class HandedBasket:
     from_name: str
 
 
-def baskets_received(household_id: int) -> list[HandedBasket]:
+def baskets_received(household_id: int, today: date | None = None) -> list[HandedBasket]:
     """Baskets other households hand to this one, in cycles still to come."""
+    today = today or _local_today(utcnow())
     rows = db.session.execute(
         sa.select(Cycle.distribution_date, Product.name, Household.name)
         .select_from(ContractAbsence)
@@ -260,6 +261,7 @@ def baskets_received(household_id: int) -> list[HandedBasket]:
         .where(
             ContractAbsence.handed_to_id == household_id,
             Cycle.status.in_(("draft", "open", "closed", "finalized")),
+            Cycle.distribution_date >= today,
         )
         .order_by(Cycle.distribution_date)
     ).all()

@@ -220,6 +220,11 @@ def test_handover_gives_the_basket_to_the_named_household(app):
     order = db.session.scalar(sa.select(Order).where(Order.household_id == neighbour.id))
     assert order.status == "confirmed"
     assert generate_contract_lines(season.cycles[1].id) == 0
+    from orders.contracts import baskets_received
+
+    received = baskets_received(neighbour.id, today=date(2030, 1, 1))
+    assert [(r.day, r.product_name, r.from_name) for r in received] == [
+        (FIRST + timedelta(weeks=1), "Petit panier", "Martin")]
     # Taken back before the deadline: the basket returns to its holder.
     absence = db.session.scalar(sa.select(ContractAbsence))
     cancel_absence(absence.id, a.id, now=NOW)
