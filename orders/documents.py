@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from flask import current_app, render_template
@@ -274,12 +275,28 @@ def _statuses():
     return ACTIVE_ORDER_STATUSES
 
 
+def snapshot(obj) -> SimpleNamespace | None:
+    """A plain copy of a row's columns: templates read it after the read transaction ended."""
+    if obj is None:
+        return None
+    return SimpleNamespace(**{attr.key: getattr(obj, attr.key) for attr in sa.inspect(obj).mapper.column_attrs})
+
+
 def _cycle_context(cycle_id: int) -> dict:
-    """What every document header shows: the cycle, its site, its slots."""
+    """What every document header shows: the cycle, its site, its slots (as plain copies)."""
     cycle = db.session.get(Cycle, cycle_id)
     site = db.session.get(Site, cycle.site_id)
-    slots = {s.id: s for s in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id))}
-    return {"cycle": cycle, "site": site, "slots": slots}
+    slots = {s.id: snapshot(s) for s in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id))}
+    return {"cycle": snapshot(cycle), "site": snapshot(site), "slots": slots}
+
+
+def end_reads() -> None:
+    """End the read transaction before the slow WeasyPrint step.
+
+    On SQLite every transaction takes the write lock (BEGIN IMMEDIATE): holding it while a
+    page renders would make parallel workers wait for each other.
+    """
+    db.session.rollback()
 
 
 def slot_label(slot: Slot | None) -> str:
@@ -296,13 +313,14 @@ def slot_label(slot: Slot | None) -> str:
 
 def render_purchase_order(cycle_id: int, producer_id: int) -> list[Document]:
     """The purchase order of one producer, as PDF and CSV."""
-    producer = db.session.get(Producer, producer_id)
+    producer = snapshot(db.session.get(Producer, producer_id))
     rows = aggregate(cycle_id, producer_id).get(producer_id, [])
     context = _cycle_context(cycle_id)
     slots = context["slots"]
     slot_ids = sorted({sid for row in rows for sid in row.per_slot},
                       key=lambda sid: (sid not in slots, slots[sid].starts_at.timestamp() if sid in slots else 0))
     total = sum(row.total_cents for row in rows)
+    end_reads()
     pdf = render_pdf("orders/documents/purchase_order.html", producer=producer, rows=rows, total_cents=total,
                      slot_ids=slot_ids, slot_label=slot_label, title=_("Bon de commande"), **context)
     chunk = f"producer:{producer_id}"
@@ -389,7 +407,7 @@ def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_du
         size = chunk_size()
         query = query.offset(part * size).limit(size)
     rows = db.session.execute(query).all()
-    slot = db.session.get(Slot, slot_id) if slot_id else None
+    slot = snapshot(db.session.get(Slot, slot_id)) if slot_id else None
     amount_due = optional_amount_due() if with_due else None
     result = {
         r[0]: Bag(r[0], r[1], r[2], r[3], slot, r[5], amount_due(r[0]) if amount_due else r[5])
@@ -429,6 +447,7 @@ def render_bag_slips(cycle_id: int, slot_id: int | None, part: int) -> Document:
     context = _cycle_context(cycle_id)
     slot_bags = bags(cycle_id, slot_id, part)
     pages = [slot_bags[i:i + SLIPS_PER_PAGE] for i in range(0, len(slot_bags), SLIPS_PER_PAGE)]
+    end_reads()
     pdf = render_pdf("orders/documents/bag_slips.html", pages=pages, slot=context["slots"].get(slot_id),
                      slot_label=slot_label, title=_("Fiches de préparation"), **context)
     label = slot_label(context["slots"].get(slot_id)).replace(":", "h")
@@ -450,6 +469,7 @@ def render_grid(cycle_id: int, slot_id: int | None, part: int) -> Document:
                 cell = products[(line.producer, line.name, line.unit)]
                 cell[column] = cell.get(column, Decimal(0)) + line.allocated
         tables.append({"bags": group, "rows": sorted(products.items())})
+    end_reads()
     pdf = render_pdf("orders/documents/grid.html", tables=tables, slot=context["slots"].get(slot_id),
                      slot_label=slot_label, title=_("Tableau de répartition"), **context)
     label = slot_label(context["slots"].get(slot_id)).replace(":", "h")
@@ -514,7 +534,9 @@ def repackaging_products(cycle_id: int) -> list:
 def render_repackaging(cycle_id: int) -> Document:
     """The repackaging sheet: each bulk case split into household portions."""
     context = _cycle_context(cycle_id)
-    pdf = render_pdf("orders/documents/repackaging.html", products=repackaging_products(cycle_id),
+    products = repackaging_products(cycle_id)
+    end_reads()
+    pdf = render_pdf("orders/documents/repackaging.html", products=products,
                      title=_("Fiche de reconditionnement"), **context)
     filename = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}.pdf"
     return store_document(cycle_id, "repackaging", "all", "volunteer", filename, pdf.data, pages=pdf.pages)

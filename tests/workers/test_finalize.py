@@ -15,9 +15,9 @@ from tests.workers.data import make_cycle
 
 
 def pdf_text(path: str) -> str:
-    """The text of a PDF, as pdftotext lays it out."""
-    return subprocess.run(["pdftotext", "-layout", path, "-"], check=True, capture_output=True,
-                          text=True).stdout
+    """The text of a PDF (pdftotext), whitespace normalised."""
+    text = subprocess.run(["pdftotext", path, "-"], check=True, capture_output=True, text=True).stdout
+    return " ".join(text.split())  # words in reading order, whatever the line wrapping
 
 
 def pdf_pages(path: str) -> int:
@@ -148,3 +148,31 @@ def test_producer_without_email_is_reported_not_an_error(app):
     assert [p.id for p in producers_without_email(data.cycle_id)] == [data.producer_ids[0]]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxMessage)
                              .where(OutboxMessage.kind == "purchase_order")) == 1
+
+
+def test_250_households_page_counts_and_text(app):
+    app.config["DOCUMENT_CHUNK_HOUSEHOLDS"] = 100
+    data = make_cycle(households=250, slots=1, producers=2, lines=2)
+    close.close_due_cycles()
+    db.session.commit()
+    close.finalize_cycle(data.cycle_id, inline=True)
+    slips = db.session.scalars(sa.select(Document).where(Document.kind == "bag_slips")
+                               .order_by(Document.chunk)).all()
+    # Chunks of 100, 100 and 50 households, three slips per page.
+    assert [d.chunk.rsplit(":", 1)[1] for d in slips] == ["0", "1", "2"]
+    assert [pdf_pages(d.path) for d in slips] == [34, 34, 17]
+    assert [d.pages for d in slips] == [34, 34, 17]
+    first = pdf_text(slips[0].path)
+    assert "Famille 0001" in first and "Sac 1" in first and "page 34 / 34" in first
+    assert "Famille 0101" in pdf_text(slips[1].path)
+
+    sheet = db.session.scalar(sa.select(Document).where(Document.kind == "distribution_sheet"))
+    text = pdf_text(sheet.path)
+    pages = pdf_pages(sheet.path)
+    assert sheet.pages == pages and pages > 1
+    assert f"page {pages} / {pages}" in text and "Signature" in text
+    assert all(f"Famille {n:04d}" in text for n in range(1, 251))
+
+    grid = db.session.scalars(sa.select(Document).where(Document.kind == "grid")).all()
+    assert len(grid) == 3
+    assert "Tableau de répartition" in pdf_text(grid[0].path)
