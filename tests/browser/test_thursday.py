@@ -25,6 +25,7 @@ def test_thursday_on_a_phone(app, live_server, page):
                 household=db.session.get(Household, day.dupont.household_id))
     apples_id = day.line(day.dupont, day.apples).id
     salad_id = day.line(day.dupont, day.salad).id
+    slot1_id = day.slot1.id
     # Commit, then leave the database alone: on SQLite even a read here would hold the write lock.
     db.session.commit()
 
@@ -97,11 +98,15 @@ def test_thursday_on_a_phone(app, live_server, page):
     expect(page.get_by_text(re.compile(r"Sac remis le .* par Claire Coordinatrice"))).to_be_visible()
     expect(page.get_by_role("button", name="Sac remis au foyer")).to_have_count(0)
 
-    # The board shows the money by method.
-    page.goto(live_server + "/retrait/tableau")
-    expect(page.locator("dl.pairs")).to_contain_text("Espèces")
-    assert re.search(r"Espèces\s*5,76\s€", page.locator("dl.pairs").inner_text())
-    assert re.search(r"Chèque\s*7,50\s€", page.locator("dl.pairs").inner_text())
+    # The board shows the 16:30 bags handed out and the money by method.
+    page.get_by_role("link", name="Accueil des foyers").first.click()
+    page.get_by_role("link", name="Tableau de la distribution").click()
+    expect(page.locator(f"#tableau-{slot1_id} [data-count=collected]")).to_have_text("2")
+    expect(page.locator(f"#tableau-{slot1_id} [data-count=expected]")).to_have_text("0")
+    _fits_the_phone(page)
+    expect(page.locator("dl.money")).to_contain_text("Espèces")
+    assert re.search(r"Espèces\s*5,76\s€", page.locator("dl.money").inner_text())
+    assert re.search(r"Chèque\s*7,50\s€", page.locator("dl.money").inner_text())
 
     # End of the afternoon: the Leroy bag (17:00 slot) was never collected.
     page.get_by_role("button", name="Terminer la distribution").click()
