@@ -200,3 +200,16 @@ def test_coordinator_closes_subscriptions_and_ends_a_contract(app, client):
     assert "Contrat résilié" in ended.text
     assert db.session.scalar(sa.select(sa.func.count()).select_from(OrderLine)) == 0
     assert db.session.get(Contract, contract_id).status == "cancelled"
+
+
+def test_cart_shows_the_case_progress(app, client):
+    cycle = CycleFactory()
+    rice = OfferFactory(cycle_id=cycle.id, product=ProductFactory(name="Lentilles vertes", unit="kg",
+                                                                  case_size=Decimal(25), portion_step=Decimal("0.5")))
+    OrderLineFactory(order=OrderFactory(cycle_id=cycle.id), offer_id=rice.id, quantity=Decimal(5))
+    _household, user = member("Martin")
+    db.session.commit()
+    login(client, user.email)
+    page = client.get("/commandes/panier").text
+    assert "Vrac : remplissons les colis" in page
+    assert "5 / 25 kg, il manque 20 kg" in page
