@@ -142,3 +142,19 @@ def test_pro_rata_gives_quantities_before_tolerances(scenario):
         # An extra case was bought with the tolerances: everyone gets at least what it ordered.
         for d in demands:
             assert result.allocations[d.line_id] >= d.quantity
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=1, max_value=40_000), st.integers(min_value=1, max_value=3_000),
+       st.lists(st.tuples(st.integers(0, 60_000), st.integers(0, 20_000)), max_size=10))
+def test_any_case_size_and_step_still_balance(case_milli, step_milli, pairs):
+    """Whatever the product's setup (even a case that is not a whole number of steps), cases balance."""
+    case_size, step = D(case_milli) / 1000, D(step_milli) / 1000
+    demands = [Demand(i + 1, D(q) / 1000, D(t) / 1000, T0) for i, (q, t) in enumerate(pairs)]
+    result = allocate(case_size, step, demands)
+    used_step = step if case_size % step == 0 else D("0.001")
+    assert sum(result.allocations.values(), D(0)) == result.cases * case_size
+    for d in demands:
+        got = result.allocations[d.line_id]
+        assert D(0) <= got <= d.quantity + d.tolerance
+        assert got % used_step == 0
