@@ -24,6 +24,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from sqlalchemy.exc import IntegrityError
 
 from app.db import to_quantity, utcnow
 from app.extensions import db
@@ -427,7 +428,12 @@ def subscribe(
     contract.subscribed_by_id = subscribed_by_id
     contract.starts_on = starts_on
     contract.created_at = now
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError:
+        # Another click or volunteer subscribed the same household a moment ago.
+        raise ContractError(_("Ce foyer est déjà inscrit à ce contrat.")) from None
     _regenerate_open_cycles(offer, now)
     return contract
 
@@ -480,7 +486,11 @@ def declare_absence(
 ) -> ContractAbsence:
     """Record that a household misses a distribution: skip the basket or hand it to another household."""
     now = now or utcnow()
-    contract = db.session.get(Contract, contract_id)
+    # Locking the contract row makes two declarations at once count each other's absences.
+    contract = db.session.scalar(
+        sa.select(Contract).where(Contract.id == contract_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
     cycle = db.session.get(Cycle, cycle_id)
     if contract is None or cycle is None or contract.status != "active":
         raise ContractError(_("Contrat ou distribution inconnus."))
