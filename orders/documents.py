@@ -24,7 +24,7 @@ from flask import current_app, render_template
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
-from app.db import Quantity
+from app.db import QUANTITY_SCALE, THOUSANDTH
 from app.extensions import db
 from app.models import Document, Household
 from app.money import line_total_cents
@@ -232,40 +232,50 @@ class PurchaseRow:
 
 
 def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[PurchaseRow]]:
-    """Allocated and ordered quantities per producer, product and slot: one GROUP BY over the lines."""
-    allocated = sa.type_coerce(sa.func.sum(sa.func.coalesce(OrderLine.quantity_allocated, 0)), Quantity)
-    ordered = sa.type_coerce(sa.func.sum(OrderLine.quantity), Quantity)
-    query = (
-        sa.select(Offer.product_id, Order.slot_id, allocated, ordered)
-        .join(Order, Order.id == OrderLine.order_id)
-        .join(Offer, Offer.id == OrderLine.offer_id)
-        .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()))
-        .group_by(Offer.product_id, Order.slot_id)
-    )
-    if producer_id is not None:
-        query = query.join(Product, Product.id == Offer.product_id).where(Product.producer_id == producer_id)
-    sums = db.session.execute(query).all()
-    products = {
-        row.id: row for row in db.session.execute(
-            sa.select(Product.id, Product.name, Product.unit, Product.case_size, Product.producer_id,
-                      Offer.price_cents)
-            .join(Offer, Offer.product_id == Product.id)
-            .where(Offer.cycle_id == cycle_id, Product.id.in_({s[0] for s in sums} or {0}))
+    """Allocated and ordered quantities per producer, product and slot: one GROUP BY over the lines.
+
+    The GROUP BY reads only order lines and orders (as a raw query would); the few hundred
+    offers are looked up once afterwards.
+    """
+    offers = {
+        row.offer_id: row for row in db.session.execute(
+            sa.select(Offer.id.label("offer_id"), Product.id, Product.name, Product.unit, Product.case_size,
+                      Product.producer_id, Offer.price_cents)
+            .join(Product, Product.id == Offer.product_id)
+            .where(Offer.cycle_id == cycle_id, *([Product.producer_id == producer_id] if producer_id else []))
         )
     }
+    # Sums stay in thousandths (plain integers) until the end: no per-row Decimal conversion.
+    query = (
+        sa.select(OrderLine.offer_id, Order.slot_id,
+                  sa.type_coerce(sa.func.sum(sa.func.coalesce(OrderLine.quantity_allocated, 0)), sa.BigInteger),
+                  sa.type_coerce(sa.func.sum(OrderLine.quantity), sa.BigInteger))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()))
+        .group_by(OrderLine.offer_id, Order.slot_id)
+    )
+    if producer_id is not None:
+        query = query.where(OrderLine.offer_id.in_(list(offers) or [0]))
     rows: dict[int, PurchaseRow] = {}
-    for product_id, slot_id, quantity, ordered_quantity in sums:
-        info = products[product_id]
-        row = rows.get(product_id)
+    for offer_id, slot_id, quantity, ordered_quantity in db.session.execute(query):
+        info = offers[offer_id]
+        row = rows.get(info.id)
         if row is None:
-            row = rows[product_id] = PurchaseRow(product_id, info.name, info.unit, info.case_size, info.price_cents)
-        row.quantity += quantity or Decimal(0)
-        row.ordered += ordered_quantity or Decimal(0)
-        row.per_slot[slot_id] = row.per_slot.get(slot_id, Decimal(0)) + (quantity or Decimal(0))
+            row = rows[info.id] = PurchaseRow(info.id, info.name, info.unit, info.case_size, info.price_cents)
+        allocated = _from_thousandths(quantity)
+        row.quantity += allocated
+        row.ordered += _from_thousandths(ordered_quantity)
+        row.per_slot[slot_id] = row.per_slot.get(slot_id, Decimal(0)) + allocated
+    producer_of = {info.id: info.producer_id for info in offers.values()}
     result: dict[int, list[PurchaseRow]] = defaultdict(list)
     for product_id, row in sorted(rows.items(), key=lambda item: item[1].name):
-        result[products[product_id].producer_id].append(row)
+        result[producer_of[product_id]].append(row)
     return dict(result)
+
+
+def _from_thousandths(value) -> Decimal:
+    """A SUM over a Quantity column (stored as integer thousandths) back to a Decimal."""
+    return (Decimal(int(value or 0)) / QUANTITY_SCALE).quantize(THOUSANDTH)
 
 
 def _statuses():
