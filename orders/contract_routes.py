@@ -269,7 +269,30 @@ def contract_detail(contract_id: int):
     ids = [contract.household_id] + ([contract.co_holder_id] if contract.co_holder_id else [])
     views = [(db.session.get(Household, hid), contract_view(contract, hid)) for hid in ids]
     return render_template("orders/contracts/contract.html", contract=contract, views=views, form=form,
-                           confirm=ConfirmForm())
+                           confirm=ConfirmForm(), absence_form=AbsenceForm())
+
+
+@bp.route("/contrats/contrat/<int:contract_id>/absence", methods=["POST"])
+@roles_required("volunteer")
+def contract_absence_for(contract_id: int):
+    """A volunteer declares an absence for one of the contract's households (at the café)."""
+    contract = db.session.get(Contract, contract_id) or abort(404)
+    form = AbsenceForm()
+    household_id = request.form.get("household_id", type=int)
+    if not form.validate_on_submit() or household_id not in (contract.household_id, contract.co_holder_id):
+        _form_errors(form)
+        return redirect(url_for("orders.contract_detail", contract_id=contract.id))
+    try:
+        other = find_household(form.handed_to_name.data) if form.kind.data == "handover" else None
+        declare_absence(contract.id, int(form.cycle_id.data), household_id, form.kind.data,
+                        handed_to_id=other.id if other else None, declared_by_id=current_user.id)
+    except (ContractError, ValueError) as error:
+        db.session.rollback()
+        _flash_error(error)
+    else:
+        db.session.commit()
+        flash(_("Absence enregistrée."), "success")
+    return redirect(url_for("orders.contract_detail", contract_id=contract.id))
 
 
 @bp.route("/contrats/offre/<int:offer_id>/inscriptions", methods=["POST"])

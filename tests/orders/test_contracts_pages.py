@@ -213,3 +213,21 @@ def test_cart_shows_the_case_progress(app, client):
     page = client.get("/commandes/panier").text
     assert "Vrac : remplissons les colis" in page
     assert "5 / 25 kg, il manque 20 kg" in page
+
+
+def test_volunteer_declares_an_absence_for_a_household_at_the_cafe(app, client):
+    season = Season()
+    household = HouseholdFactory(name="Mme Roussel")
+    contract = subscribe(season.offer.id, household.id, now=NOW)
+    volunteer = UserFactory(roles=["volunteer"])
+    contract_id, household_id, cycle_id = contract.id, household.id, season.cycles[0].id
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/contrats/contrat/{contract_id}"
+    page = client.get(url)
+    assert "Déclarer une absence" in page.text
+    done = client.post(url + "/absence", data={
+        "csrf_token": csrf_token(page.data), "contract_id": contract_id, "cycle_id": cycle_id,
+        "household_id": household_id, "kind": "skip"}, follow_redirects=True)
+    assert "Absence enregistrée" in done.text and "absent·e" in done.text
+    assert db.session.scalar(sa.select(ContractAbsence.declared_by_id)) == volunteer.id
