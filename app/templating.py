@@ -68,10 +68,12 @@ NAVIGATION = (
     (("volunteer",), "pickup.desk", _l("Accueil des foyers")),
     (("volunteer",), "pickup.rota", _l("Permanences")),
     (("volunteer",), "orders.contract_admin", _l("Inscriptions AMAP")),
+    (("producer", "volunteer"), "orders.documents", _l("Documents")),
     (("coordinator",), "orders.cycles", _l("Cycles")),
     (("coordinator",), "producers.admin_producers", _l("Producteurs")),
     (("coordinator",), "auth.users", _l("Comptes")),
     (("coordinator",), "orders.money", _l("Argent")),
+    (("coordinator",), "orders.outbox", _l("Courriels")),
 )
 
 
