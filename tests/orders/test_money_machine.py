@@ -45,7 +45,7 @@ from orders.stripe_checkout import (
     refundable_card_payment,
     start_card_payment,
 )
-from tests.conftest import empty_database
+from tests.conftest import TEST_DB, empty_database
 from tests.factories import (
     CycleFactory,
     HouseholdFactory,
@@ -184,6 +184,13 @@ def test_money_is_never_created_or_lost(app):
             """Stripe delivers one event of the pool (any order, any number of times)."""
             event = self.events[pick % len(self.events)]
             obj = event["data"]["object"]
+            if event["type"] == "charge.refunded":
+                # Refunds made from this app are already counted: a report adds nothing.
+                before = db.session.scalar(sa.select(sa.func.count(LedgerEntry.id)))
+                handle_event(event)
+                db.session.commit()
+                assert db.session.scalar(sa.select(sa.func.count(LedgerEntry.id))) == before
+                return
             before = db.session.scalar(sa.select(Payment).where(Payment.provider_reference == obj["id"]))
             status_before = before.status
             handle_event(event)
@@ -275,6 +282,7 @@ def test_money_is_never_created_or_lost(app):
 
     run_state_machine_as_test(
         MoneyMachine,
-        settings=settings(max_examples=30, stateful_step_count=30, deadline=None,
+        # Fewer examples on PostgreSQL, where emptying the schema between examples costs more.
+        settings=settings(max_examples=30 if TEST_DB == "sqlite" else 12, stateful_step_count=30, deadline=None,
                           suppress_health_check=list(HealthCheck)),
     )
