@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 from app.db import THOUSANDTH, utcnow
 from app.extensions import db
 from app.models import Household
+from app.money import line_total_cents
 from orders.models import Cycle, Order, OrderLine, Schedule
 from orders.pricing import (
     ShareError,
@@ -234,13 +235,73 @@ def _check_line(product: Product, qty: Decimal, tolerance: Decimal) -> str | Non
 
 
 @dataclass
-class _Wanted:
-    """One line the household asks for, once validated."""
+class _Item:
+    """An offer with what the cart checks about its product and producer (read in one query)."""
 
-    offer: Offer
+    offer_id: int
+    cycle_id: int
+    price_cents: int
+    offer_active: bool
+    name: str
+    unit: str
+    case_size: Decimal | None
+    portion_step: Decimal | None
+    product_active: bool
+    producer_active: bool
+
+    @property
+    def is_bulk(self) -> bool:
+        """Bulk products take a tolerance."""
+        return self.case_size is not None
+
+    @property
+    def step(self) -> Decimal:
+        """Same rule as Product.step."""
+        if self.portion_step is not None:
+            return self.portion_step
+        return THOUSANDTH if self.unit in ("kg", "l") else Decimal(1)
+
+
+@dataclass
+class _Line:
+    """An existing order line, as read for the save."""
+
+    id: int
+    offer_id: int
+    contract_id: int | None
     quantity: Decimal
     tolerance: Decimal
     unit_price_cents: int
+    base_price_cents: int
+    quantity_allocated: Decimal | None
+    quantity_prepared: Decimal | None
+
+    @property
+    def total_cents(self) -> int:
+        """Same rule as OrderLine.total_cents."""
+        charged = self.quantity_prepared if self.quantity_prepared is not None else (
+            self.quantity_allocated if self.quantity_allocated is not None else self.quantity)
+        return line_total_cents(self.unit_price_cents, charged)
+
+
+@dataclass
+class _Wanted:
+    """One line the household asks for, once validated."""
+
+    offer_id: int
+    quantity: Decimal
+    tolerance: Decimal
+    unit_price_cents: int
+    base_price_cents: int
+
+
+_CYCLE = Cycle.__table__
+_ORDER = Order.__table__
+_LINE = OrderLine.__table__
+_OFFER = Offer.__table__
+_PRODUCT = Product.__table__
+_PRODUCER = Producer.__table__
+_SLOT = Slot.__table__
 
 
 def save_order(
@@ -260,13 +321,15 @@ def save_order(
     Offers absent from `quantities` keep their line; a quantity of 0 removes it. Returns the
     order (None if an empty cart was confirmed with no order yet). Raises OrderRefused, in which
     case nothing of this call stays written (the savepoint is rolled back). The caller commits.
+    Written with Core statements (about ten per save) because it is the busiest write path.
     """
     now = now or utcnow()
     # FOR SHARE: saves run side by side, but close_cycle's UPDATE waits for them (and they for it),
     # so the deadline and status read here still hold when this transaction commits.
-    cycle = db.session.scalar(
-        sa.select(Cycle).where(Cycle.id == cycle_id).with_for_update(read=True)
-    )
+    cycle = db.session.execute(
+        sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at)
+        .where(_CYCLE.c.id == cycle_id).with_for_update(read=True)
+    ).first()
     if cycle is None:
         raise OrderRefused("Cette commande de la semaine n'existe pas.")
     _check_cycle_open(cycle, now)
@@ -277,86 +340,85 @@ def save_order(
         share = check_share(tier, chosen_share_bp)
     except ShareError as error:
         raise OrderRefused(str(error)) from None
-
-    order = db.session.scalar(
-        sa.select(Order).where(Order.cycle_id == cycle_id, Order.household_id == household_id)
-        .options(selectinload(Order.lines)).with_for_update(of=Order)
-        # The row lock serializes two saves of the same order; see the rows as they are now.
-        .execution_options(populate_existing=True)
-    )
-    current = {line.offer_id: line for line in (order.lines if order else []) if line.contract_id is None}
-    errors: list[str] = []
-
     try:
         offer_ids = sorted({int(k) for k in quantities})
     except (TypeError, ValueError):
         raise OrderRefused("Produit inconnu.") from None
-    rows = db.session.execute(
-        sa.select(Offer, Product, Producer)
-        .join(Product, Product.id == Offer.product_id)
-        .join(Producer, Producer.id == Product.producer_id)
-        .where(Offer.id.in_(offer_ids + list(current)))
-    ).all() if offer_ids or current else []
-    found = {offer.id: (offer, product, producer) for offer, product, producer in rows}
 
+    # The row lock serializes two saves of the same order.
+    order_row = db.session.execute(
+        sa.select(_ORDER.c.id, _ORDER.c.slot_id).where(
+            _ORDER.c.cycle_id == cycle_id, _ORDER.c.household_id == household_id).with_for_update()
+    ).first()
+    lines: list[_Line] = []
+    if order_row is not None:
+        lines = [_Line(*row) for row in db.session.execute(
+            sa.select(_LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity, _LINE.c.tolerance,
+                      _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
+                      _LINE.c.quantity_prepared).where(_LINE.c.order_id == order_row.id))]
+    current = {line.offer_id: line for line in lines if line.contract_id is None}
+    items = _load_items(offer_ids + [k for k in current if k not in quantities])
+
+    errors: list[str] = []
     wanted: dict[int, _Wanted] = {}
     for offer_id in offer_ids:
         qty, tolerance = quantities[offer_id]
-        if offer_id not in found or found[offer_id][0].cycle_id != cycle_id:
+        item = items.get(offer_id)
+        if item is None or item.cycle_id != cycle_id:
             errors.append("Ce produit ne fait pas partie de cette commande de la semaine.")
             continue
-        offer, product, producer = found[offer_id]
-        problem = _check_line(product, qty, tolerance)
+        problem = _check_line(item, qty, tolerance)
         if problem:
             errors.append(problem)
             continue
         if qty == 0:
             continue
-        if not (offer.active and product.active and producer.active):
-            errors.append(f"{product.name} n'est plus proposé cette semaine.")
+        if not (item.offer_active and item.product_active and item.producer_active):
+            errors.append(f"{item.name} n'est plus proposé cette semaine.")
             continue
-        price = unit_price_cents(offer.price_cents, tier, share)
+        price = unit_price_cents(item.price_cents, tier, share)
         if expected_prices is not None and offer_id in expected_prices and expected_prices[offer_id] != price:
-            errors.append(f"Le prix de {product.name} a changé : vérifiez le panier et confirmez à nouveau.")
+            errors.append(f"Le prix de {item.name} a changé : vérifiez le panier et confirmez à nouveau.")
             continue
-        wanted[offer_id] = _Wanted(offer, qty.quantize(THOUSANDTH), tolerance.quantize(THOUSANDTH), price)
+        wanted[offer_id] = _Wanted(offer_id, qty.quantize(THOUSANDTH), tolerance.quantize(THOUSANDTH), price,
+                                   item.price_cents)
     # Lines not mentioned are kept as they are (at the price of today's tier).
     for offer_id, line in current.items():
         if offer_id not in quantities:
-            offer = found[offer_id][0]
-            wanted[offer_id] = _Wanted(offer, line.quantity, line.tolerance,
-                                       unit_price_cents(offer.price_cents, tier, share))
+            item = items[offer_id]
+            wanted[offer_id] = _Wanted(offer_id, line.quantity, line.tolerance,
+                                       unit_price_cents(item.price_cents, tier, share), item.price_cents)
     if errors:
         raise OrderRefused(errors)
-    if not wanted and order is None:
+    if not wanted and order_row is None:
         raise OrderRefused("Votre panier est vide : indiquez au moins une quantité.")
     if wanted and slot_id is None:
         raise OrderRefused("Choisissez un créneau de retrait.")
 
     savepoint = db.session.begin_nested()
     try:
-        if order is None:
-            order = Order(cycle_id=cycle_id, household_id=household_id, status="confirmed", total_cents=0)
-            db.session.add(order)
-            db.session.flush()
-        errors = _move_reserved(current, wanted, found)
+        if order_row is None:
+            order_id = db.session.execute(
+                sa.insert(_ORDER).values(cycle_id=cycle_id, household_id=household_id, status="confirmed",
+                                         total_cents=0, created_at=now, updated_at=now)
+                .returning(_ORDER.c.id)).scalar_one()
+            old_slot = None
+        else:
+            order_id, old_slot = order_row.id, order_row.slot_id
+        errors = _move_reserved(current, wanted, items)
         if errors:
             raise OrderRefused(errors)
-        _write_lines(order, current, wanted, now)
+        kept_contract_lines = [line for line in lines if line.contract_id is not None]
+        total = _write_lines(order_id, current, wanted, now) + sum(line.total_cents for line in kept_contract_lines)
+        new_slot = _book_core(order_id, cycle_id, old_slot, slot_id) if wanted else _release_core(old_slot)
+        # An AMAP basket stays due when the household removes everything else (orders.contracts).
+        status = "confirmed" if wanted or kept_contract_lines else "cancelled"
+        values = {"status": status, "slot_id": new_slot, "entered_by_id": entered_by_id,
+                  "entered_by_volunteer": bool(by_volunteer), "chosen_share_bp": share,
+                  "total_cents": total, "updated_at": now}
         if wanted:
-            _book(order, slot_id)
-            order.status = "confirmed"
-            order.confirmed_at = now
-        else:
-            _release_slot(order)
-            # An AMAP basket stays due when the household removes everything else (orders.contracts).
-            order.status = "confirmed" if any(line.contract_id for line in order.lines) else "cancelled"
-        order.entered_by_id = entered_by_id
-        order.entered_by_volunteer = bool(by_volunteer)
-        order.chosen_share_bp = share
-        order.updated_at = now
-        order.total_cents = sum((line.total_cents for line in order.lines), 0)
-        db.session.flush()
+            values["confirmed_at"] = now
+        db.session.execute(sa.update(_ORDER).where(_ORDER.c.id == order_id).values(**values))
         savepoint.commit()
     except OrderRefused:
         savepoint.rollback()
@@ -364,10 +426,29 @@ def save_order(
     except IntegrityError:
         savepoint.rollback()
         raise OrderRefused("Votre commande vient d'être modifiée en même temps ailleurs : réessayez.") from None
-    return order
+    # Give the caller an ORM order that reflects what was just written, even if its session held an old copy.
+    held = db.session.identity_map.get(db.session.identity_key(Order, order_id))
+    if held is not None:
+        db.session.expire(held)
+    return db.session.get(Order, order_id)
 
 
-def _check_cycle_open(cycle: Cycle, now: datetime) -> None:
+def _load_items(offer_ids: list[int]) -> dict[int, _Item]:
+    """The offers with their product and producer facts, in one query."""
+    if not offer_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
+                  _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
+                  _PRODUCER.c.active)
+        .join(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
+        .join(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
+        .where(_OFFER.c.id.in_(offer_ids))
+    ).all()
+    return {row[0]: _Item(*row) for row in rows}
+
+
+def _check_cycle_open(cycle, now: datetime) -> None:
     """Refuse any write outside the ordering window, against the stored times."""
     if cycle.status != "open" or now < cycle.opens_at:
         raise OrderRefused("Cette commande de la semaine n'est pas ouverte : plus aucune modification possible.")
@@ -375,7 +456,7 @@ def _check_cycle_open(cycle: Cycle, now: datetime) -> None:
         raise OrderRefused("La date limite de commande est passée : la commande ne peut plus être modifiée.")
 
 
-def _move_reserved(current: dict[int, OrderLine], wanted: dict[int, _Wanted], found: dict) -> list[str]:
+def _move_reserved(current: dict[int, _Line], wanted: dict[int, _Wanted], items: dict[int, _Item]) -> list[str]:
     """Move every offer's reserved counter in one UPDATE whose WHERE holds each cap; French errors."""
     deltas: dict[int, int] = {}
     for offer_id in sorted(set(current) | set(wanted)):
@@ -385,14 +466,13 @@ def _move_reserved(current: dict[int, OrderLine], wanted: dict[int, _Wanted], fo
             deltas[offer_id] = int((new - old) * 1000)  # thousandths, as stored
     if not deltas:
         return []
-    table = Offer.__table__
     # Raw thousandths on both sides: the Quantity type must not convert these SQL expressions.
-    reserved = sa.type_coerce(table.c.reserved, sa.BigInteger)
-    cap = sa.type_coerce(table.c.stock_cap, sa.BigInteger)
-    delta = sa.case({k: sa.literal(v, sa.BigInteger) for k, v in deltas.items()}, value=table.c.id)
+    reserved = sa.type_coerce(_OFFER.c.reserved, sa.BigInteger)
+    cap = sa.type_coerce(_OFFER.c.stock_cap, sa.BigInteger)
+    delta = sa.case({k: sa.literal(v, sa.BigInteger) for k, v in deltas.items()}, value=_OFFER.c.id)
     result = db.session.execute(
-        table.update()
-        .where(table.c.id.in_(list(deltas)))
+        _OFFER.update()
+        .where(_OFFER.c.id.in_(list(deltas)))
         .where(sa.or_(delta <= 0, cap.is_(None), reserved + delta <= cap))
         .values(reserved=reserved + delta)
     )
@@ -400,35 +480,71 @@ def _move_reserved(current: dict[int, OrderLine], wanted: dict[int, _Wanted], fo
         return []
     # Some cap refused: say which (the savepoint then undoes the rows that did move).
     errors = []
-    rows = db.session.execute(sa.select(table.c.id, reserved, cap).where(table.c.id.in_(list(deltas)))).all()
+    rows = db.session.execute(sa.select(_OFFER.c.id, reserved, cap).where(_OFFER.c.id.in_(list(deltas)))).all()
     for offer_id, held, limit in rows:
         if deltas[offer_id] > 0 and limit is not None and held + deltas[offer_id] > limit:
             mine = current[offer_id].quantity if offer_id in current else Decimal(0)
             left = max(Decimal(limit - held) / 1000 + mine, Decimal(0))
             text = format(left.normalize(), "f").replace(".", ",")
-            errors.append(f"Plus assez de « {found[offer_id][1].name} » : il en reste {text} pour vous.")
+            errors.append(f"Plus assez de « {items[offer_id].name} » : il en reste {text} pour vous.")
     return errors or ["Le stock vient de changer : réessayez."]
 
 
-def _write_lines(order: Order, current: dict[int, OrderLine], wanted: dict[int, _Wanted], now: datetime) -> None:
-    """Insert, update or delete the order's plain lines (through its collection) to match what is wanted."""
-    for offer_id, line in current.items():
-        if offer_id not in wanted:
-            order.lines.remove(line)
+def _write_lines(order_id: int, current: dict[int, _Line], wanted: dict[int, _Wanted], now: datetime) -> int:
+    """Delete, insert and update the order's plain lines (one statement each); returns their total."""
+    gone = [line.id for offer_id, line in current.items() if offer_id not in wanted]
+    if gone:
+        db.session.execute(sa.delete(_LINE).where(_LINE.c.id.in_(gone)))
+    new_rows, changed = [], []
+    total = 0
     for offer_id, want in wanted.items():
+        total += line_total_cents(want.unit_price_cents, want.quantity)
         line = current.get(offer_id)
         if line is None:
-            order.lines.append(OrderLine(offer_id=offer_id, quantity=want.quantity, tolerance=want.tolerance,
-                                         unit_price_cents=want.unit_price_cents,
-                                         base_price_cents=want.offer.price_cents, ordered_at=now))
-            continue
-        if want.quantity > line.quantity:
-            line.ordered_at = now  # more asked: the extra comes last in first-come allocation
-        line.quantity = want.quantity
-        line.tolerance = want.tolerance
-        line.unit_price_cents = want.unit_price_cents
-        line.base_price_cents = want.offer.price_cents
-    db.session.flush()
+            new_rows.append({"order_id": order_id, "offer_id": offer_id, "quantity": want.quantity,
+                             "tolerance": want.tolerance, "unit_price_cents": want.unit_price_cents,
+                             "base_price_cents": want.base_price_cents, "ordered_at": now, "missing": False})
+        elif (line.quantity, line.tolerance, line.unit_price_cents, line.base_price_cents) != (
+                want.quantity, want.tolerance, want.unit_price_cents, want.base_price_cents):
+            changed.append({"b_id": line.id, "b_quantity": want.quantity, "b_tolerance": want.tolerance,
+                            "b_unit": want.unit_price_cents, "b_base": want.base_price_cents,
+                            # More asked: the extra comes last in first-come allocation.
+                            "b_ordered_at": now if want.quantity > line.quantity else None})
+    if new_rows:
+        db.session.execute(sa.insert(_LINE), new_rows)
+    if changed:
+        db.session.execute(
+            sa.update(_LINE).where(_LINE.c.id == sa.bindparam("b_id")).values(
+                quantity=sa.bindparam("b_quantity", type_=_LINE.c.quantity.type),
+                tolerance=sa.bindparam("b_tolerance", type_=_LINE.c.tolerance.type),
+                unit_price_cents=sa.bindparam("b_unit"), base_price_cents=sa.bindparam("b_base"),
+                ordered_at=sa.func.coalesce(sa.bindparam("b_ordered_at", type_=_LINE.c.ordered_at.type),
+                                            _LINE.c.ordered_at)),
+            changed)
+    return total
+
+
+def _book_core(order_id: int, cycle_id: int, old_slot: int | None, slot_id: int) -> int:
+    """Take a place in the slot (guarded UPDATE) and give back the old one; returns the slot id."""
+    if old_slot == slot_id:
+        return slot_id
+    booked = db.session.execute(
+        sa.update(_SLOT).where(_SLOT.c.id == slot_id, _SLOT.c.cycle_id == cycle_id,
+                               _SLOT.c.booked < _SLOT.c.capacity).values(booked=_SLOT.c.booked + 1))
+    if booked.rowcount != 1:
+        exists = db.session.scalar(sa.select(_SLOT.c.id).where(_SLOT.c.id == slot_id, _SLOT.c.cycle_id == cycle_id))
+        if exists is None:
+            raise OrderRefused("Ce créneau n'existe pas pour cette distribution.")
+        raise OrderRefused("Ce créneau est complet : choisissez-en un autre.")
+    _release_core(old_slot)
+    return slot_id
+
+
+def _release_core(slot_id: int | None) -> None:
+    """Give a slot place back."""
+    if slot_id is not None:
+        db.session.execute(sa.update(_SLOT).where(_SLOT.c.id == slot_id, _SLOT.c.booked > 0)
+                           .values(booked=_SLOT.c.booked - 1))
 
 
 def _release_slot(order: Order) -> None:
