@@ -5,7 +5,6 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from flask import render_template_string
 
 from app.extensions import db
 from orders.ledger import balance_cents, record_entry, sync_order_charge
@@ -213,12 +212,19 @@ def test_money_view_per_cycle_with_producers_and_csv(client, coordinator):
     assert client.get("/commandes/argent?cycle=99999").status_code == 404
 
 
-def test_payment_options_partial_on_the_order_page(app, household_user):
+def test_payment_options_on_the_order_page(client, household_user):
     order = make_order(1200, household_id=household_user.household_id)
     record_entry(household_user.household_id, 300, "topup", "t:partial")
     db.session.commit()
-    with app.test_request_context("/"):
-        html = render_template_string('{% include "orders/_payment_options.html" ignore missing %}', order=order)
+    login(client, household_user.email)
+    html = client.get(f"/commandes/commande/{order.id}").get_data(as_text=True)
     assert "Reste à payer : 12,00" in html
     assert "Payer avec mon solde (3,00" in html
     assert "Payer par carte" not in html
+    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/").data)})
+    volunteer = UserFactory(email="benevole@example.org", roles=["volunteer"])
+    db.session.commit()
+    login(client, volunteer.email)
+    html = client.get(f"/commandes/commande/{order.id}").get_data(as_text=True)
+    assert "Payer avec mon solde" not in html
+    assert f"/commandes/{order.id}/paiement-accueil" in html
