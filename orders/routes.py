@@ -51,19 +51,17 @@ def _slot_label(slot) -> str:
 
 def _cart(household_id: int, by_volunteer: bool, template: str):
     """Show and save a household's cart in the open cycle (shared by the member and the volunteer)."""
-    cycle = current_cycle()
-    if cycle is None:
-        return render_template("orders/no_cycle.html")
     form = CartForm()
     errors: list[str] = []
     field_errors: dict[int, str] = {}
     if form.validate_on_submit():
         try:
             quantities, shown, field_errors = read_cart(request.form)
-            posted_cycle = int(form.cycle_id.data or cycle.id)
+            # The cycle the page showed: the service refuses it if it has closed since.
+            posted_cycle = int(form.cycle_id.data) if form.cycle_id.data else getattr(current_cycle(), "id", None)
         except ValueError:
             abort(400)
-        if not field_errors:
+        if posted_cycle is not None and not field_errors:
             share = form.share_percent.data * 100 if form.share_percent.data is not None else None
             try:
                 order = save_order(posted_cycle, household_id, quantities, form.slot_id.data or None,
@@ -76,6 +74,9 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
                 errors = refused.messages
             else:
                 return _saved(outcome, by_volunteer, household_id)
+    cycle = current_cycle()
+    if cycle is None:
+        return render_template("orders/no_cycle.html", errors=errors), 422 if errors else 200
     page = cart_page(cycle.id, household_id)
     form.cycle_id.data = cycle.id
     form.slot_id.choices = [(s.id, _slot_label(s)) for s in page.slots]
