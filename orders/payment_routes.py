@@ -38,6 +38,7 @@ from orders.payments import (
 )
 from orders.receipts import receipt_for_order, render_receipt_pdf
 from orders.stripe_checkout import (
+    accept_flagged_payment,
     card_payments_enabled,
     handle_event,
     refund_to_card,
@@ -152,7 +153,13 @@ def stripe_webhook():
         event = verify_webhook(payload, request.headers.get("Stripe-Signature"))
     except ValueError:
         return {"error": "invalid signature"}, 400
-    result = handle_event(event.to_dict())
+    try:
+        result = handle_event(event.to_dict())
+    except (KeyError, TypeError, ValueError):
+        # Signed by Stripe but not shaped like an event we know: refuse it and write nothing.
+        db.session.rollback()
+        current_app.logger.warning("malformed Stripe event %s", getattr(event, "id", "?"))
+        return {"error": "malformed event"}, 400
     db.session.commit()
     return {"received": True, "outcome": result.outcome}, 200
 
@@ -275,6 +282,23 @@ def desk_payment(order_id: int):
     )
 
 
+@bp.route("/paiements/<int:payment_id>/accepter", methods=["POST"])
+@roles_required("coordinator")
+def accept_payment(payment_id: int):
+    """Count a flagged card payment after checking it in Stripe's dashboard."""
+    if not PayForm().validate_on_submit():
+        abort(400)
+    try:
+        accept_flagged_payment(payment_id, accepted_by_id=current_user.id)
+    except PaymentError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+    else:
+        db.session.commit()
+        flash(_("Paiement accepté : le montant reçu est compté."), "success")
+    return redirect(url_for("orders.money"))
+
+
 @bp.route("/argent")
 @roles_required("coordinator")
 def money():
@@ -299,4 +323,5 @@ def money():
         summary=cycle_money(cycle.id) if cycle else None,
         flagged_all=db.session.scalars(sa.select(Payment).where(Payment.status == "flagged")).all(),
         stripe_on=bool(current_app.config.get("STRIPE_SECRET_KEY")),
+        form=PayForm(),
     )

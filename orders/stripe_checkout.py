@@ -403,3 +403,34 @@ def refund_to_card(
             created_by_id=created_by_id,
         )
     return payment
+
+
+def accept_flagged_payment(payment_id: int, *, accepted_by_id: int | None) -> Payment:
+    """The coordinator checked a flagged card payment: count what Stripe received; the caller commits."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.status != "flagged" or not payment.received_cents or payment.received_cents <= 0:
+        raise PaymentError(_("Ce paiement n'est pas à vérifier."))
+    result = db.session.execute(
+        sa.update(Payment)
+        .where(Payment.id == payment.id, Payment.status == "flagged")
+        .values(status="succeeded", amount_cents=payment.received_cents, completed_at=utcnow())
+    )
+    db.session.refresh(payment)
+    if result.rowcount != 1:
+        raise PaymentError(_("Ce paiement n'est pas à vérifier."))
+    ledger.sync_order_charge(payment.order_id)
+    ledger.record_entry(
+        payment.household_id,
+        payment.amount_cents,
+        "payment",
+        f"stripe:{payment.provider_reference}",
+        order_id=payment.order_id,
+        note="carte bancaire (vérifié par le coordinateur)",
+        created_by_id=accepted_by_id,
+    )
+    from orders.receipts import issue_receipt_if_paid
+
+    issue_receipt_if_paid(payment.order_id)
+    if payment.payment_intent:
+        _apply_deferred(payment.payment_intent)
+    return payment
