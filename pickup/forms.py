@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, RadioField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     DataRequired,
     InputRequired,
@@ -80,7 +81,8 @@ class PaymentForm(FlaskForm):
 
     method = RadioField(
         _l("Moyen de paiement"),
-        choices=[("cash", _l("Espèces")), ("cheque", _l("Chèque")), ("balance", _l("Sur le solde"))],
+        choices=[SelectChoice("cash", _l("Espèces")), SelectChoice("cheque", _l("Chèque")),
+                 SelectChoice("balance", _l("Sur le solde"))],
         validators=[InputRequired(_l("Choisissez le moyen de paiement."))],
     )
     amount = StringField(_l("Montant (€)"), validators=[DataRequired(_l("Écrivez le montant.")), _euros])
@@ -101,19 +103,20 @@ class EndDistributionForm(FlaskForm):
     submit = SubmitField(_l("Terminer la distribution"))
 
 
-NO_SHOW_OUTCOMES = [
-    ("kept", _l("Gardé au café, le foyer passera le chercher")),
-    ("delivered", _l("Apporté au foyer par un·e bénévole")),
-    ("donated", _l("Donné (association, voisins)")),
-    ("shared", _l("Partagé entre les bénévoles")),
-    ("thrown", _l("Jeté (produits abîmés)")),
-]
+NO_SHOW_OUTCOMES = {
+    "kept": _l("Gardé au café, le foyer passera le chercher"),
+    "delivered": _l("Apporté au foyer par un·e bénévole"),
+    "donated": _l("Donné (association, voisins)"),
+    "shared": _l("Partagé entre les bénévoles"),
+    "thrown": _l("Jeté (produits abîmés)"),
+}
 
 
 class NoShowOutcomeForm(FlaskForm):
     """What was done with a bag nobody came for."""
 
-    outcome = RadioField(_l("Ce qui a été fait du sac"), choices=NO_SHOW_OUTCOMES,
+    outcome = RadioField(_l("Ce qui a été fait du sac"),
+                         choices=[SelectChoice(key, label) for key, label in NO_SHOW_OUTCOMES.items()],
                          validators=[InputRequired(_l("Choisissez ce qui a été fait du sac."))])
     note = StringField(_l("Précision (facultatif)"), validators=[Optional(), Length(max=200)])
     submit = SubmitField(_l("Enregistrer"))

@@ -14,6 +14,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.exceptions import Conflict, NotFound
+from wtforms.fields.choices import SelectChoice
 
 from app.auth.decorators import roles_required
 from app.extensions import db
@@ -76,7 +77,7 @@ def _slot_forms(choices: list[services.SlotChoice]) -> dict[int, SlotForm]:
     forms = {}
     for choice in choices:
         form = SlotForm(prefix=f"o{choice.order.id}", formdata=None)
-        form.slot.choices = [(s.id, s) for s in choice.slots]
+        form.slot.choices = [SelectChoice(s.id, str(s.id)) for s in choice.slots]
         form.slot.data = choice.order.slot_id
         forms[choice.order.id] = form
     return forms
@@ -100,7 +101,7 @@ def choose_slot(order_id: int):
     except NotInDistribution as error:
         _refuse(404, error.message)
     form = SlotForm(prefix=f"o{order_id}")
-    form.slot.choices = [(s.id, str(s.id)) for s in services.slots_of_order(order_id)]
+    form.slot.choices = [SelectChoice(s.id, str(s.id)) for s in services.slots_of_order(order_id)]
     if form.validate_on_submit():
         try:
             services.choose_slot(household_id, order_id, form.slot.data)
@@ -411,7 +412,7 @@ def no_show_outcome(order_id: int):
     """Record what was done with a bag nobody came for."""
     form = NoShowOutcomeForm(prefix=f"n{order_id}")
     if form.validate_on_submit():
-        label = dict(NO_SHOW_OUTCOMES)[form.outcome.data]
+        label = NO_SHOW_OUTCOMES[form.outcome.data]
         text = f"{label} — {form.note.data.strip()}" if form.note.data and form.note.data.strip() else str(label)
         try:
             services.record_no_show_outcome(order_id, text)

@@ -132,3 +132,22 @@ def test_card_hint_only_when_stripe_is_configured(client, thursday, app):
     assert "Carte bancaire" not in text(client.get(_desk_url(thursday.martin)))
     app.config["STRIPE_SECRET_KEY"] = "sk_test_not_used"
     assert "Carte bancaire : le foyer peut payer sur son téléphone" in text(client.get(_desk_url(thursday.martin)))
+
+
+def test_late_household_still_gets_its_bag_after_the_end(client, thursday):
+    login(client, thursday.coordinator_email)
+    post_form(client, f"/retrait/distribution/{thursday.cycle.id}/fin", {}, form_url="/retrait/accueil")
+    response = post_form(client, f"{_desk_url(thursday.leroy)}/remis", {}, form_url=_desk_url(thursday.leroy))
+    assert "Sac remis." in text(response)
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == thursday.leroy.id))
+    assert pickup.collected_at is not None and not pickup.no_show
+    assert "Foyer Leroy" not in text(client.get("/retrait/non-recuperes"))
+
+
+def test_outcome_only_for_a_bag_not_collected(client, thursday):
+    login(client, thursday.coordinator_email)
+    response = post_form(client, f"/retrait/non-recuperes/{thursday.dupont.id}",
+                         {f"n{thursday.dupont.id}-outcome": "donated"}, form_url="/retrait/non-recuperes",
+                         follow_redirects=False)
+    assert response.status_code == 404
+    assert db.session.scalar(sa.select(Pickup.no_show_outcome).where(Pickup.order_id == thursday.dupont.id)) is None
