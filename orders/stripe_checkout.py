@@ -141,7 +141,29 @@ def start_card_payment(
             db.session.add(payment)
     except IntegrityError:
         payment = db.session.scalar(sa.select(Payment).where(Payment.idempotency_key == key))
+    _expire_older_sessions(payment, http_client)
     return payment
+
+
+def _expire_older_sessions(current: Payment, http_client: stripe.HTTPClient | None) -> None:
+    """Close the order's older open sessions (made before the order changed) so it is not paid twice."""
+    older = db.session.scalars(
+        sa.select(Payment).where(
+            Payment.order_id == current.order_id,
+            Payment.method == "card",
+            Payment.status == "pending",
+            Payment.id != current.id,
+            Payment.provider_reference.is_not(None),
+        )
+    ).all()
+    for payment in older:
+        try:
+            stripe_client(http_client).v1.checkout.sessions.expire(payment.provider_reference)
+        except stripe.StripeError:
+            continue  # already completed or gone: its webhook settles it
+        db.session.execute(
+            sa.update(Payment).where(Payment.id == payment.id, Payment.status == "pending").values(status="expired")
+        )
 
 
 # --- webhook -------------------------------------------------------------------------------

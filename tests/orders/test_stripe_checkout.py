@@ -330,3 +330,24 @@ def test_another_households_order_is_not_found(client, fake, member_order):
     response = client.post(f"/commandes/{order.id}/payer/carte", data={"csrf_token": csrf_token(page.data)})
     assert response.status_code == 404
     assert fake.calls("/v1/checkout/sessions") == []
+
+
+def test_order_changed_after_starting_checkout_closes_the_old_session(client, fake, member_order):
+    user, order = member_order
+    login(client, user.email)
+    first = pay_by_card(client, order)
+    # The household adds an item, then pays again: a new session for the new amount.
+    OrderLineFactory(order=order, unit_price_cents=500, base_price_cents=500, quantity=Decimal(1))
+    order.total_cents = 2840
+    db.session.commit()
+    assert start_checkout(client, order.id).status_code == 303
+    sessions = fake.calls("/v1/checkout/sessions")
+    assert [c["params"]["line_items[0][price_data][unit_amount]"] for c in sessions] == ["2340", "2840"]
+    assert len(fake.calls(f"/v1/checkout/sessions/{first.provider_reference}/expire")) == 1
+    db.session.expire_all()
+    assert db.session.get(Payment, first.id).status == "expired"
+    second = db.session.query(Payment).filter_by(status="pending").one()
+    deliver(client, session_event(second))
+    db.session.expire_all()
+    assert amount_due_cents(order.id) == 0
+    assert balance_cents(order.household_id) == 0

@@ -32,6 +32,8 @@ class FakeStripeHTTP(stripe.HTTPClient):
         self.requests: list[dict] = []
         self._by_key: dict[str, tuple[str, int, dict]] = {}
         self.fail_next = False
+        #: Sessions the household already paid (expire is refused for them, as Stripe does).
+        self.completed: set[str] = set()
 
     def request(self, method, url, headers, post_data=None, *, _usage=None):
         """Answer one API call (no network)."""
@@ -51,6 +53,14 @@ class FakeStripeHTTP(stripe.HTTPClient):
             body = self._session(params)
         elif method == "post" and path == "/v1/refunds":
             body = self._refund(params)
+        elif method == "post" and path.startswith("/v1/checkout/sessions/") and path.endswith("/expire"):
+            session_id = path.split("/")[4]
+            if session_id in self.completed:
+                body = {"error": {"type": "invalid_request_error", "code": "checkout_session_not_open",
+                                  "message": "Only Checkout Sessions with a status of open can be expired."}}
+                return json.dumps(body), 400, {"Request-Id": "req_exp"}
+            body = {"id": session_id, "object": "checkout.session", "status": "expired", "url": None,
+                    "payment_status": "unpaid", "metadata": {}}
         else:
             body = {"error": {"type": "invalid_request_error", "message": f"no fake for {method} {path}"}}
             return json.dumps(body), 404, {"Request-Id": "req_404"}
