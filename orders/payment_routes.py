@@ -79,6 +79,8 @@ def _own_order(order_id: int) -> Order:
 def account():
     """The household's account: balance, orders and what they owe, ledger history, receipts."""
     if not current_user.household_id:
+        if current_user.has_role("coordinator"):
+            return redirect(url_for("orders.balances"))
         abort(404)
     return render_template(
         "orders/payments/account.html",

@@ -79,7 +79,7 @@ def test_account_shows_balance_history_and_what_is_owed(client, household_user):
     text = client.get("/commandes/solde").get_data(as_text=True)
     assert "-4,90" in text  # 5,00 top-up - 9,90 owed
     assert "versement au café" in text
-    assert "Avoir" not in text or "Versement" in text
+    assert "Ce montant reste à payer." in text
     assert "Reçu R-000001" in text
     assert "9,90" in text
 
