@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from app.db import THOUSANDTH, utcnow
 from app.extensions import db
-from app.models import Household
+from app.models import Household, PriceTier
 from app.money import line_total_cents
 from orders.models import Cycle, Order, OrderLine, Schedule
 from orders.pricing import (
@@ -302,6 +302,67 @@ _OFFER = Offer.__table__
 _PRODUCT = Product.__table__
 _PRODUCER = Producer.__table__
 _SLOT = Slot.__table__
+_TIER = PriceTier.__table__
+_HOUSEHOLD = Household.__table__
+
+# Built once: a prebuilt statement keeps its compiled form and cache key, which matters on the
+# busiest write path (building and hashing statements costs more than running them on SQLite).
+_Q_CYCLE = (sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at)
+            .where(_CYCLE.c.id == sa.bindparam("cycle_id")).with_for_update(read=True))
+_Q_HOUSEHOLD = (
+    sa.select(_HOUSEHOLD.c.active, _TIER.c.id.label("tier_id"), _TIER.c.name, _TIER.c.markup_bp,
+              _TIER.c.pay_what_you_can, _TIER.c.minimum_bp)
+    .select_from(_HOUSEHOLD)
+    .outerjoin(_TIER, sa.or_(_TIER.c.id == _HOUSEHOLD.c.price_tier_id,
+                             sa.and_(_HOUSEHOLD.c.price_tier_id.is_(None), _TIER.c.is_default.is_(True))))
+    .where(_HOUSEHOLD.c.id == sa.bindparam("household_id")).limit(1))
+_Q_ORDER = (sa.select(_ORDER.c.id, _ORDER.c.slot_id)
+            .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"),
+                   _ORDER.c.household_id == sa.bindparam("household_id"))
+            .with_for_update())
+_Q_LINES = (sa.select(_LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity, _LINE.c.tolerance,
+                      _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
+                      _LINE.c.quantity_prepared).where(_LINE.c.order_id == sa.bindparam("order_id")))
+_Q_ITEMS = (
+    sa.select(_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
+              _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
+              _PRODUCER.c.active)
+    .join(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
+    .join(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
+    .where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True))))
+_Q_INSERT_ORDER = sa.insert(_ORDER).returning(_ORDER.c.id)
+_Q_UPDATE_ORDER = (
+    sa.update(_ORDER).where(_ORDER.c.id == sa.bindparam("b_id"))
+    .values(status=sa.bindparam("b_status"), slot_id=sa.bindparam("b_slot"), entered_by_id=sa.bindparam("b_by"),
+            entered_by_volunteer=sa.bindparam("b_volunteer"), chosen_share_bp=sa.bindparam("b_share"),
+            total_cents=sa.bindparam("b_total"), updated_at=sa.bindparam("b_now", type_=_ORDER.c.updated_at.type),
+            confirmed_at=sa.func.coalesce(sa.bindparam("b_confirmed", type_=_ORDER.c.confirmed_at.type),
+                                          _ORDER.c.confirmed_at)))
+_RESERVED = sa.type_coerce(_OFFER.c.reserved, sa.BigInteger)
+_CAP = sa.type_coerce(_OFFER.c.stock_cap, sa.BigInteger)
+_DELTA = sa.bindparam("b_delta", type_=sa.BigInteger)
+#: Moves one offer's counter by a signed delta in thousandths; a rise must stay within the cap.
+_Q_MOVE_RESERVED = (_OFFER.update().where(_OFFER.c.id == sa.bindparam("b_id"))
+                    .where(sa.or_(_DELTA <= 0, _CAP.is_(None), _RESERVED + _DELTA <= _CAP))
+                    .values(reserved=_RESERVED + _DELTA))
+_Q_RESERVED = sa.select(_OFFER.c.id, _RESERVED, _CAP).where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True)))
+_Q_DELETE_LINES = sa.delete(_LINE).where(_LINE.c.id.in_(sa.bindparam("ids", expanding=True)))
+_Q_INSERT_LINES = sa.insert(_LINE)
+_Q_UPDATE_LINE = (
+    sa.update(_LINE).where(_LINE.c.id == sa.bindparam("b_id")).values(
+        quantity=sa.bindparam("b_quantity", type_=_LINE.c.quantity.type),
+        tolerance=sa.bindparam("b_tolerance", type_=_LINE.c.tolerance.type),
+        unit_price_cents=sa.bindparam("b_unit"), base_price_cents=sa.bindparam("b_base"),
+        ordered_at=sa.func.coalesce(sa.bindparam("b_ordered_at", type_=_LINE.c.ordered_at.type),
+                                    _LINE.c.ordered_at)))
+_Q_TAKE_SLOT = (sa.update(_SLOT)
+                .where(_SLOT.c.id == sa.bindparam("b_slot"), _SLOT.c.cycle_id == sa.bindparam("b_cycle"),
+                       _SLOT.c.booked < _SLOT.c.capacity)
+                .values(booked=_SLOT.c.booked + 1))
+_Q_SLOT_EXISTS = sa.select(_SLOT.c.id).where(_SLOT.c.id == sa.bindparam("b_slot"),
+                                             _SLOT.c.cycle_id == sa.bindparam("b_cycle"))
+_Q_RELEASE_SLOT = (sa.update(_SLOT).where(_SLOT.c.id == sa.bindparam("b_slot"), _SLOT.c.booked > 0)
+                   .values(booked=_SLOT.c.booked - 1))
 
 
 def save_order(
@@ -326,16 +387,15 @@ def save_order(
     now = now or utcnow()
     # FOR SHARE: saves run side by side, but close_cycle's UPDATE waits for them (and they for it),
     # so the deadline and status read here still hold when this transaction commits.
-    cycle = db.session.execute(
-        sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at)
-        .where(_CYCLE.c.id == cycle_id).with_for_update(read=True)
-    ).first()
+    conn = db.session.connection()
+    cycle = conn.execute(_Q_CYCLE, {"cycle_id": cycle_id}).first()
     if cycle is None:
         raise OrderRefused("Cette commande de la semaine n'existe pas.")
     _check_cycle_open(cycle, now)
-    household, tier = household_with_tier(household_id)
+    household = conn.execute(_Q_HOUSEHOLD, {"household_id": household_id}).first()
     if household is None or not household.active:
         raise OrderRefused("Ce foyer n'existe pas ou n'est plus actif.")
+    tier = household if household.tier_id is not None else None  # the row carries the tier's columns
     try:
         share = check_share(tier, chosen_share_bp)
     except ShareError as error:
@@ -346,16 +406,10 @@ def save_order(
         raise OrderRefused("Produit inconnu.") from None
 
     # The row lock serializes two saves of the same order.
-    order_row = db.session.execute(
-        sa.select(_ORDER.c.id, _ORDER.c.slot_id).where(
-            _ORDER.c.cycle_id == cycle_id, _ORDER.c.household_id == household_id).with_for_update()
-    ).first()
+    order_row = conn.execute(_Q_ORDER, {"cycle_id": cycle_id, "household_id": household_id}).first()
     lines: list[_Line] = []
     if order_row is not None:
-        lines = [_Line(*row) for row in db.session.execute(
-            sa.select(_LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity, _LINE.c.tolerance,
-                      _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
-                      _LINE.c.quantity_prepared).where(_LINE.c.order_id == order_row.id))]
+        lines = [_Line(*row) for row in conn.execute(_Q_LINES, {"order_id": order_row.id})]
     current = {line.offer_id: line for line in lines if line.contract_id is None}
     items = _load_items(offer_ids + [k for k in current if k not in quantities])
 
@@ -396,12 +450,12 @@ def save_order(
         raise OrderRefused("Choisissez un créneau de retrait.")
 
     savepoint = db.session.begin_nested()
+    conn = db.session.connection()  # asking for the connection emits the SAVEPOINT
     try:
         if order_row is None:
-            order_id = db.session.execute(
-                sa.insert(_ORDER).values(cycle_id=cycle_id, household_id=household_id, status="confirmed",
-                                         total_cents=0, created_at=now, updated_at=now)
-                .returning(_ORDER.c.id)).scalar_one()
+            order_id = conn.execute(_Q_INSERT_ORDER, {
+                "cycle_id": cycle_id, "household_id": household_id, "status": "confirmed", "total_cents": 0,
+                "created_at": now, "updated_at": now}).scalar_one()
             old_slot = None
         else:
             order_id, old_slot = order_row.id, order_row.slot_id
@@ -410,15 +464,18 @@ def save_order(
             raise OrderRefused(errors)
         kept_contract_lines = [line for line in lines if line.contract_id is not None]
         total = _write_lines(order_id, current, wanted, now) + sum(line.total_cents for line in kept_contract_lines)
-        new_slot = _book_core(order_id, cycle_id, old_slot, slot_id) if wanted else _release_core(old_slot)
+        if wanted:
+            new_slot = _book_core(order_id, cycle_id, old_slot, slot_id)
+        elif kept_contract_lines:
+            new_slot = old_slot  # the AMAP basket is still collected in its slot
+        else:
+            new_slot = _release_core(old_slot)
         # An AMAP basket stays due when the household removes everything else (orders.contracts).
         status = "confirmed" if wanted or kept_contract_lines else "cancelled"
-        values = {"status": status, "slot_id": new_slot, "entered_by_id": entered_by_id,
-                  "entered_by_volunteer": bool(by_volunteer), "chosen_share_bp": share,
-                  "total_cents": total, "updated_at": now}
-        if wanted:
-            values["confirmed_at"] = now
-        db.session.execute(sa.update(_ORDER).where(_ORDER.c.id == order_id).values(**values))
+        conn.execute(_Q_UPDATE_ORDER, {
+            "b_id": order_id, "b_status": status, "b_slot": new_slot, "b_by": entered_by_id,
+            "b_volunteer": bool(by_volunteer), "b_share": share, "b_total": total, "b_now": now,
+            "b_confirmed": now if wanted else None})
         savepoint.commit()
     except OrderRefused:
         savepoint.rollback()
@@ -437,15 +494,7 @@ def _load_items(offer_ids: list[int]) -> dict[int, _Item]:
     """The offers with their product and producer facts, in one query."""
     if not offer_ids:
         return {}
-    rows = db.session.execute(
-        sa.select(_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
-                  _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
-                  _PRODUCER.c.active)
-        .join(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
-        .join(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
-        .where(_OFFER.c.id.in_(offer_ids))
-    ).all()
-    return {row[0]: _Item(*row) for row in rows}
+    return {row[0]: _Item(*row) for row in db.session.connection().execute(_Q_ITEMS, {"ids": offer_ids})}
 
 
 def _check_cycle_open(cycle, now: datetime) -> None:
@@ -466,21 +515,15 @@ def _move_reserved(current: dict[int, _Line], wanted: dict[int, _Wanted], items:
             deltas[offer_id] = int((new - old) * 1000)  # thousandths, as stored
     if not deltas:
         return []
-    # Raw thousandths on both sides: the Quantity type must not convert these SQL expressions.
-    reserved = sa.type_coerce(_OFFER.c.reserved, sa.BigInteger)
-    cap = sa.type_coerce(_OFFER.c.stock_cap, sa.BigInteger)
-    delta = sa.case({k: sa.literal(v, sa.BigInteger) for k, v in deltas.items()}, value=_OFFER.c.id)
-    result = db.session.execute(
-        _OFFER.update()
-        .where(_OFFER.c.id.in_(list(deltas)))
-        .where(sa.or_(delta <= 0, cap.is_(None), reserved + delta <= cap))
-        .values(reserved=reserved + delta)
-    )
+    # One prebuilt UPDATE per offer, in offer id order so two saves never wait on each other in a cycle;
+    # raw thousandths on both sides so the Quantity type does not convert these SQL expressions.
+    result = db.session.connection().execute(
+        _Q_MOVE_RESERVED, [{"b_id": k, "b_delta": v} for k, v in deltas.items()])
     if result.rowcount == len(deltas):
         return []
     # Some cap refused: say which (the savepoint then undoes the rows that did move).
     errors = []
-    rows = db.session.execute(sa.select(_OFFER.c.id, reserved, cap).where(_OFFER.c.id.in_(list(deltas)))).all()
+    rows = db.session.connection().execute(_Q_RESERVED, {"ids": list(deltas)}).all()
     for offer_id, held, limit in rows:
         if deltas[offer_id] > 0 and limit is not None and held + deltas[offer_id] > limit:
             mine = current[offer_id].quantity if offer_id in current else Decimal(0)
@@ -494,7 +537,7 @@ def _write_lines(order_id: int, current: dict[int, _Line], wanted: dict[int, _Wa
     """Delete, insert and update the order's plain lines (one statement each); returns their total."""
     gone = [line.id for offer_id, line in current.items() if offer_id not in wanted]
     if gone:
-        db.session.execute(sa.delete(_LINE).where(_LINE.c.id.in_(gone)))
+        db.session.connection().execute(_Q_DELETE_LINES, {"ids": gone})
     new_rows, changed = [], []
     total = 0
     for offer_id, want in wanted.items():
@@ -511,16 +554,9 @@ def _write_lines(order_id: int, current: dict[int, _Line], wanted: dict[int, _Wa
                             # More asked: the extra comes last in first-come allocation.
                             "b_ordered_at": now if want.quantity > line.quantity else None})
     if new_rows:
-        db.session.execute(sa.insert(_LINE), new_rows)
+        db.session.connection().execute(_Q_INSERT_LINES, new_rows)
     if changed:
-        db.session.execute(
-            sa.update(_LINE).where(_LINE.c.id == sa.bindparam("b_id")).values(
-                quantity=sa.bindparam("b_quantity", type_=_LINE.c.quantity.type),
-                tolerance=sa.bindparam("b_tolerance", type_=_LINE.c.tolerance.type),
-                unit_price_cents=sa.bindparam("b_unit"), base_price_cents=sa.bindparam("b_base"),
-                ordered_at=sa.func.coalesce(sa.bindparam("b_ordered_at", type_=_LINE.c.ordered_at.type),
-                                            _LINE.c.ordered_at)),
-            changed)
+        db.session.connection().execute(_Q_UPDATE_LINE, changed)
     return total
 
 
@@ -528,12 +564,9 @@ def _book_core(order_id: int, cycle_id: int, old_slot: int | None, slot_id: int)
     """Take a place in the slot (guarded UPDATE) and give back the old one; returns the slot id."""
     if old_slot == slot_id:
         return slot_id
-    booked = db.session.execute(
-        sa.update(_SLOT).where(_SLOT.c.id == slot_id, _SLOT.c.cycle_id == cycle_id,
-                               _SLOT.c.booked < _SLOT.c.capacity).values(booked=_SLOT.c.booked + 1))
-    if booked.rowcount != 1:
-        exists = db.session.scalar(sa.select(_SLOT.c.id).where(_SLOT.c.id == slot_id, _SLOT.c.cycle_id == cycle_id))
-        if exists is None:
+    conn = db.session.connection()
+    if conn.execute(_Q_TAKE_SLOT, {"b_slot": slot_id, "b_cycle": cycle_id}).rowcount != 1:
+        if conn.execute(_Q_SLOT_EXISTS, {"b_slot": slot_id, "b_cycle": cycle_id}).first() is None:
             raise OrderRefused("Ce créneau n'existe pas pour cette distribution.")
         raise OrderRefused("Ce créneau est complet : choisissez-en un autre.")
     _release_core(old_slot)
@@ -543,8 +576,7 @@ def _book_core(order_id: int, cycle_id: int, old_slot: int | None, slot_id: int)
 def _release_core(slot_id: int | None) -> None:
     """Give a slot place back."""
     if slot_id is not None:
-        db.session.execute(sa.update(_SLOT).where(_SLOT.c.id == slot_id, _SLOT.c.booked > 0)
-                           .values(booked=_SLOT.c.booked - 1))
+        db.session.connection().execute(_Q_RELEASE_SLOT, {"b_slot": slot_id})
 
 
 def _release_slot(order: Order) -> None:
