@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
+from app.money import line_total_cents
 from orders.models import Order, OrderLine
 from orders.payment_models import LedgerEntry
 
@@ -129,7 +130,8 @@ def sync_order_charge(order_id: int) -> int:
     target = 0 if order.status == "cancelled" else sum(line.total_cents for line in lines)
     if order.status != "cancelled" and order.total_cents != target:
         order.total_cents = target
-    delta = target - order_charged_cents(order_id)
+    charged = order_charged_cents(order_id)
+    delta = target - charged
     if delta == 0:
         return 0
     # The reference names the state reached, so a retry of the same sync adds nothing.
@@ -138,12 +140,31 @@ def sync_order_charge(order_id: int) -> int:
             LedgerEntry.order_id == order_id, LedgerEntry.kind.in_(("charge", "credit"))
         )
     )
+    ordered = sum(line_total_cents(line.unit_price_cents, line.quantity) for line in lines)
+    if seq == 0 and order.status != "cancelled" and ordered > target:
+        # First charge of an order that already shrank (bulk allocated below the order, missing
+        # items): charge what was ordered and credit the difference, so the household sees why.
+        _entry(order, ordered, "charge", 1, ordered, note=f"commande n° {order_id}")
+        _entry(order, target - ordered, "credit", 2, target, note=_CREDIT_NOTE)
+        return delta
     kind = "charge" if delta > 0 else "credit"
+    _entry(order, delta, kind, seq + 1, target,
+           note=f"commande n° {order_id}" if kind == "charge" and seq == 0 else (
+               _CREDIT_NOTE if kind == "credit" else "complément de commande"))
+    return delta
+
+
+#: The note on a credit: what the household got less of (shown on its account page).
+_CREDIT_NOTE = "avoir : produits manquants ou attribués en moins"
+
+
+def _entry(order: Order, delta: int, kind: str, seq: int, state: int, *, note: str) -> None:
+    """One charge (delta > 0) or credit (delta < 0) entry of an order, referenced by the state it reaches."""
     record_entry(
         order.household_id,
         -delta,
         kind,
-        f"order:{order_id}:{kind}:{seq + 1}:{target}",
-        order_id=order_id,
+        f"order:{order.id}:{kind}:{seq}:{state}",
+        order_id=order.id,
+        note=note,
     )
-    return delta

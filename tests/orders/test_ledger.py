@@ -75,3 +75,18 @@ def test_cancelled_order_is_credited_back(app):
     db.session.flush()
     assert sync_order_charge(order.id) == -1000
     assert balance_cents(order.household_id) == 0
+
+
+def test_first_charge_of_a_shrunk_order_shows_the_credit(app):
+    """Bulk allocated below the order before it was ever charged: charge ordered, credit the rest."""
+    order = _order([(400, "5"), (250, "2")])  # 20,00 + 5,00
+    order.lines[0].quantity_allocated = Decimal("3.5")  # 14,00: the case was not filled
+    db.session.flush()
+    assert sync_order_charge(order.id) == 1900
+    entries = [(e.kind, e.amount_cents, e.note) for e in db.session.query(LedgerEntry).order_by(LedgerEntry.id)]
+    assert entries == [
+        ("charge", -2500, f"commande n° {order.id}"),
+        ("credit", 600, "avoir : produits manquants ou attribués en moins"),
+    ]
+    assert balance_cents(order.household_id) == -1900
+    assert sync_order_charge(order.id) == 0
