@@ -132,7 +132,10 @@ def pay_balance(order_id: int):
     order = _own_order(order_id)
     if not PayForm().validate_on_submit():
         abort(400)
-    amount = min(amount_due_cents(order.id), spendable_balance_cents(order.household_id))
+    due = amount_due_cents(order.id)
+    amount = min(due, spendable_balance_cents(order.household_id))
+    if amount <= 0:
+        amount = max(due, 1)  # let the service say why: already paid, or balance too low
     try:
         record_desk_payment(
             order.id, "balance", amount, received_by_id=current_user.id, household_id=current_user.household_id

@@ -228,3 +228,22 @@ def test_payment_options_on_the_order_page(client, household_user):
     html = client.get(f"/commandes/commande/{order.id}").get_data(as_text=True)
     assert "Payer avec mon solde" not in html
     assert f"/commandes/{order.id}/paiement-accueil" in html
+
+
+def test_paying_a_paid_or_someone_elses_order_from_the_balance_is_refused(client, household_user):
+    hid = household_user.household_id
+    record_entry(hid, 5000, "topup", "t:refused")
+    paid = make_order(1000, household_id=hid)
+    record_desk_payment(paid.id, "cash", 1000, received_by_id=None)
+    other_order = make_order(700, household_id=HouseholdFactory().id)
+    db.session.commit()
+    before = (db.session.query(Payment).count(), db.session.query(LedgerEntry).count())
+    login(client, household_user.email)
+    page = client.get("/commandes/solde")
+    refused = client.post(f"/commandes/{paid.id}/payer/solde", data={"csrf_token": csrf_token(page.data)},
+                          follow_redirects=True).get_data(as_text=True)
+    assert "Cette commande est déjà payée." in refused
+    assert client.post(f"/commandes/{other_order.id}/payer/solde",
+                       data={"csrf_token": csrf_token(page.data)}).status_code == 404
+    assert client.post(f"/commandes/{paid.id}/payer/solde", data={}).status_code == 400  # no CSRF token
+    assert (db.session.query(Payment).count(), db.session.query(LedgerEntry).count()) == before
