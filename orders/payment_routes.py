@@ -66,6 +66,11 @@ def payment_options(order: Order) -> dict:
     }
 
 
+def _absolute(path: str) -> str:
+    """Links given to Stripe use BASE_URL, never the Host header a stranger could forge."""
+    return current_app.config["BASE_URL"].rstrip("/") + path
+
+
 def _own_order(order_id: int) -> Order:
     """The signed-in household's order, or 404 (another household's id looks like no order)."""
     order = db.session.get(Order, order_id)
@@ -104,8 +109,8 @@ def pay_card(order_id: int):
         payment = start_card_payment(
             order.id,
             order.household_id,
-            success_url=url_for("orders.card_return", order_id=order.id, _external=True),
-            cancel_url=url_for("orders.account", _external=True),
+            success_url=_absolute(url_for("orders.card_return", order_id=order.id)),
+            cancel_url=_absolute(url_for("orders.account")),
         )
     except PaymentError as error:
         db.session.rollback()

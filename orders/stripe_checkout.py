@@ -244,6 +244,8 @@ def _payment_for_session(session: dict) -> Payment | None:
     order = db.session.get(Order, int(order_id)) if order_id and str(order_id).isdigit() else None
     if order is None or not session.get("amount_total"):
         return None
+    if str((session.get("metadata") or {}).get("household_id")) != str(order.household_id):
+        return None  # not a session this app made for that order
     # The session was created but our row was not committed: rebuild it so the money is not lost.
     payment = Payment(
         order_id=order.id,

@@ -86,6 +86,7 @@ def test_checkout_session_for_the_exact_amount_and_double_click_makes_one(client
     assert sent["params"]["line_items[0][price_data][currency]"] == "eur"
     assert sent["params"]["metadata[order_id]"] == str(order.id)
     assert sent["params"]["client_reference_id"] == str(order.id)
+    assert sent["params"]["success_url"] == f"http://localhost/commandes/{order.id}/paiement/retour"
     assert sent["headers"]["Idempotency-Key"].startswith(f"panier-checkout-{order.id}-2340-")
     assert sent["headers"]["Authorization"] == f"Bearer {SECRET_KEY}"
     payment = db.session.query(Payment).one()
@@ -351,3 +352,23 @@ def test_order_changed_after_starting_checkout_closes_the_old_session(client, fa
     db.session.expire_all()
     assert amount_due_cents(order.id) == 0
     assert balance_cents(order.household_id) == 0
+
+
+def test_session_lost_before_our_commit_is_rebuilt_from_the_webhook(client, fake, member_order):
+    """Stripe made the session but our row was lost (crash): the paid webhook still counts the money."""
+    user, order = member_order
+    login(client, user.email)
+    payment = pay_by_card(client, order)
+    event = session_event(payment)
+    db.session.delete(payment)
+    db.session.commit()
+    assert deliver(client, event).json["outcome"] == "applied"
+    db.session.expire_all()
+    rebuilt = db.session.query(Payment).one()
+    assert (rebuilt.status, rebuilt.amount_cents, rebuilt.order_id) == ("succeeded", 2340, order.id)
+    assert amount_due_cents(order.id) == 0
+    # A session naming our order but another household is not ours: ignored.
+    foreign = session_event(payment)
+    foreign["data"]["object"]["id"] = "cs_test_foreign"
+    foreign["data"]["object"]["metadata"]["household_id"] = "999"
+    assert deliver(client, foreign).json["outcome"] == "ignored"
