@@ -22,7 +22,11 @@ from wtforms.validators import (
 
 
 class CartForm(FlaskForm):
-    """The cart: quantities come as q-<offer id> / t-<offer id> fields, read by parse_cart."""
+    """The cart: quantities come as q-<offer id> / t-<offer id> fields, read by read_cart."""
+
+    class Meta:
+        def get_translations(self, form):
+            """Every message here is our own (Flask-Babel): skip loading WTForms' catalogue per request."""
 
     cycle_id = HiddenField()
     slot_id = SelectField(_l("Créneau de retrait"), coerce=int, validate_choice=False,

@@ -55,6 +55,9 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
     errors: list[str] = []
     field_errors: dict[int, str] = {}
     if form.validate_on_submit():
+        # End the transaction the sign-in lookup opened: on SQLite it holds the write lock, which the
+        # save below should take only for its own few statements.
+        db.session.commit()
         try:
             quantities, shown, field_errors = read_cart(request.form)
             # The cycle the page showed: the service refuses it if it has closed since.
