@@ -372,3 +372,43 @@ def test_session_lost_before_our_commit_is_rebuilt_from_the_webhook(client, fake
     foreign["data"]["object"]["id"] = "cs_test_foreign"
     foreign["data"]["object"]["metadata"]["household_id"] = "999"
     assert deliver(client, foreign).json["outcome"] == "ignored"
+
+
+@pytest.mark.postgres_only
+def test_parallel_deliveries_apply_the_payment_once(stripe_app, fake, member_order):
+    """Stripe retries while the first delivery is still running: six deliveries at once, one payment."""
+    import threading
+
+    from orders.stripe_checkout import handle_event, start_card_payment
+
+    _user, order = member_order
+    payment = start_card_payment(order.id, order.household_id, success_url="http://x/ok", cancel_url="http://x/no")
+    db.session.commit()
+    same = session_event(payment)
+    events = [same, same, same, session_event(payment), session_event(payment),
+              session_event(payment, "checkout.session.async_payment_succeeded")]
+    barrier = threading.Barrier(len(events))
+    outcomes = []
+
+    def receive(event):
+        with stripe_app.app_context():
+            barrier.wait()
+            try:
+                outcomes.append(handle_event(event).outcome)
+                db.session.commit()
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=receive, args=(e,)) for e in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(outcomes) == 6
+    assert outcomes.count("duplicate") == 2
+    db.session.expire_all()
+    assert db.session.query(LedgerEntry).filter_by(kind="payment").count() == 1
+    assert db.session.query(StripeEvent).count() == 4
+    assert db.session.query(Receipt).count() == 1
+    assert amount_due_cents(order.id) == 0
+    assert balance_cents(order.household_id) == 0
