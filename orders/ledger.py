@@ -104,8 +104,8 @@ def order_charged_cents(order_id: int) -> int:
 
 
 def order_target_cents(order: Order) -> int:
-    """What an order should cost: the sum of its line totals (nothing if cancelled)."""
-    if order.status == "cancelled":
+    """What an order should cost: the sum of its line totals if confirmed, else nothing."""
+    if order.status != "confirmed":
         return 0
     return sum(line.total_cents for line in order.lines)
 
@@ -127,9 +127,11 @@ def sync_order_charge(order_id: int) -> int:
     lines = db.session.scalars(
         sa.select(OrderLine).where(OrderLine.order_id == order_id).execution_options(populate_existing=True)
     ).all()
-    target = 0 if order.status == "cancelled" else sum(line.total_cents for line in lines)
-    if order.status != "cancelled" and order.total_cents != target:
-        order.total_cents = target
+    lines_total = sum(line.total_cents for line in lines)
+    if order.status == "confirmed" and order.total_cents != lines_total:
+        order.total_cents = lines_total
+    # Only a confirmed order costs anything; a cancelled (or never confirmed) one is credited back.
+    target = lines_total if order.status == "confirmed" else 0
     charged = order_charged_cents(order_id)
     delta = target - charged
     if delta == 0:
@@ -141,7 +143,7 @@ def sync_order_charge(order_id: int) -> int:
         )
     )
     ordered = sum(line_total_cents(line.unit_price_cents, line.quantity) for line in lines)
-    if seq == 0 and order.status != "cancelled" and ordered > target:
+    if seq == 0 and order.status == "confirmed" and ordered > target:
         # First charge of an order that already shrank (bulk allocated below the order, missing
         # items): charge what was ordered and credit the difference, so the household sees why.
         _entry(order, ordered, "charge", 1, ordered, note=f"commande n° {order_id}")

@@ -35,9 +35,9 @@ def paid_cents(order_id: int) -> int:
 
 
 def amount_due_cents(order_id: int) -> int:
-    """The order total minus succeeded payments, never below 0 (a cancelled order owes nothing)."""
+    """The order total minus succeeded payments, never below 0 (only a confirmed order owes anything)."""
     order = db.session.get(Order, order_id)
-    if order is None or order.status == "cancelled":
+    if order is None or order.status != "confirmed":
         return 0
     return max(0, order.total_cents - paid_cents(order_id))
 
@@ -108,8 +108,9 @@ def record_desk_payment(
     order = _locked_order(order_id)
     if household_id is not None and order.household_id != household_id:
         raise PaymentError(_("Cette commande n'est pas celle de ce foyer."))
-    if order.status == "cancelled":
-        raise PaymentError(_("Cette commande est annulée."))
+    if order.status != "confirmed":
+        raise PaymentError(_("Cette commande est annulée.") if order.status == "cancelled"
+                           else _("Cette commande n'est pas encore confirmée."))
     due = amount_due_cents(order_id)
     if due <= 0:
         raise PaymentError(_("Cette commande est déjà payée."))
@@ -178,9 +179,9 @@ def settle_balance_payments(cycle_id: int) -> int:
     settled = 0
     for order_id in order_ids:
         order = _locked_order(order_id)
-        # A cancelled order that was paid gets its charge back as a credit here.
+        # A cancelled order that was charged gets its charge back as a credit here.
         ledger.sync_order_charge(order_id)
-        if order.status == "cancelled":
+        if order.status != "confirmed":
             continue
         due = amount_due_cents(order_id)
         if due <= 0:
@@ -303,7 +304,7 @@ def cycle_money(cycle_id: int) -> CycleMoney:
 
     orders = db.session.scalars(
         sa.select(Order)
-        .where(Order.cycle_id == cycle_id, Order.status != "cancelled", Order.status != "cart")
+        .where(Order.cycle_id == cycle_id, Order.status == "confirmed")
         .order_by(Order.bag_number, Order.id)
     ).all()
     order_ids = [o.id for o in orders]

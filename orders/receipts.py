@@ -50,7 +50,7 @@ def issue_receipt_if_paid(order_id: int) -> Receipt | None:
     if existing is not None:
         return existing
     order = db.session.get(Order, order_id)
-    if order is None or order.status == "cancelled" or order.total_cents <= 0:
+    if order is None or order.status != "confirmed" or order.total_cents <= 0:
         return None
     if amount_due_cents(order_id) > 0:
         return None

@@ -83,8 +83,9 @@ def start_card_payment(
     order = db.session.get(Order, order_id)
     if order is None or order.household_id != household_id:
         raise PaymentError(_("Cette commande n'est pas celle de ce foyer."))
-    if order.status == "cancelled":
-        raise PaymentError(_("Cette commande est annulée."))
+    if order.status != "confirmed":
+        raise PaymentError(_("Cette commande est annulée.") if order.status == "cancelled"
+                           else _("Cette commande n'est pas encore confirmée."))
     due = amount_due_cents(order_id)
     if due <= 0:
         raise PaymentError(_("Cette commande est déjà payée."))
