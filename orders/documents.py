@@ -256,16 +256,24 @@ def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[P
     )
     if producer_id is not None:
         query = query.where(OrderLine.offer_id.in_(list(offers) or [0]))
-    rows: dict[int, PurchaseRow] = {}
+    # Integer thousandths while summing; Decimals are made once per product and slot at the end.
+    totals: dict[int, list] = {}
     for offer_id, slot_id, quantity, ordered_quantity in db.session.execute(query):
+        product_id = offers[offer_id].id
+        entry = totals.get(product_id)
+        if entry is None:
+            entry = totals[product_id] = [offer_id, 0, 0, defaultdict(int)]
+        entry[1] += int(quantity or 0)
+        entry[2] += int(ordered_quantity or 0)
+        entry[3][slot_id] += int(quantity or 0)
+    rows: dict[int, PurchaseRow] = {}
+    for product_id, (offer_id, quantity, ordered_quantity, per_slot) in totals.items():
         info = offers[offer_id]
-        row = rows.get(info.id)
-        if row is None:
-            row = rows[info.id] = PurchaseRow(info.id, info.name, info.unit, info.case_size, info.price_cents)
-        allocated = _from_thousandths(quantity)
-        row.quantity += allocated
-        row.ordered += _from_thousandths(ordered_quantity)
-        row.per_slot[slot_id] = row.per_slot.get(slot_id, Decimal(0)) + allocated
+        rows[product_id] = PurchaseRow(
+            product_id, info.name, info.unit, info.case_size, info.price_cents,
+            quantity=_from_thousandths(quantity), ordered=_from_thousandths(ordered_quantity),
+            per_slot={slot: _from_thousandths(value) for slot, value in per_slot.items()},
+        )
     producer_of = {info.id: info.producer_id for info in offers.values()}
     result: dict[int, list[PurchaseRow]] = defaultdict(list)
     for product_id, row in sorted(rows.items(), key=lambda item: item[1].name):

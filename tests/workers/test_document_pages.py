@@ -132,3 +132,26 @@ def test_cli_close_and_finalize(app, runner):
     assert db.session.get(Cycle, data.cycle_id).status == "finalized"
     result = runner.invoke(args=["cycles", "finalize", str(data.cycle_id)])
     assert "déjà finalisé" in result.output
+
+
+def test_refusing_smtp_server_shows_on_cycle_page_and_cycle_stays_finalized(app, client, smtp_server):
+    from app.outbox import deliver_pending
+
+    smtp_server.refuse = "554 Relais refusé"
+    data = _finalized(households=2, producers=1)
+    assert deliver_pending() == 0
+    assert smtp_server.messages == []
+    coordinator = UserFactory(roles=["coordinator"])
+    db.session.commit()
+    login(client, coordinator.email)
+    page = client.get(f"/commandes/cycles/{data.cycle_id}/documents").get_data(as_text=True)
+    assert "Courriels non envoyés" in page and "554" in page and "nouvel essai" in page
+    assert db.session.get(Cycle, data.cycle_id).status == "finalized"
+    # The server accepts again: the next run (after the backoff) delivers each message once.
+    smtp_server.refuse = None
+    from datetime import timedelta
+
+    from app.db import utcnow
+    assert deliver_pending(now=utcnow() + timedelta(minutes=5)) == 3
+    assert sorted(m["To"] for m in smtp_server.messages) == sorted(
+        m.recipient for m in db.session.scalars(sa.select(OutboxMessage)))
