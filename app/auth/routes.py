@@ -84,6 +84,7 @@ def logout():
 
 @bp.route("/mot-de-passe-oublie", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"], error_message="reset")
+@limiter.limit(_login_limit, key_func=_account_key, methods=["POST"], error_message="reset")
 def reset_request():
     """Ask for a reset link; the answer is the same whether the address is known or not."""
     form = ResetRequestForm()
@@ -180,7 +181,26 @@ def edit_user(user_id: int):
             db.session.commit()
             flash(_("Compte enregistré."), "success")
             return redirect(url_for("auth.users"))
-    return render_template("auth/user_edit.html", form=form, user=user)
+    return render_template("auth/user_edit.html", form=form, user=user, confirm=ConfirmForm())
+
+
+@bp.route("/utilisateurs/<int:user_id>/invitation", methods=["POST"])
+@roles_required("coordinator")
+def resend_invitation(user_id: int):
+    """Send a new invitation link to someone who has not chosen a password yet."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    try:
+        user = services.send_invitation(user_id, _link_builder("auth.accept_invitation"))
+    except LookupError:
+        abort(404)
+    except AccountError as error:
+        flash(str(error), "error")
+        return redirect(url_for("auth.edit_user", user_id=user_id))
+    db.session.commit()
+    _deliver_mail()
+    flash(_("Invitation envoyée à %(email)s.", email=user.email), "success")
+    return redirect(url_for("auth.edit_user", user_id=user_id))
 
 
 @bp.route("/foyers", methods=["GET", "POST"])

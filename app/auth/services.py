@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,7 +63,8 @@ def _serializer(salt: str) -> URLSafeTimedSerializer:
 def make_link_token(user: User, purpose: str = "reset") -> str:
     """A signed token naming the user and a fingerprint of their current password."""
     salt = INVITE_SALT if purpose == "invite" else RESET_SALT
-    return _serializer(salt).dumps({"id": user.id, "fp": _password_fingerprint(user)})
+    # The nonce makes every link (and so every outbox key) distinct, even within one second.
+    return _serializer(salt).dumps({"id": user.id, "fp": _password_fingerprint(user), "n": secrets.token_hex(4)})
 
 
 def check_link_token(token: str, purpose: str = "reset") -> LinkCheck:
@@ -174,6 +176,17 @@ def invite_user(
     user.set_roles(wanted)
     db.session.add(user)
     db.session.flush()
+    send_invitation(user.id, link_for)
+    return user
+
+
+def send_invitation(user_id: int, link_for: Callable[[str], str]) -> User:
+    """Mail (again) a link to choose a first password; only for accounts that have none yet."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise LookupError(user_id)
+    if user.password_hash is not None:
+        raise AccountError(_("Cette personne a déjà choisi son mot de passe."))
     token = make_link_token(user, "invite")
     with force_locale(user.locale or "fr"):
         subject = _("Bienvenue sur Panier commun")
@@ -184,7 +197,9 @@ def invite_user(
             "Ensuite, connectez-vous avec votre adresse %(email)s.\n",
             name=user.name, link=link_for(token), email=user.email,
         )
-    _mail(user, f"invitation:user:{user.id}", subject, body, "invitation")
+    # One outbox key per link, so a resent invitation is a new message (the old link still works).
+    digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+    _mail(user, f"invitation:user:{user.id}:{digest}", subject, body, "invitation")
     return user
 
 

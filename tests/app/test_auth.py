@@ -390,3 +390,35 @@ def test_cli_refuses_a_short_password(app, runner):
                                  "--name", "Dominique", "--password", "court"])
     assert result.exit_code != 0
     assert _count(User) == 0
+
+
+def test_coordinator_resends_an_invitation_with_a_new_link(app, client):
+    _coordinator(client)
+    post_form(client, "/compte/utilisateurs", {
+        "name": "Yasmine Benali", "email": "yasmine@example.org", "roles": ["member"],
+        "household_id": "0", "producer_id": "0", "locale": "fr"})
+    user = db.session.scalar(sa.select(User).where(User.email == "yasmine@example.org"))
+    url = f"/compte/utilisateurs/{user.id}"
+    page = post_form(client, f"{url}/invitation", {}, form_url=url)
+    assert "Invitation envoyée à yasmine@example.org." in text(page)
+    first, second = _mails("invitation")
+    assert _link_path(first.body) != _link_path(second.body)
+    # Once a password is chosen, there is nothing to resend.
+    post_form(app.test_client(), _link_path(second.body), {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    page = post_form(client, f"{url}/invitation", {}, form_url=url)
+    assert "Cette personne a déjà choisi son mot de passe." in text(page)
+    assert len(_mails("invitation")) == 2
+
+
+def test_reset_requests_for_one_account_are_limited(app, client):
+    UserFactory(email="claire@example.org")
+    db.session.commit()
+    limit = int(app.config["LOGIN_RATE_LIMIT"].split()[0])
+    token = csrf_token(client.get("/compte/mot-de-passe-oublie").data)
+    statuses = [
+        client.post("/compte/mot-de-passe-oublie", data={"csrf_token": token, "email": "claire@example.org"},
+                    environ_base={"REMOTE_ADDR": f"198.51.100.{n + 1}"}).status_code
+        for n in range(limit + 1)
+    ]
+    assert statuses[-1] == 429 and statuses[:limit] == [302] * limit
+    assert len(_mails("password_reset")) == limit
