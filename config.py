@@ -63,6 +63,9 @@ class Config:
 
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = False
+    #: Reverse proxies in front of gunicorn (0 = none): their X-Forwarded-For/-Proto are trusted,
+    #: so the per-address login limit sees each visitor's address, not the proxy's.
+    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per 15 minutes")
 
     BABEL_DEFAULT_LOCALE = "fr"

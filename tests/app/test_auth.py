@@ -422,3 +422,27 @@ def test_reset_requests_for_one_account_are_limited(app, client):
     ]
     assert statuses[-1] == 429 and statuses[:limit] == [302] * limit
     assert len(_mails("password_reset")) == limit
+
+
+def test_behind_a_trusted_proxy_each_visitor_has_their_own_limit(_schema, tmp_path):
+    from app import create_app
+    from app.extensions import limiter
+    from config import TestConfig
+
+    proxied = create_app(TestConfig, SQLALCHEMY_DATABASE_URI=_schema, INSTANCE_DIR=str(tmp_path),
+                         TRUSTED_PROXIES=1)
+    limiter.reset()
+    limit = int(proxied.config["LOGIN_RATE_LIMIT"].split()[0])
+    client = proxied.test_client()
+    token = csrf_token(client.get("/compte/connexion").data)
+
+    def attempt(visitor: str, n: int) -> int:
+        """One failed sign-in through the proxy (same REMOTE_ADDR for everyone)."""
+        return client.post("/compte/connexion", data={
+            "email": f"{visitor}{n}@example.org", "password": "essai", "csrf_token": token},
+            headers={"X-Forwarded-For": visitor}, environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code
+
+    assert [attempt("198.51.100.20", n) for n in range(limit + 1)][-1] == 429
+    assert attempt("198.51.100.21", 0) == 200  # another visitor behind the same proxy
+    with proxied.app_context():
+        db.engine.dispose()
