@@ -146,13 +146,12 @@ def sync_order_charge(order_id: int) -> int:
     if seq == 0 and order.status == "confirmed" and ordered > target:
         # First charge of an order that already shrank (bulk allocated below the order, missing
         # items): charge what was ordered and credit the difference, so the household sees why.
-        _entry(order, ordered, "charge", 1, ordered, note=f"commande n° {order_id}")
+        _entry(order, ordered, "charge", 1, ordered, note=None)
         _entry(order, target - ordered, "credit", 2, target, note=_CREDIT_NOTE)
         return delta
     kind = "charge" if delta > 0 else "credit"
-    _entry(order, delta, kind, seq + 1, target,
-           note=f"commande n° {order_id}" if kind == "charge" and seq == 0 else (
-               _CREDIT_NOTE if kind == "credit" else "complément de commande"))
+    note = _CREDIT_NOTE if kind == "credit" else ("complément de commande" if seq else None)
+    _entry(order, delta, kind, seq + 1, target, note=note)
     return delta
 
 
@@ -160,7 +159,7 @@ def sync_order_charge(order_id: int) -> int:
 _CREDIT_NOTE = "avoir : produits manquants ou attribués en moins"
 
 
-def _entry(order: Order, delta: int, kind: str, seq: int, state: int, *, note: str) -> None:
+def _entry(order: Order, delta: int, kind: str, seq: int, state: int, *, note: str | None) -> None:
     """One charge (delta > 0) or credit (delta < 0) entry of an order, referenced by the state it reaches."""
     record_entry(
         order.household_id,

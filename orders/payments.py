@@ -407,6 +407,13 @@ class Account:
     entries: list[LedgerEntry]
     orders: list[OrderMoney]
     receipts: dict[int, object]
+    #: Distribution date of each order's cycle, by cycle id.
+    distribution_dates: dict[int, object] = field(default_factory=dict)
+
+    @property
+    def owed_cents(self) -> int:
+        """What the household's orders still owe, all together."""
+        return sum(row.due_cents for row in self.orders)
 
 
 def household_account(household_id: int) -> Account:
@@ -431,7 +438,14 @@ def household_account(household_id: int) -> Account:
         r.order_id: r
         for r in db.session.scalars(sa.select(Receipt).where(Receipt.household_id == household_id)).all()
     }
+    from orders.models import Cycle
+
+    cycle_ids = {o.cycle_id for o in orders}
+    dates = dict(
+        db.session.execute(sa.select(Cycle.id, Cycle.distribution_date).where(Cycle.id.in_(cycle_ids))).all()
+    ) if cycle_ids else {}
     return Account(
+        distribution_dates=dates,
         household_id=household_id,
         balance_cents=sum(e.amount_cents for e in entries),
         spendable_cents=spendable_balance_cents(household_id),
