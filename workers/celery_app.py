@@ -15,7 +15,7 @@ from workers.schedule import BEAT_SCHEDULE
 celery_app.conf.beat_schedule = BEAT_SCHEDULE
 # A prefork child that grew past this (KiB) is replaced after its task: WeasyPrint does not give
 # all of its memory back, so long-lived renderers would otherwise creep upwards.
-celery_app.conf.worker_max_memory_per_child = int(os.environ.get("CELERY_MAX_MEMORY_PER_CHILD", "262144"))
+celery_app.conf.worker_max_memory_per_child = int(os.environ.get("CELERY_MAX_MEMORY_PER_CHILD", "307200"))
 app = celery_app
 
 # WeasyPrint logs every layout step at INFO; the worker log should show tasks, not pages.
