@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -139,10 +140,10 @@ def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
                distribution_starts_at: datetime, distribution_ends_at: datetime) -> Cycle:
     """Move a distribution (and its slots) to other dates or times; only before it closes."""
     if not (opens_at < closes_at <= distribution_starts_at < distribution_ends_at):
-        raise CycleRefused("Les dates doivent se suivre : ouverture, date limite, début puis fin de distribution.")
+        raise CycleRefused(_("Les dates doivent se suivre : ouverture, date limite, début puis fin de distribution."))
     cycle = db.session.get(Cycle, cycle_id)
     if cycle is None:
-        raise CycleRefused("Cette distribution n'existe pas.")
+        raise CycleRefused(_("Cette distribution n'existe pas."))
     shift = distribution_starts_at - cycle.distribution_starts_at
     result = db.session.execute(
         sa.update(Cycle)
@@ -153,7 +154,7 @@ def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
-        raise CycleRefused("Cette distribution est déjà close ou annulée : elle ne peut plus être déplacée.")
+        raise CycleRefused(_("Cette distribution est déjà close ou annulée : elle ne peut plus être déplacée."))
     if shift:
         for slot in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id)):
             slot.starts_at += shift
@@ -171,7 +172,7 @@ def cancel_cycle(cycle_id: int) -> Cycle:
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
-        raise CycleRefused("Cette distribution est déjà close ou annulée.")
+        raise CycleRefused(_("Cette distribution est déjà close ou annulée."))
     db.session.execute(sa.update(Order).where(Order.cycle_id == cycle_id)
                        .values(status="cancelled").execution_options(synchronize_session=False))
     db.session.execute(sa.update(Offer).where(Offer.cycle_id == cycle_id)
@@ -203,34 +204,35 @@ def parse_quantity(text: str | None) -> Decimal:
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
-        raise ValueError(f"« {text} » n'est pas une quantité.") from None
+        raise ValueError(_("« %(text)s » n'est pas une quantité.", text=text)) from None
     if not value.is_finite():
-        raise ValueError(f"« {text} » n'est pas une quantité.")
+        raise ValueError(_("« %(text)s » n'est pas une quantité.", text=text))
     return value
 
 
-def _check_line(product: Product, qty: Decimal, tolerance: Decimal) -> str | None:
+def _check_line(product: Product | _Item, qty: Decimal, tolerance: Decimal) -> str | None:
     """Why a quantity cannot be ordered for this product (French), or None."""
     name = product.name
     for value in (qty, tolerance):
         if not isinstance(value, Decimal) or not value.is_finite():
-            return f"{name} : la quantité n'est pas un nombre."
+            return _("%(name)s : la quantité n'est pas un nombre.", name=name)
     if qty < 0 or tolerance < 0:
-        return f"{name} : une quantité ne peut pas être négative."
+        return _("%(name)s : une quantité ne peut pas être négative.", name=name)
     if qty > MAX_QUANTITY or tolerance > MAX_QUANTITY:
-        return f"{name} : {MAX_QUANTITY} au plus ; vérifiez la quantité."
+        return _("%(name)s : %(max)s au plus ; vérifiez la quantité.", name=name, max=MAX_QUANTITY)
     for value in (qty, tolerance):
         if value != value.quantize(THOUSANDTH) and value.as_tuple().exponent < -3:
-            return f"{name} : trois décimales au plus (au gramme près)."
+            return _("%(name)s : trois décimales au plus (au gramme près).", name=name)
     if qty == 0 and tolerance > 0:
-        return f"{name} : une tolérance sans quantité commandée n'est pas possible."
+        return _("%(name)s : une tolérance sans quantité commandée n'est pas possible.", name=name)
     if tolerance > 0 and not product.is_bulk:
-        return f"{name} : la tolérance n'existe que pour les produits en vrac."
+        return _("%(name)s : la tolérance n'existe que pour les produits en vrac.", name=name)
     step = product.step
     if qty % step != 0 or tolerance % step != 0:
         if step == 1:
-            return f"{name} : se commande à l'unité (nombre entier)."
-        return f"{name} : se commande par multiples de {format(step.normalize(), 'f').replace('.', ',')}."
+            return _("%(name)s : se commande à l'unité (nombre entier).", name=name)
+        return _("%(name)s : se commande par multiples de %(step)s.", name=name,
+             step=format(step.normalize(), "f").replace(".", ","))
     return None
 
 
@@ -390,11 +392,11 @@ def save_order(
     conn = db.session.connection()
     cycle = conn.execute(_Q_CYCLE, {"cycle_id": cycle_id}).first()
     if cycle is None:
-        raise OrderRefused("Cette commande de la semaine n'existe pas.")
+        raise OrderRefused(_("Cette commande de la semaine n'existe pas."))
     _check_cycle_open(cycle, now)
     household = conn.execute(_Q_HOUSEHOLD, {"household_id": household_id}).first()
     if household is None or not household.active:
-        raise OrderRefused("Ce foyer n'existe pas ou n'est plus actif.")
+        raise OrderRefused(_("Ce foyer n'existe pas ou n'est plus actif."))
     tier = household if household.tier_id is not None else None  # the row carries the tier's columns
     try:
         share = check_share(tier, chosen_share_bp)
@@ -403,7 +405,7 @@ def save_order(
     try:
         offer_ids = sorted({int(k) for k in quantities})
     except (TypeError, ValueError):
-        raise OrderRefused("Produit inconnu.") from None
+        raise OrderRefused(_("Produit inconnu.")) from None
 
     # The row lock serializes two saves of the same order.
     order_row = conn.execute(_Q_ORDER, {"cycle_id": cycle_id, "household_id": household_id}).first()
@@ -419,7 +421,7 @@ def save_order(
         qty, tolerance = quantities[offer_id]
         item = items.get(offer_id)
         if item is None or item.cycle_id != cycle_id:
-            errors.append("Ce produit ne fait pas partie de cette commande de la semaine.")
+            errors.append(_("Ce produit ne fait pas partie de cette commande de la semaine."))
             continue
         problem = _check_line(item, qty, tolerance)
         if problem:
@@ -428,11 +430,12 @@ def save_order(
         if qty == 0:
             continue
         if not (item.offer_active and item.product_active and item.producer_active):
-            errors.append(f"{item.name} n'est plus proposé cette semaine.")
+            errors.append(_("%(name)s n'est plus proposé cette semaine.", name=item.name))
             continue
         price = unit_price_cents(item.price_cents, tier, share)
         if expected_prices is not None and offer_id in expected_prices and expected_prices[offer_id] != price:
-            errors.append(f"Le prix de {item.name} a changé : vérifiez le panier et confirmez à nouveau.")
+            errors.append(_("Le prix de %(name)s a changé : vérifiez le panier et confirmez à nouveau.",
+                            name=item.name))
             continue
         wanted[offer_id] = _Wanted(offer_id, qty.quantize(THOUSANDTH), tolerance.quantize(THOUSANDTH), price,
                                    item.price_cents)
@@ -445,9 +448,9 @@ def save_order(
     if errors:
         raise OrderRefused(errors)
     if not wanted and order_row is None:
-        raise OrderRefused("Votre panier est vide : indiquez au moins une quantité.")
+        raise OrderRefused(_("Votre panier est vide : indiquez au moins une quantité."))
     if wanted and slot_id is None:
-        raise OrderRefused("Choisissez un créneau de retrait.")
+        raise OrderRefused(_("Choisissez un créneau de retrait."))
 
     savepoint = db.session.begin_nested()
     conn = db.session.connection()  # asking for the connection emits the SAVEPOINT
@@ -482,7 +485,7 @@ def save_order(
         raise
     except IntegrityError:
         savepoint.rollback()
-        raise OrderRefused("Votre commande vient d'être modifiée en même temps ailleurs : réessayez.") from None
+        raise OrderRefused(_("Votre commande vient d'être modifiée en même temps ailleurs : réessayez.")) from None
     # Give the caller an ORM order that reflects what was just written, even if its session held an old copy.
     held = db.session.identity_map.get(db.session.identity_key(Order, order_id))
     if held is not None:
@@ -500,9 +503,9 @@ def _load_items(offer_ids: list[int]) -> dict[int, _Item]:
 def _check_cycle_open(cycle, now: datetime) -> None:
     """Refuse any write outside the ordering window, against the stored times."""
     if cycle.status != "open" or now < cycle.opens_at:
-        raise OrderRefused("Cette commande de la semaine n'est pas ouverte : plus aucune modification possible.")
+        raise OrderRefused(_("Cette commande de la semaine n'est pas ouverte : plus aucune modification possible."))
     if now >= cycle.closes_at:
-        raise OrderRefused("La date limite de commande est passée : la commande ne peut plus être modifiée.")
+        raise OrderRefused(_("La date limite de commande est passée : la commande ne peut plus être modifiée."))
 
 
 def _move_reserved(current: dict[int, _Line], wanted: dict[int, _Wanted], items: dict[int, _Item]) -> list[str]:
@@ -529,8 +532,9 @@ def _move_reserved(current: dict[int, _Line], wanted: dict[int, _Wanted], items:
             mine = current[offer_id].quantity if offer_id in current else Decimal(0)
             left = max(Decimal(limit - held) / 1000 + mine, Decimal(0))
             text = format(left.normalize(), "f").replace(".", ",")
-            errors.append(f"Plus assez de « {items[offer_id].name} » : il en reste {text} pour vous.")
-    return errors or ["Le stock vient de changer : réessayez."]
+            errors.append(_("Plus assez de « %(name)s » : il en reste %(left)s pour vous.",
+                            name=items[offer_id].name, left=text))
+    return errors or [_("Le stock vient de changer : réessayez.")]
 
 
 def _write_lines(order_id: int, current: dict[int, _Line], wanted: dict[int, _Wanted], now: datetime) -> int:
@@ -567,8 +571,8 @@ def _book_core(order_id: int, cycle_id: int, old_slot: int | None, slot_id: int)
     conn = db.session.connection()
     if conn.execute(_Q_TAKE_SLOT, {"b_slot": slot_id, "b_cycle": cycle_id}).rowcount != 1:
         if conn.execute(_Q_SLOT_EXISTS, {"b_slot": slot_id, "b_cycle": cycle_id}).first() is None:
-            raise OrderRefused("Ce créneau n'existe pas pour cette distribution.")
-        raise OrderRefused("Ce créneau est complet : choisissez-en un autre.")
+            raise OrderRefused(_("Ce créneau n'existe pas pour cette distribution."))
+        raise OrderRefused(_("Ce créneau est complet : choisissez-en un autre."))
     _release_core(old_slot)
     return slot_id
 
@@ -592,7 +596,7 @@ def book_slot(order_id: int, slot_id: int, now: datetime | None = None) -> Order
     now = now or utcnow()
     order = db.session.get(Order, order_id)
     if order is None:
-        raise OrderRefused("Cette commande n'existe pas.")
+        raise OrderRefused(_("Cette commande n'existe pas."))
     cycle = db.session.scalar(sa.select(Cycle).where(Cycle.id == order.cycle_id).with_for_update(read=True))
     _check_cycle_open(cycle, now)
     return _book(order, slot_id)
@@ -611,8 +615,8 @@ def _book(order: Order, slot_id: int) -> Order:
     if booked.rowcount != 1:
         exists = db.session.scalar(sa.select(Slot.id).where(Slot.id == slot_id, Slot.cycle_id == order.cycle_id))
         if exists is None:
-            raise OrderRefused("Ce créneau n'existe pas pour cette distribution.")
-        raise OrderRefused("Ce créneau est complet : choisissez-en un autre.")
+            raise OrderRefused(_("Ce créneau n'existe pas pour cette distribution."))
+        raise OrderRefused(_("Ce créneau est complet : choisissez-en un autre."))
     _release_slot(order)
     order.slot_id = slot_id
     return order
