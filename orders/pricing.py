@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
 from app.models import Household, PriceTier
@@ -32,9 +33,9 @@ def check_share(tier: PriceTier | None, chosen_share_bp: int | None) -> int | No
     if chosen_share_bp is None:
         return 10000
     if chosen_share_bp < tier.minimum_bp:
-        raise ShareError(f"Votre part doit être d'au moins {tier.minimum_bp / 100:g} % du prix.")
+        raise ShareError(_("Votre part doit être d'au moins %(share)s %% du prix.", share=f"{tier.minimum_bp / 100:g}"))
     if chosen_share_bp > MAX_SHARE_BP:
-        raise ShareError(f"Votre part ne peut pas dépasser {MAX_SHARE_BP / 100:g} % du prix.")
+        raise ShareError(_("Votre part ne peut pas dépasser %(share)s %% du prix.", share=f"{MAX_SHARE_BP / 100:g}"))
     return chosen_share_bp
 
 

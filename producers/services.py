@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
 from app.money import parse_euros
@@ -46,22 +47,22 @@ class ProductData:
 def check_product(data: ProductData) -> None:
     """Refuse inconsistent product data with a French reason."""
     if not data.name.strip():
-        raise CatalogueError("Le nom est obligatoire.")
+        raise CatalogueError(_("Le nom est obligatoire."))
     if len(data.name) > 120:
-        raise CatalogueError("Le nom est trop long (120 caractères au plus).")
+        raise CatalogueError(_("Le nom est trop long (120 caractères au plus)."))
     if data.unit not in UNITS:
-        raise CatalogueError(f"Unité inconnue « {data.unit} » : pièce, kg, l, botte ou panier.")
+        raise CatalogueError(_("Unité inconnue « %(unit)s » : pièce, kg, l, botte ou panier.", unit=data.unit))
     if data.price_cents < 0 or data.price_cents > 10_000_00:
-        raise CatalogueError("Le prix doit être entre 0 et 10 000 €.")
+        raise CatalogueError(_("Le prix doit être entre 0 et 10 000 €."))
     if not 0 <= data.vat_rate_bp <= 10000:
-        raise CatalogueError("Le taux de TVA doit être entre 0 et 100 %.")
+        raise CatalogueError(_("Le taux de TVA doit être entre 0 et 100 %."))
     for value, label in ((data.case_size, "La taille du colis"), (data.portion_step, "Le pas de portion")):
         if value is not None and (value <= 0 or value > 10000 or value.as_tuple().exponent < -3):
-            raise CatalogueError(f"{label} doit être un nombre positif (trois décimales au plus).")
+            raise CatalogueError(_("%(label)s doit être un nombre positif (trois décimales au plus).", label=label))
     if data.portion_step is not None and data.unit not in ("kg", "l") and data.portion_step % 1 != 0:
-        raise CatalogueError("Le pas de portion d'un produit à l'unité est un nombre entier.")
+        raise CatalogueError(_("Le pas de portion d'un produit à l'unité est un nombre entier."))
     if data.case_size is not None and data.portion_step is not None and data.case_size % data.portion_step != 0:
-        raise CatalogueError("La taille du colis doit être un multiple du pas de portion.")
+        raise CatalogueError(_("La taille du colis doit être un multiple du pas de portion."))
 
 
 def save_product(producer_id: int, data: ProductData, product_id: int | None = None) -> Product:
@@ -71,7 +72,7 @@ def save_product(producer_id: int, data: ProductData, product_id: int | None = N
         Product.producer_id == producer_id, Product.name == data.name.strip(),
         Product.id != (product_id or 0)))
     if clash:
-        raise CatalogueError(f"Un produit s'appelle déjà « {data.name.strip()} ».")
+        raise CatalogueError(_("Un produit s'appelle déjà « %(name)s ».", name=data.name.strip()))
     if product_id is None:
         product = Product(producer_id=producer_id)
         db.session.add(product)
@@ -97,9 +98,9 @@ def store_photo(product_id: int, filename: str, content: bytes, instance_dir: st
     """Keep a product photo under instance/photos with a random name; returns that name."""
     suffix = Path(filename or "").suffix.lower()
     if suffix not in PHOTO_TYPES:
-        raise CatalogueError("La photo doit être un fichier JPEG, PNG ou WebP.")
+        raise CatalogueError(_("La photo doit être un fichier JPEG, PNG ou WebP."))
     if len(content) > 2 * 1024 * 1024:
-        raise CatalogueError("La photo est trop lourde (2 Mo au plus).")
+        raise CatalogueError(_("La photo est trop lourde (2 Mo au plus)."))
     folder = Path(instance_dir) / "photos"
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{product_id}-{uuid.uuid4().hex[:12]}{suffix}"
@@ -129,7 +130,7 @@ def _yes_no(text: str, label: str) -> bool:
         return True
     if value in NO:
         return False
-    raise CatalogueError(f"{label} : « {text} » n'est ni oui ni non.")
+    raise CatalogueError(_("%(label)s : « %(text)s » n'est ni oui ni non.", label=label, text=text))
 
 
 def _decimal(text: str, label: str) -> Decimal | None:
@@ -140,9 +141,9 @@ def _decimal(text: str, label: str) -> Decimal | None:
     try:
         number = Decimal(value)
     except InvalidOperation:
-        raise CatalogueError(f"{label} : « {text} » n'est pas un nombre.") from None
+        raise CatalogueError(_("%(label)s : « %(text)s » n'est pas un nombre.", label=label, text=text)) from None
     if not number.is_finite():
-        raise CatalogueError(f"{label} : « {text} » n'est pas un nombre.")
+        raise CatalogueError(_("%(label)s : « %(text)s » n'est pas un nombre.", label=label, text=text))
     return number
 
 
@@ -150,14 +151,14 @@ def row_to_product(row: dict) -> ProductData:
     """ProductData from a CSV row (French column names and words)."""
     unit_word = (row.get("unite") or "").strip().lower()
     if unit_word not in UNIT_WORDS:
-        raise CatalogueError(f"Unité inconnue « {row.get('unite') or ''} » : pièce, kg, l, botte ou panier.")
+        raise CatalogueError(_("Unité inconnue « %(unit)s » : pièce, kg, l, botte ou panier.", unit=row.get("unite") or ""))
     try:
         price = parse_euros(row.get("prix") or "")
     except (ValueError, InvalidOperation):
-        raise CatalogueError(f"Prix illisible « {row.get('prix') or ''} » (exemple : 2,50).") from None
+        raise CatalogueError(_("Prix illisible « %(price)s » (exemple : 2,50).", price=row.get("prix") or "")) from None
     vat = _decimal(row.get("tva") or "5,5", "TVA")
     if vat is None or vat < 0 or vat > 100 or (vat * 100) % 1 != 0:
-        raise CatalogueError(f"TVA illisible « {row.get('tva')} » (exemple : 5,5).")
+        raise CatalogueError(_("TVA illisible « %(vat)s » (exemple : 5,5).", vat=row.get("tva")))
     active_text = row.get("actif")
     return ProductData(
         name=(row.get("nom") or "").strip(), unit=UNIT_WORDS[unit_word], price_cents=price,
@@ -186,7 +187,7 @@ def import_catalogue(producer_id: int, text: str) -> ImportReport:
         try:
             data = row_to_product(row)
             if data.name in seen:
-                raise CatalogueError(f"« {data.name} » apparaît deux fois dans le fichier.")
+                raise CatalogueError(_("« %(name)s » apparaît deux fois dans le fichier.", name=data.name))
             with db.session.begin_nested():
                 save_product(producer_id, data, existing.get(data.name))
         except CatalogueError as error:
@@ -230,16 +231,16 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
         raise LookupError("product not found")
     cycle = db.session.get(Cycle, cycle_id)
     if cycle is None or cycle.status not in ("draft", "open"):
-        raise CatalogueError("Cette commande de la semaine est close : l'offre ne peut plus changer.")
+        raise CatalogueError(_("Cette commande de la semaine est close : l'offre ne peut plus changer."))
     offer = db.session.scalar(sa.select(Offer).where(Offer.cycle_id == cycle_id, Offer.product_id == product_id))
     if not offered:
         if offer is not None:
             offer.active = False
         return offer
     if price_cents is None or price_cents < 0:
-        raise CatalogueError(f"{product.name} : indiquez un prix.")
+        raise CatalogueError(_("%(name)s : indiquez un prix.", name=product.name))
     if stock_cap is not None and (stock_cap < 0 or stock_cap % product.step != 0):
-        raise CatalogueError(f"{product.name} : le stock doit être positif et un multiple du pas de portion.")
+        raise CatalogueError(_("%(name)s : le stock doit être positif et un multiple du pas de portion.", name=product.name))
     if offer is None:
         offer = Offer(cycle_id=cycle_id, product_id=product_id, price_cents=price_cents, stock_cap=stock_cap,
                       reserved=Decimal(0), active=True)
@@ -253,8 +254,8 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
             .values(stock_cap=stock_cap, price_cents=price_cents, active=True)
             .execution_options(synchronize_session=False))
         if result.rowcount != 1:
-            raise CatalogueError(f"{product.name} : déjà {_fmt_decimal(offer.reserved)} commandé, "
-                                 "le stock ne peut pas être plus bas.")
+            raise CatalogueError(_("%(name)s : déjà %(qty)s commandé, le stock ne peut pas être plus bas.",
+                                   name=product.name, qty=_fmt_decimal(offer.reserved)))
     else:
         db.session.execute(sa.update(Offer).where(Offer.id == offer.id)
                            .values(stock_cap=None, price_cents=price_cents, active=True)
@@ -358,11 +359,11 @@ def save_producer(name: str, kind: str, email: str | None, contact_name: str | N
     from producers.models import PRODUCER_KINDS
 
     if kind not in PRODUCER_KINDS:
-        raise CatalogueError("Type de producteur inconnu.")
+        raise CatalogueError(_("Type de producteur inconnu."))
     clash = db.session.scalar(sa.select(Producer.id).where(Producer.name == name.strip(),
                                                            Producer.id != (producer_id or 0)))
     if clash:
-        raise CatalogueError(f"Un producteur s'appelle déjà « {name.strip()} ».")
+        raise CatalogueError(_("Un producteur s'appelle déjà « %(name)s ».", name=name.strip()))
     producer = Producer() if producer_id is None else db.session.get(Producer, producer_id)
     if producer is None:
         raise LookupError("producer not found")
