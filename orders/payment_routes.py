@@ -332,6 +332,5 @@ def money():
         cycle=cycle,
         summary=cycle_money(cycle.id) if cycle else None,
         flagged_all=db.session.scalars(sa.select(Payment).where(Payment.status == "flagged")).all(),
-        stripe_on=bool(current_app.config.get("STRIPE_SECRET_KEY")),
         form=PayForm(),
     )
