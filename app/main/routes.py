@@ -15,13 +15,14 @@ from flask_login import current_user, login_required
 from app.auth.services import set_user_locale
 from app.extensions import db
 from app.main import bp
+from app.main.services import week_summary
 
 
 @bp.route("/")
 @login_required
 def home():
     """The signed-in user's home page."""
-    return render_template("main/home.html")
+    return render_template("main/home.html", week=week_summary(current_user.household_id))
 
 
 def _back() -> str:

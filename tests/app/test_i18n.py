@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from datetime import UTC
 
 from app.extensions import db
 from app.models import User
@@ -58,3 +59,22 @@ def test_referer_from_another_site_is_not_followed(app, client):
     response = client.post("/langue", data={"csrf_token": token, "locale": "en"},
                            headers={"Referer": "https://evil.example/"})
     assert response.headers["Location"] == "/"
+
+
+def test_home_tells_a_member_about_this_weeks_deadline(app, client):
+    from datetime import datetime, timedelta
+
+    from tests.factories import CycleFactory, HouseholdFactory, OrderFactory
+
+    household = HouseholdFactory()
+    UserFactory(email="claire@example.org", name="Claire", household=household, roles=["member"])
+    closes = datetime(2031, 3, 4, 22, 59, tzinfo=UTC)  # Tuesday 23:59 in Paris
+    cycle = CycleFactory(opens_at=datetime.now(UTC) - timedelta(days=1), closes_at=closes)
+    db.session.commit()
+    page = text(login(client, "claire@example.org"))
+    assert "mardi 4 mars 23:59" in page
+    assert "Votre foyer n'a pas encore commandé cette semaine." in page
+
+    OrderFactory(cycle_id=cycle.id, household_id=household.id, status="confirmed", total_cents=2350)
+    db.session.commit()
+    assert "Votre commande est enregistrée : 23,50" in text(client.get("/"))
