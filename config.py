@@ -24,6 +24,8 @@ def filesystem_broker_options(instance: Path) -> dict:
         "data_folder_in": str(queue),
         "data_folder_out": str(queue),
         "processed_folder": str(processed),
+        # Broadcast/control messages (pidbox); Kombu otherwise writes them to ./control.
+        "control_folder": str(instance / "broker" / "control"),
         "store_processed": False,
         "polling_interval": float(os.environ.get("CELERY_POLLING_INTERVAL", "0.05")),
     }

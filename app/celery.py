@@ -27,7 +27,7 @@ def celery_init_app(app: Flask) -> Celery:
     if broker_url.startswith("filesystem://"):
         instance = Path(app.config["INSTANCE_DIR"])
         transport_options = filesystem_broker_options(instance)
-        for key in ("data_folder_in", "processed_folder"):
+        for key in ("data_folder_in", "processed_folder", "control_folder"):
             Path(transport_options[key]).mkdir(parents=True, exist_ok=True)
     elif broker_url.startswith("redis://"):
         # A task not acknowledged within this delay is delivered again (worker killed mid-task).
