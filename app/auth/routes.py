@@ -156,7 +156,9 @@ def users():
             _deliver_mail()
             flash(_("Invitation envoyée à %(email)s.", email=user.email), "success")
             return redirect(url_for("auth.users"))
-    return render_template("auth/users.html", form=form, users=services.list_users(), role_labels=ROLE_LABELS)
+    text, role = request.args.get("q", "")[:100], request.args.get("role", "")
+    return render_template("auth/users.html", form=form, users=services.list_users(text, role),
+                           role_labels=ROLE_LABELS, q=text, role=role)
 
 
 @bp.route("/utilisateurs/<int:user_id>", methods=["GET", "POST"])

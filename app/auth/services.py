@@ -290,9 +290,18 @@ def set_user_locale(user_id: int, locale: str) -> None:
         user.locale = locale
 
 
-def list_users() -> list[User]:
-    """Every account, by name."""
-    return list(db.session.scalars(sa.select(User).order_by(User.name, User.id)))
+def list_users(text: str = "", role: str = "") -> list[User]:
+    """Accounts by name, optionally those whose name or e-mail contains text, or holding a role."""
+    from app.models import UserRole
+
+    query = sa.select(User).order_by(User.name, User.id)
+    text = (text or "").strip()
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(sa.or_(User.name.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\")))
+    if role in ROLES:
+        query = query.where(User.id.in_(sa.select(UserRole.user_id).where(UserRole.role == role)))
+    return list(db.session.scalars(query))
 
 
 def list_households() -> list[Household]:

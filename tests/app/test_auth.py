@@ -446,3 +446,17 @@ def test_behind_a_trusted_proxy_each_visitor_has_their_own_limit(_schema, tmp_pa
     assert attempt("198.51.100.21", 0) == 200  # another visitor behind the same proxy
     with proxied.app_context():
         db.engine.dispose()
+
+
+def test_coordinator_finds_accounts_by_name_or_role(app, client):
+    _coordinator(client)
+    UserFactory(email="claire@example.org", name="Claire Martin", roles=["member"])
+    UserFactory(email="karim@example.org", name="Karim Haddad", roles=["volunteer"])
+    UserFactory(email="percent@example.org", name="Cent % sûr", roles=["member"])
+    db.session.commit()
+    by_name = text(client.get("/compte/utilisateurs?q=martin"))
+    assert "Claire Martin" in by_name and "Karim Haddad" not in by_name and "1 compte" in by_name
+    by_role = text(client.get("/compte/utilisateurs?role=volunteer"))
+    assert "Karim Haddad" in by_role and "Claire Martin" not in by_role
+    assert "Cent % sûr" in text(client.get("/compte/utilisateurs?q=%25"))
+    assert "Claire Martin" not in text(client.get("/compte/utilisateurs?q=%25"))
