@@ -78,3 +78,19 @@ def test_home_tells_a_member_about_this_weeks_deadline(app, client):
     OrderFactory(cycle_id=cycle.id, household_id=household.id, status="confirmed", total_cents=2350)
     db.session.commit()
     assert "Votre commande est enregistrée : 23,50" in text(client.get("/"))
+
+
+def test_every_string_of_the_base_layout_accounts_home_and_errors_has_an_english_translation():
+    from pathlib import Path
+
+    from babel.messages.pofile import read_po
+
+    root = Path(__file__).resolve().parents[2]
+    with open(root / "app/translations/en/LC_MESSAGES/messages.po", "rb") as handle:
+        catalogue = read_po(handle)
+    missing = [
+        message.id for message in catalogue
+        if message.id and any(path.startswith("app/") for path, _ in message.locations)
+        and (not message.string or "fuzzy" in message.flags)
+    ]
+    assert missing == []
