@@ -162,16 +162,13 @@ def member_session(base: str, email: str, password: str, rng: random.Random, lin
     cycle_id = re.search(r'name="cycle_id" type="hidden" value="(\d+)"', cart).group(1)
     slot_id = re.search(r'<option value="(\d+)"', cart).group(1)
     prices = dict(re.findall(r'name="p-(\d+)" value="(\d+)"', cart))
-    steps = dict(re.findall(r'id="q-(\d+)"[^>]*>\s*<small class="hint" id="step-\d+">(?:par )?([\d,]+|nombre entier)', cart))
     chosen = rng.sample(sorted(prices), lines)
     bodies = []
     for factor in (1, 2):
         form = {"csrf_token": token, "cycle_id": cycle_id, "slot_id": slot_id}
         for offer_id in chosen:
-            step = steps.get(offer_id, "nombre entier")
-            step = "1" if step == "nombre entier" else step
-            form[f"q-{offer_id}"] = str(factor * (1 + int(offer_id) % 3)) if step == "1" else \
-                str(factor * (1 + int(offer_id) % 3) * float(step.replace(",", "."))).replace(".", ",")
+            # Whole numbers are multiples of every portion step the scenario uses (1 or 0,5).
+            form[f"q-{offer_id}"] = str(factor * (1 + int(offer_id) % 3))
             form[f"p-{offer_id}"] = prices[offer_id]
         bodies.append(urllib.parse.urlencode(form))
     cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
