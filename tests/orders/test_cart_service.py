@@ -146,3 +146,37 @@ def test_slot_full_is_refused(shop):
     assert db.session.get(Offer, s["carrots"].id).reserved == 1
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Order)) == 1
     assert utcnow() < s["cycle"].closes_at
+
+
+def test_book_slot_moves_the_order_and_respects_capacity(shop):
+    """book_slot moves an order to another slot, giving its place back; a full slot refuses."""
+    s = shop
+    order = save_order(s["cycle"].id, s["household"].id, {s["eggs"].id: (D(1), D(0))}, s["slot"].id, None)
+    db.session.commit()
+    book_slot(order.id, s["other_slot"].id)
+    db.session.commit()
+    assert db.session.get(Slot, s["slot"].id).booked == 0
+    assert db.session.get(Slot, s["other_slot"].id).booked == 1
+    second = save_order(s["cycle"].id, HouseholdFactory().id, {s["eggs"].id: (D(1), D(0))}, s["slot"].id, None)
+    db.session.commit()
+    with pytest.raises(OrderRefused) as refused:
+        book_slot(second.id, s["other_slot"].id)
+    db.session.rollback()
+    assert "complet" in refused.value.messages[0]
+    assert db.session.get(Order, second.id).slot_id == s["slot"].id
+
+
+def test_cancelling_a_cycle_cancels_its_orders(shop):
+    """A cancelled distribution cancels its orders and gives stock and places back."""
+    from orders.services import cancel_cycle
+
+    s = shop
+    save_order(s["cycle"].id, s["household"].id, {s["eggs"].id: (D(3), D(0))}, s["slot"].id, None)
+    db.session.commit()
+    cancel_cycle(s["cycle"].id)
+    db.session.commit()
+    assert db.session.scalar(sa.select(Order.status)) == "cancelled"
+    assert db.session.get(Offer, s["eggs"].id).reserved == 0
+    assert db.session.get(Slot, s["slot"].id).booked == 0
+    with pytest.raises(OrderRefused):
+        save_order(s["cycle"].id, s["household"].id, {s["eggs"].id: (D(1), D(0))}, s["slot"].id, None)
