@@ -569,11 +569,17 @@ def _book_core(order_id: int, cycle_id: int, old_slot: int | None, slot_id: int)
     if old_slot == slot_id:
         return slot_id
     conn = db.session.connection()
+    # Rows locked in slot id order, so two households swapping slots never deadlock; if the take
+    # fails after the release, the caller's savepoint undoes the release.
+    release_first = old_slot is not None and old_slot < slot_id
+    if release_first:
+        _release_core(old_slot)
     if conn.execute(_Q_TAKE_SLOT, {"b_slot": slot_id, "b_cycle": cycle_id}).rowcount != 1:
         if conn.execute(_Q_SLOT_EXISTS, {"b_slot": slot_id, "b_cycle": cycle_id}).first() is None:
             raise OrderRefused(_("Ce créneau n'existe pas pour cette distribution."))
         raise OrderRefused(_("Ce créneau est complet : choisissez-en un autre."))
-    _release_core(old_slot)
+    if not release_first:
+        _release_core(old_slot)
     return slot_id
 
 
@@ -581,14 +587,6 @@ def _release_core(slot_id: int | None) -> None:
     """Give a slot place back."""
     if slot_id is not None:
         db.session.connection().execute(_Q_RELEASE_SLOT, {"b_slot": slot_id})
-
-
-def _release_slot(order: Order) -> None:
-    """Give the order's slot place back."""
-    if order.slot_id is not None:
-        db.session.execute(sa.update(Slot).where(Slot.id == order.slot_id, Slot.booked > 0)
-                           .values(booked=Slot.booked - 1).execution_options(synchronize_session=False))
-        order.slot_id = None
 
 
 def book_slot(order_id: int, slot_id: int, now: datetime | None = None) -> Order:
@@ -599,26 +597,16 @@ def book_slot(order_id: int, slot_id: int, now: datetime | None = None) -> Order
         raise OrderRefused(_("Cette commande n'existe pas."))
     cycle = db.session.scalar(sa.select(Cycle).where(Cycle.id == order.cycle_id).with_for_update(read=True))
     _check_cycle_open(cycle, now)
-    return _book(order, slot_id)
-
-
-def _book(order: Order, slot_id: int) -> Order:
-    """Move the order to a slot if a place is left there (guarded UPDATE)."""
-    if order.slot_id == slot_id:
-        return order
-    booked = db.session.execute(
-        sa.update(Slot)
-        .where(Slot.id == slot_id, Slot.cycle_id == order.cycle_id, Slot.booked < Slot.capacity)
-        .values(booked=Slot.booked + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if booked.rowcount != 1:
-        exists = db.session.scalar(sa.select(Slot.id).where(Slot.id == slot_id, Slot.cycle_id == order.cycle_id))
-        if exists is None:
-            raise OrderRefused(_("Ce créneau n'existe pas pour cette distribution."))
-        raise OrderRefused(_("Ce créneau est complet : choisissez-en un autre."))
-    _release_slot(order)
-    order.slot_id = slot_id
+    savepoint = db.session.begin_nested()
+    db.session.connection()  # emits the SAVEPOINT
+    try:
+        new_slot = _book_core(order.id, order.cycle_id, order.slot_id, slot_id)
+    except OrderRefused:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    order.slot_id = new_slot
+    db.session.flush()
     return order
 
 
