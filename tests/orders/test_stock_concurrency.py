@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -113,3 +114,32 @@ def test_slot_capacity_holds_under_the_same_race(app):
     db.session.expire_all()
     assert db.session.get(Slot, slot.id).booked == 7
     assert db.session.get(Offer, bread.id).reserved == 14
+
+
+@pytest.mark.postgres_only
+def test_households_swapping_slots_at_once_never_fail(app):
+    """Half the households move from slot A to B while the other half move from B to A: all succeed."""
+    cycle = CycleFactory()
+    bread = OfferFactory(cycle_id=cycle.id, product=ProductFactory(price_cents=380))
+    first = SlotFactory(cycle_id=cycle.id, capacity=CLIENTS)
+    second = SlotFactory(cycle_id=cycle.id, capacity=CLIENTS, starts_at=first.starts_at + timedelta(minutes=30))
+    households = [HouseholdFactory().id for _ in range(CLIENTS)]
+    db.session.commit()
+    slots = (first.id, second.id)
+    for i, household in enumerate(households):
+        save_order(cycle.id, household, {bread.id: (Decimal(1), Decimal(0))}, slots[i % 2], None)
+    db.session.commit()
+
+    def swap(i: int):
+        # Same quantity: only the slot rows are locked, in opposite directions by the two halves.
+        return save_order(cycle.id, households[i], {bread.id: (Decimal(1), Decimal(0))},
+                          slots[(i + 1) % 2], None).id
+
+    results = run_clients(app, swap)
+    assert [r for r in results if not isinstance(r, int)] == []
+    db.session.expire_all()
+    assert db.session.get(Slot, first.id).booked == CLIENTS // 2
+    assert db.session.get(Slot, second.id).booked == CLIENTS // 2
+    assert db.session.get(Offer, bread.id).reserved == CLIENTS
+    assert {o.slot_id for o in db.session.scalars(sa.select(Order).where(Order.household_id == households[0]))} \
+        == {second.id}
