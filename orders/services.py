@@ -113,6 +113,7 @@ def generate_cycles(today: date | None = None, now: datetime | None = None) -> l
                         db.session.add(Slot(cycle_id=cycle.id, starts_at=starts, ends_at=ends,
                                             capacity=schedule.slot_capacity, booked=0))
                     db.session.flush()
+                    carry_offers(cycle)
             except IntegrityError:
                 continue
             created.append(cycle)
@@ -122,6 +123,29 @@ def generate_cycles(today: date | None = None, now: datetime | None = None) -> l
 
         generate_for_coming_cycles([c.id for c in created], now=now)
     return created
+
+
+def carry_offers(cycle: Cycle) -> int:
+    """Offer again what the schedule's latest earlier cycle offered (producers then adjust); returns how many."""
+    previous = db.session.scalar(
+        sa.select(Cycle.id).where(Cycle.schedule_id == cycle.schedule_id, Cycle.id != cycle.id,
+                                  Cycle.distribution_date < cycle.distribution_date, Cycle.status != "cancelled")
+        .order_by(Cycle.distribution_date.desc()).limit(1)
+    )
+    if previous is None:
+        return 0
+    rows = db.session.execute(
+        sa.select(Offer.product_id, Offer.price_cents, Offer.stock_cap)
+        .join(Product, Product.id == Offer.product_id).join(Producer, Producer.id == Product.producer_id)
+        .where(Offer.cycle_id == previous, Offer.active.is_(True), Product.active.is_(True),
+               Producer.active.is_(True), Product.is_contract_basket.is_(False))
+    ).all()
+    if rows:
+        # AMAP baskets are left out: orders.contracts creates their offers at the contract price.
+        db.session.execute(sa.insert(Offer), [
+            {"cycle_id": cycle.id, "product_id": product_id, "price_cents": price, "stock_cap": cap,
+             "reserved": Decimal(0), "active": True} for product_id, price, cap in rows])
+    return len(rows)
 
 
 def open_due_cycles(now: datetime | None = None) -> int:

@@ -101,3 +101,27 @@ def test_cancel_and_move_are_guarded(schedule):
     with pytest.raises(CycleRefused):
         move_cycle(cycle.id, cycle.opens_at, cycle.closes_at, cycle.distribution_starts_at,
                    cycle.distribution_ends_at)
+
+
+def test_new_cycles_carry_the_previous_offers(schedule):
+    """A generated cycle starts with the offers of the one before (prices and caps); producers adjust."""
+    from decimal import Decimal
+
+    from producers.models import Offer
+    from tests.factories import ProducerFactory, ProductFactory
+
+    first = generate_cycles(today=date(2026, 3, 20), now=utc(2026, 3, 20, 12))[0]
+    farm, gone = ProducerFactory(), ProducerFactory(active=False)
+    kept = ProductFactory(producer=farm, name="Poireaux")
+    db.session.add_all([
+        Offer(cycle_id=first.id, product_id=kept.id, price_cents=260, stock_cap=Decimal(30), reserved=Decimal(4)),
+        Offer(cycle_id=first.id, product_id=ProductFactory(producer=gone).id, price_cents=100, reserved=Decimal(0)),
+    ])
+    # Forget the later weeks, so they are generated again from the first one.
+    db.session.execute(sa.delete(Slot).where(Slot.cycle_id != first.id))
+    db.session.execute(sa.delete(Cycle).where(Cycle.id != first.id))
+    db.session.commit()
+    later = generate_cycles(today=date(2026, 3, 20), now=utc(2026, 3, 20, 12))
+    offers = db.session.scalars(sa.select(Offer).where(Offer.cycle_id == later[0].id)).all()
+    assert [(o.product_id, o.price_cents, o.stock_cap, o.reserved) for o in offers] == [
+        (kept.id, 260, Decimal(30), Decimal(0))]
