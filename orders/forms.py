@@ -87,7 +87,7 @@ class AssignTierForm(FlaskForm):
 
 
 def read_cart(formdata) -> tuple[dict, dict[int, int], dict[int, str]]:
-    """Quantities, shown prices and per-offer French errors from the cart's q-/t-/p- fields."""
+    """Quantities, shown base prices and per-offer French errors from the cart's q-/t-/p- fields."""
     from decimal import Decimal
 
     from orders.services import parse_quantity

@@ -457,7 +457,9 @@ def save_order(
             errors.append(_("%(name)s n'est plus proposé cette semaine.", name=item.name))
             continue
         price = unit_price_cents(item.price_cents, tier, share)
-        if expected_prices is not None and offer_id in expected_prices and expected_prices[offer_id] != price:
+        # The page sends back the base price it showed: a producer's change since (or a tampered
+        # field) is refused; the household's tier and share still apply on top.
+        if expected_prices is not None and offer_id in expected_prices and expected_prices[offer_id] != item.price_cents:
             errors.append(_("Le prix de %(name)s a changé : vérifiez le panier et confirmez à nouveau.",
                             name=item.name))
             continue

@@ -224,3 +224,17 @@ def test_cart_page_queries_do_not_grow_with_offers(app, client, shop, count_quer
     db.session.commit()
     assert "Produit" in client.get("/commandes/panier").get_data(as_text=True)
     assert measure() == few
+
+
+def test_pay_what_you_can_household_changes_its_share(client, shop):
+    """Changing the share on the page (shown prices included in the form) is accepted and charged."""
+    from tests.factories import PriceTierFactory
+
+    s = shop
+    s["household"].price_tier = PriceTierFactory(pay_what_you_can=True, minimum_bp=5000)
+    db.session.commit()
+    first = post_cart(client, {f"q-{s['carrots'].id}": "1", "slot_id": s["slot"].id})
+    assert "Commande enregistrée : 2,80" in first.get_data(as_text=True)
+    second = post_cart(client, {f"q-{s['carrots'].id}": "1", "slot_id": s["slot"].id, "share_percent": "50"})
+    assert "Commande enregistrée : 1,40" in second.get_data(as_text=True)
+    assert 'value="50"' in client.get("/commandes/panier").get_data(as_text=True)
