@@ -24,15 +24,11 @@ from wtforms.validators import (
 class CartForm(FlaskForm):
     """The cart: quantities come as q-<offer id> / t-<offer id> fields, read by read_cart."""
 
-    class Meta:
-        def get_translations(self, form):
-            """Every message here is our own (Flask-Babel): skip loading WTForms' catalogue per request."""
-
     cycle_id = HiddenField()
     slot_id = SelectField(_l("Créneau de retrait"), coerce=int, validate_choice=False,
                           validators=[Optional()])
     share_percent = IntegerField(_l("Ma part du prix (en %)"), validators=[
-        Optional(), NumberRange(min=0, max=200, message=_l("Entre 0 et 200 %."))])
+        Optional(), NumberRange(min=0, max=200, message=_l("Entre 0 et 200 %%."))])
     submit = SubmitField(_l("Confirmer ma commande"))
 
 
@@ -73,7 +69,7 @@ class TierForm(FlaskForm):
     markup_percent = StringField(_l("Majoration sur le prix (en %, ex. 10 ou -5)"), default="0")
     pay_what_you_can = BooleanField(_l("Prix libre (le foyer choisit sa part)"))
     minimum_percent = IntegerField(_l("Part minimale pour le prix libre (en %)"), default=100, validators=[
-        Optional(), NumberRange(min=0, max=100, message=_l("Entre 0 et 100 %."))])
+        Optional(), NumberRange(min=0, max=100, message=_l("Entre 0 et 100 %%."))])
     is_default = BooleanField(_l("Tarif par défaut des foyers sans tarif"))
     submit = SubmitField(_l("Enregistrer le tarif"))
 

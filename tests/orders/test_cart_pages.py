@@ -238,3 +238,19 @@ def test_pay_what_you_can_household_changes_its_share(client, shop):
     second = post_cart(client, {f"q-{s['carrots'].id}": "1", "slot_id": s["slot"].id, "share_percent": "50"})
     assert "Commande enregistrée : 1,40" in second.get_data(as_text=True)
     assert 'value="50"' in client.get("/commandes/panier").get_data(as_text=True)
+
+
+def test_unreadable_share_and_slot_are_explained(client, shop):
+    """A share or a slot that is not a number gets a French message on the form, nothing written."""
+    from tests.factories import PriceTierFactory
+
+    response = post_cart(client, {f"q-{shop['carrots'].id}": "1", "slot_id": "abc", "share_percent": "beaucoup"})
+    assert response.status_code == 422
+    assert "Choix non valide" in response.get_data(as_text=True)
+    assert nothing_written(shop)
+    shop["household"].price_tier = PriceTierFactory(pay_what_you_can=True, minimum_bp=5000)
+    db.session.commit()
+    response = post_cart(client, {f"q-{shop['carrots'].id}": "1", "slot_id": shop["slot"].id,
+                                  "share_percent": "beaucoup"})
+    assert response.status_code == 422 and "Entre 0 et 200 %." in response.get_data(as_text=True)
+    assert nothing_written(shop)
