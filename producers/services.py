@@ -175,14 +175,26 @@ def import_catalogue(producer_id: int, text: str) -> ImportReport:
     sample = text[:2048]
     delimiter = ";" if sample.count(";") > sample.count(",") else ","
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter)
-    headers = [h.strip().lower() for h in (reader.fieldnames or [])]
+    try:
+        headers = [h.strip().lower() for h in (reader.fieldnames or [])]
+    except csv.Error:
+        headers = []
     if "nom" not in headers or "prix" not in headers or "unite" not in headers:
         report.rejected.append((1, "En-tête attendu : " + delimiter.join(CSV_COLUMNS)))
         return report
     reader.fieldnames = headers
     existing = {p.name: p.id for p in db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id))}
     seen: set[str] = set()
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error:
+            # A broken file (NUL bytes, an unclosed quote): keep what was read, say where it stopped.
+            report.rejected.append((reader.line_num + 1, _("Fichier illisible à partir de cette ligne.")))
+            break
         line = reader.line_num
         try:
             data = row_to_product(row)

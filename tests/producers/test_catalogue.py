@@ -136,3 +136,13 @@ def test_coordinator_imports_through_the_page(app, client):
     assert "2 produit(s) créé(s)" in text and "6 ligne(s) refusée(s)" in text and "Prix illisible" in text
     export = client.get(f"/producteurs/admin/{supplier.id}/export.csv")
     assert export.mimetype == "text/csv" and "Huile" in export.get_data(as_text=True)
+
+
+def test_broken_csv_is_reported_not_a_crash(app):
+    """A file the csv module cannot read (an endless field) keeps the rows before it and says where it stopped."""
+    supplier = ProducerFactory(kind="bulk_supplier")
+    text = "nom;unite;prix\nRiz;kg;3,20\nHuile;l;4;" + "x" * 200_000 + "\nSel;kg;1\n"
+    report = import_catalogue(supplier.id, text)
+    assert report.created == 1
+    assert report.rejected == [(3, "Fichier illisible à partir de cette ligne.")]
+    assert import_catalogue(supplier.id, "").rejected[0][1].startswith("En-tête attendu")
