@@ -249,9 +249,9 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
         if offer is not None:
             offer.active = False
         return offer
-    if price_cents is None or price_cents < 0:
-        raise CatalogueError(_("%(name)s : indiquez un prix.", name=product.name))
-    if stock_cap is not None and (stock_cap < 0 or stock_cap % product.step != 0):
+    if price_cents is None or price_cents < 0 or price_cents > 10_000_00:
+        raise CatalogueError(_("%(name)s : indiquez un prix entre 0 et 10 000 €.", name=product.name))
+    if stock_cap is not None and (stock_cap < 0 or stock_cap > 100_000 or stock_cap % product.step != 0):
         raise CatalogueError(_("%(name)s : le stock doit être positif et un multiple du pas de portion.", name=product.name))
     if offer is None:
         offer = Offer(cycle_id=cycle_id, product_id=product_id, price_cents=price_cents, stock_cap=stock_cap,

@@ -130,3 +130,13 @@ def test_demand_queries_do_not_grow_with_orders(client, market, count_queries):
     few = measure()
     place_orders(m, 190, [rice.id, oil.id])
     assert measure() == few
+
+
+@pytest.mark.parametrize("price, cap", [("1e10", "5"), ("3", "1e20"), ("-2", "5"), ("3", "0,3")])
+def test_absurd_offer_values_are_refused(client, market, price, cap):
+    """Absurd prices or caps get a French message and write nothing."""
+    m = market
+    response = offer_form(client, m["cycle"].id, {f"o-{m['rice'].id}": "1", f"price-{m['rice'].id}": price,
+                                                  f"cap-{m['rice'].id}": cap})
+    assert response.status_code == 422 and "Riz" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(Offer).where(Offer.product_id == m["rice"].id)) is None
