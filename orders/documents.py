@@ -37,6 +37,8 @@ log = logging.getLogger("panier.documents")
 
 #: Bag slips per printed page (a fixed number keeps the page count predictable).
 SLIPS_PER_PAGE = 3
+#: Portions per repackaging chunk (about a dozen pages).
+REPACK_PORTIONS = 300
 #: Households side by side in one table of the product by household grid (landscape A4).
 GRID_COLUMNS = 10
 
@@ -89,7 +91,10 @@ def chunk_names(cycle_id: int) -> list[str]:
             names.append(f"chunk:grid:{slot}:{part}")
         names.append(f"chunk:sheet:{slot}")
     if _has_bulk(cycle_id):
-        names.append("chunk:repack")
+        for index, product in enumerate(repackaging_products(cycle_id)):
+            portions = sum(len(case.portions) for case in product.cases)
+            for part in range(max(1, math.ceil(portions / REPACK_PORTIONS))):
+                names.append(f"chunk:repack:{index}:{part}")
     return names
 
 
@@ -118,7 +123,7 @@ def render_chunk(cycle_id: int, name: str) -> list[Document]:
 
         return [render_distribution_sheet(cycle_id, int(parts[2]) or None)]
     if kind == "repack":
-        return [render_repackaging(cycle_id)]
+        return [render_repackaging(cycle_id, int(parts[2]), int(parts[3]))]
     raise ValueError(f"unknown chunk {name}")
 
 
@@ -522,6 +527,7 @@ class _RepackProduct:
     case_size: Decimal
     step: Decimal | None
     cases: list
+    total_cases: int = 0
 
 
 def repackaging_products(cycle_id: int) -> list:
@@ -549,15 +555,28 @@ def repackaging_products(cycle_id: int) -> list:
     return list(products.values())
 
 
-def render_repackaging(cycle_id: int) -> Document:
-    """The repackaging sheet: each bulk case split into household portions."""
+def render_repackaging(cycle_id: int, index: int, part: int) -> Document:
+    """One bulk product's repackaging sheet (at most REPACK_PORTIONS portions): its cases split into portions."""
     context = _cycle_context(cycle_id)
     products = repackaging_products(cycle_id)
+    product = products[index] if index < len(products) else None
+    if product is not None:
+        # Keep only this part's portions, case by case, so a large product spans several chunks.
+        start, end, seen, cases = part * REPACK_PORTIONS, (part + 1) * REPACK_PORTIONS, 0, []
+        for case in product.cases:
+            kept = [p for n, p in enumerate(case.portions, start=seen) if start <= n < end]
+            seen += len(case.portions)
+            if kept:
+                cases.append(_Case(case.number, kept))
+        product = _RepackProduct(product.product_name, product.unit, product.case_size, None, cases)
+        product.total_cases = len(products[index].cases)
     end_reads()
-    pdf = render_pdf("orders/documents/repackaging.html", products=products,
+    pdf = render_pdf("orders/documents/repackaging.html", products=[product] if product else [],
                      title=_("Fiche de reconditionnement"), **context)
-    filename = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}.pdf"
-    return store_document(cycle_id, "repackaging", "all", "volunteer", filename, pdf.data, pages=pdf.pages)
+    name = _slug(product.product_name) if product else "vide"
+    filename = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}-{name}-{part + 1}.pdf"
+    return store_document(cycle_id, "repackaging", f"product:{index}:{part}", "volunteer", filename, pdf.data,
+                          pages=pdf.pages)
 
 
 # --------------------------------------------------------------------------- e-mails

@@ -176,3 +176,27 @@ def test_250_households_page_counts_and_text(app):
     grid = db.session.scalars(sa.select(Document).where(Document.kind == "grid")).all()
     assert len(grid) == 3
     assert "Tableau de répartition" in pdf_text(grid[0].path)
+
+
+def test_bulk_product_gets_whole_cases_and_a_repackaging_sheet(app):
+    from decimal import Decimal
+
+    from producers.models import Offer, Product
+
+    data = make_cycle(households=4, slots=1, producers=1, products_per_producer=1, lines=1)
+    offer = db.session.get(Offer, data.offer_ids[0])
+    product = db.session.get(Product, offer.product_id)
+    product.name, product.case_size, product.portion_step = "Riz complet", Decimal(5), Decimal("0.5")
+    # 4 x 1.5 kg = 6 kg ordered: one 5 kg case is bought and shared back.
+    db.session.commit()
+    close.close_due_cycles()
+    db.session.commit()
+    close.finalize_cycle(data.cycle_id, inline=True)
+    allocated = db.session.scalars(sa.select(OrderLine.quantity_allocated)).all()
+    assert sum(allocated) == Decimal(5)
+    sheet = db.session.scalar(sa.select(Document).where(Document.kind == "repackaging"))
+    text = pdf_text(sheet.path)
+    assert "Fiche de reconditionnement" in text and "Riz complet" in text and "1 colis de 5 kg" in text
+    assert all(f"Famille {n:04d}" in text for n in range(1, 5))
+    po = db.session.scalar(sa.select(Document).where(Document.kind == "purchase_order"))
+    assert "1×5" in pdf_text(po.path).replace(" ", "")  # one whole case of 5 kg
