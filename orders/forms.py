@@ -95,7 +95,7 @@ def read_cart(formdata) -> tuple[dict, dict[int, int], dict[int, str]]:
         prefix, _, raw_id = key.partition("-")
         if prefix not in ("q", "t", "p") or not raw_id:
             continue
-        if not raw_id.isdigit() or len(raw_id) > 12:
+        if not raw_id.isdigit() or len(raw_id) > 9:
             raise ValueError("offer id")
         offer_id = int(raw_id)
         if prefix == "p":

@@ -64,6 +64,8 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
             quantities, shown, field_errors = read_cart(request.form)
             # The cycle the page showed: the service refuses it if it has closed since.
             posted_cycle = int(form.cycle_id.data) if form.cycle_id.data else getattr(current_cycle(), "id", None)
+            if posted_cycle is not None and not 0 < posted_cycle < 2**31:
+                raise ValueError("cycle id")
         except ValueError:
             abort(400)
         if posted_cycle is not None and not field_errors:
@@ -135,7 +137,7 @@ def history():
     return render_template("orders/history.html", rows=household_orders(current_user.household_id))
 
 
-@bp.route("/commande/<int:order_id>")
+@bp.route("/commande/<int(max=2147483647):order_id>")
 @roles_required("member", "volunteer")
 def order_detail(order_id: int):
     """One order: lines, totals, slot (a household sees only its own)."""
@@ -161,7 +163,7 @@ def assist():
     return render_template("orders/assist.html", form=form, households=households)
 
 
-@bp.route("/au-cafe/foyer/<int:household_id>", methods=["GET", "POST"])
+@bp.route("/au-cafe/foyer/<int(max=2147483647):household_id>", methods=["GET", "POST"])
 @roles_required("volunteer")
 def assist_order(household_id: int):
     """The cart of a household, filled by a volunteer at the café."""
@@ -200,7 +202,7 @@ def _local_naive(moment: datetime) -> datetime:
     return to_local(moment).replace(tzinfo=None)
 
 
-@bp.route("/cycles/<int:cycle_id>", methods=["GET", "POST"])
+@bp.route("/cycles/<int(max=2147483647):cycle_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def cycle_edit(cycle_id: int):
     """Move a distribution, or cancel it."""
@@ -224,7 +226,7 @@ def cycle_edit(cycle_id: int):
     return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm())
 
 
-@bp.route("/cycles/<int:cycle_id>/annuler", methods=["POST"])
+@bp.route("/cycles/<int(max=2147483647):cycle_id>/annuler", methods=["POST"])
 @roles_required("coordinator")
 def cycle_cancel(cycle_id: int):
     """Cancel a distribution that has not closed."""
@@ -262,7 +264,7 @@ def _tier_from_form(form: TierForm, tier: PriceTier) -> str | None:
 
 
 @bp.route("/tarifs", methods=["GET", "POST"])
-@bp.route("/tarifs/<int:tier_id>", methods=["GET", "POST"])
+@bp.route("/tarifs/<int(max=2147483647):tier_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def tiers(tier_id: int | None = None):
     """Solidarity price tiers: list, create, edit."""
@@ -300,7 +302,7 @@ def tier_households():
     assign = AssignTierForm()
     if assign.validate_on_submit():
         household = db.session.get(Household, int(assign.household_id.data)) if \
-            assign.household_id.data.isdigit() else None
+            assign.household_id.data.isdigit() and len(assign.household_id.data) <= 9 else None
         if household is None:
             abort(404)
         if assign.tier_id.data and db.session.get(PriceTier, assign.tier_id.data) is None:
@@ -316,7 +318,7 @@ def tier_households():
                            choices=choices, assign=assign)
 
 
-@bp.route("/cycles/<int:cycle_id>/tarifs")
+@bp.route("/cycles/<int(max=2147483647):cycle_id>/tarifs")
 @roles_required("coordinator")
 def tier_report(cycle_id: int):
     """What each tier brought in during a cycle, against base prices."""

@@ -47,7 +47,7 @@ def _producer_id() -> int:
         return current_user.producer_id
     if current_user.has_role("coordinator"):
         raw = request.args.get("producer_id", "")
-        if raw.isdigit() and db.session.get(Producer, int(raw)) is not None:
+        if raw.isdigit() and len(raw) <= 9 and db.session.get(Producer, int(raw)) is not None:
             return int(raw)
         abort(404)
     if current_user.producer_id:
@@ -89,7 +89,7 @@ def _scope_args(producer_id: int) -> dict:
 
 
 @bp.route("/catalogue/produit", methods=["GET", "POST"])
-@bp.route("/catalogue/produit/<int:product_id>", methods=["GET", "POST"])
+@bp.route("/catalogue/produit/<int(max=2147483647):product_id>", methods=["GET", "POST"])
 @roles_required("producer")
 def product_edit(product_id: int | None = None):
     """Create or edit a product of the producer (another producer's product is not found)."""
@@ -158,7 +158,7 @@ def photo(name: str):
     return send_from_directory(Path(current_app.config["INSTANCE_DIR"]) / "photos", name)
 
 
-@bp.route("/offre/<int:cycle_id>", methods=["GET", "POST"])
+@bp.route("/offre/<int(max=2147483647):cycle_id>", methods=["GET", "POST"])
 @roles_required("producer")
 def offers(cycle_id: int):
     """What the producer offers in one cycle: which products, at what price, with what stock."""
@@ -204,7 +204,7 @@ def _demand_cycle() -> Cycle:
     from orders.services import current_cycle
 
     raw = request.args.get("cycle_id", "")
-    cycle = db.session.get(Cycle, int(raw)) if raw.isdigit() else current_cycle()
+    cycle = db.session.get(Cycle, int(raw)) if raw.isdigit() and len(raw) <= 9 else current_cycle()
     if cycle is None:
         abort(404)
     return cycle
@@ -233,7 +233,7 @@ def demand_view():
 
 
 @bp.route("/admin", methods=["GET", "POST"])
-@bp.route("/admin/<int:producer_id>", methods=["GET", "POST"])
+@bp.route("/admin/<int(max=2147483647):producer_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def admin_producers(producer_id: int | None = None):
     """List producers; create or edit one."""
@@ -257,7 +257,7 @@ def admin_producers(producer_id: int | None = None):
                            import_form=ImportForm()), 422 if form.errors else 200
 
 
-@bp.route("/admin/<int:producer_id>/import", methods=["POST"])
+@bp.route("/admin/<int(max=2147483647):producer_id>/import", methods=["POST"])
 @roles_required("coordinator")
 def admin_import(producer_id: int):
     """Import a producer's catalogue from a CSV file and show what was rejected."""
@@ -276,7 +276,7 @@ def admin_import(producer_id: int):
     return render_template("producers/import_report.html", producer=producer, report=report)
 
 
-@bp.route("/admin/<int:producer_id>/export.csv")
+@bp.route("/admin/<int(max=2147483647):producer_id>/export.csv")
 @roles_required("coordinator")
 def admin_export(producer_id: int):
     """A producer's catalogue as CSV (the import format)."""

@@ -254,3 +254,13 @@ def test_unreadable_share_and_slot_are_explained(client, shop):
                                   "share_percent": "beaucoup"})
     assert response.status_code == 422 and "Entre 0 et 200 %." in response.get_data(as_text=True)
     assert nothing_written(shop)
+
+
+def test_huge_ids_are_not_found_rather_than_errors(client, shop):
+    """Ids beyond any integer column answer 404 or 400 (PostgreSQL would otherwise fail on them)."""
+    huge = "9" * 20
+    assert client.get(f"/commandes/commande/{huge}").status_code == 404
+    assert client.get(f"/producteurs/demande?cycle_id={huge}").status_code in (403, 404)
+    response = post_cart(client, {f"q-{shop['carrots'].id}": "1", "slot_id": shop["slot"].id, "cycle_id": huge})
+    assert response.status_code == 400
+    assert nothing_written(shop)
