@@ -5,13 +5,14 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import sqlalchemy as sa
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from werkzeug.security import generate_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.db import utcnow
 from app.extensions import db
@@ -44,10 +45,20 @@ def normalize_email(email: str) -> str:
 def authenticate(email: str, password: str) -> User | None:
     """The active user with this e-mail and password, or None (same answer for both mistakes)."""
     user = db.session.scalar(sa.select(User).where(User.email == normalize_email(email)))
-    if user is None or not user.active or not user.check_password(password):
+    if user is None:
+        # Hash anyway, so an unknown address takes as long as a wrong password (no enumeration by timing).
+        check_password_hash(_dummy_hash(), password)
+        return None
+    if not user.active or not user.check_password(password):
         return None
     user.last_login_at = utcnow()
     return user
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash of nothing anybody types, made once per process with the default method."""
+    return generate_password_hash(secrets.token_hex(16))
 
 
 def _password_fingerprint(user: User) -> str:
