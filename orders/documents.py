@@ -91,10 +91,33 @@ def chunk_names(cycle_id: int) -> list[str]:
             names.append(f"chunk:grid:{slot}:{part}")
         names.append(f"chunk:sheet:{slot}")
     if _has_bulk(cycle_id):
-        for index, product in enumerate(repackaging_products(cycle_id)):
-            portions = sum(len(case.portions) for case in product.cases)
-            for part in range(max(1, math.ceil(portions / REPACK_PORTIONS))):
-                names.append(f"chunk:repack:{index}:{part}")
+        names += _repack_chunks(repackaging_products(cycle_id))
+    return names
+
+
+def _repack_chunks(products: list) -> list[str]:
+    """Repackaging chunks "chunk:repack:<first>:<last>:<part>": small products grouped, big ones split.
+
+    Products first..last (indexes in repackaging order) go in one chunk while their portions fit
+    in REPACK_PORTIONS; a product with more portions is a chunk of its own, split in parts.
+    """
+    names, first, count = [], None, 0
+    for index, product in enumerate(products):
+        portions = sum(len(case.portions) for case in product.cases)
+        if portions > REPACK_PORTIONS:
+            if first is not None:
+                names.append(f"chunk:repack:{first}:{index - 1}:0")
+                first, count = None, 0
+            names += [f"chunk:repack:{index}:{index}:{part}" for part in range(math.ceil(portions / REPACK_PORTIONS))]
+            continue
+        if first is not None and count + portions > REPACK_PORTIONS:
+            names.append(f"chunk:repack:{first}:{index - 1}:0")
+            first, count = None, 0
+        if first is None:
+            first = index
+        count += portions
+    if first is not None:
+        names.append(f"chunk:repack:{first}:{len(products) - 1}:0")
     return names
 
 
@@ -123,7 +146,7 @@ def render_chunk(cycle_id: int, name: str) -> list[Document]:
 
         return [render_distribution_sheet(cycle_id, int(parts[2]) or None)]
     if kind == "repack":
-        return [render_repackaging(cycle_id, int(parts[2]), int(parts[3]))]
+        return [render_repackaging(cycle_id, int(parts[2]), int(parts[3]), int(parts[4]))]
     raise ValueError(f"unknown chunk {name}")
 
 
@@ -555,28 +578,28 @@ def repackaging_products(cycle_id: int) -> list:
     return list(products.values())
 
 
-def render_repackaging(cycle_id: int, index: int, part: int) -> Document:
-    """One bulk product's repackaging sheet (at most REPACK_PORTIONS portions): its cases split into portions."""
+def render_repackaging(cycle_id: int, first: int, last: int, part: int) -> Document:
+    """Repackaging sheet for bulk products first..last (or one part of one big product): cases into portions."""
     context = _cycle_context(cycle_id)
-    products = repackaging_products(cycle_id)
-    product = products[index] if index < len(products) else None
-    if product is not None:
-        # Keep only this part's portions, case by case, so a large product spans several chunks.
+    products = repackaging_products(cycle_id)[first:last + 1]
+    if first == last and products:
+        # One big product: keep only this part's portions, case by case.
+        product = products[0]
         start, end, seen, cases = part * REPACK_PORTIONS, (part + 1) * REPACK_PORTIONS, 0, []
         for case in product.cases:
             kept = [p for n, p in enumerate(case.portions, start=seen) if start <= n < end]
             seen += len(case.portions)
             if kept:
                 cases.append(_Case(case.number, kept))
-        product = _RepackProduct(product.product_name, product.unit, product.case_size, None, cases)
-        product.total_cases = len(products[index].cases)
+        products = [_RepackProduct(product.product_name, product.unit, product.case_size, None, cases,
+                                   total_cases=len(product.cases))]
     end_reads()
-    pdf = render_pdf("orders/documents/repackaging.html", products=[product] if product else [],
+    pdf = render_pdf("orders/documents/repackaging.html", products=products,
                      title=_("Fiche de reconditionnement"), **context)
-    name = _slug(product.product_name) if product else "vide"
-    filename = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}-{name}-{part + 1}.pdf"
-    return store_document(cycle_id, "repackaging", f"product:{index}:{part}", "volunteer", filename, pdf.data,
-                          pages=pdf.pages)
+    name = _slug(products[0].product_name) if products else "vide"
+    filename = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}-{first + 1}-{name}-{part + 1}.pdf"
+    return store_document(cycle_id, "repackaging", f"products:{first}:{last}:{part}", "volunteer", filename,
+                          pdf.data, pages=pdf.pages)
 
 
 # --------------------------------------------------------------------------- e-mails

@@ -200,3 +200,19 @@ def test_bulk_product_gets_whole_cases_and_a_repackaging_sheet(app):
     assert all(f"Famille {n:04d}" in text for n in range(1, 5))
     po = db.session.scalar(sa.select(Document).where(Document.kind == "purchase_order"))
     assert "1×5" in pdf_text(po.path).replace(" ", "")  # one whole case of 5 kg
+
+
+def test_repackaging_chunks_group_small_products_and_split_big_ones():
+    from types import SimpleNamespace
+
+    from orders.documents import REPACK_PORTIONS, _repack_chunks
+
+    def product(portions):
+        return SimpleNamespace(cases=[SimpleNamespace(portions=[None] * portions)])
+
+    sizes = [10, 200, 150, REPACK_PORTIONS * 2 + 100, 5]
+    assert _repack_chunks([product(n) for n in sizes]) == [
+        "chunk:repack:0:1:0", "chunk:repack:2:2:0",
+        "chunk:repack:3:3:0", "chunk:repack:3:3:1", "chunk:repack:3:3:2",
+        "chunk:repack:4:4:0",
+    ]
