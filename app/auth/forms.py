@@ -50,9 +50,11 @@ class MultiCheckboxField(SelectMultipleField):
 def _int_or_zero(value) -> int:
     """Select values as integers (0 means "none"); junk becomes -1, which no list offers."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return -1
+    # Ids are 32-bit integers in the database: anything larger cannot be one.
+    return number if 0 <= number < 2**31 else -1
 
 
 class LoginForm(FlaskForm):

@@ -460,3 +460,24 @@ def test_coordinator_finds_accounts_by_name_or_role(app, client):
     assert "Karim Haddad" in by_role and "Claire Martin" not in by_role
     assert "Cent % sûr" in text(client.get("/compte/utilisateurs?q=%25"))
     assert "Claire Martin" not in text(client.get("/compte/utilisateurs?q=%25"))
+
+
+def test_ids_beyond_the_integer_range_are_404_or_refused(app, client):
+    """Absurd ids in URLs and selects: a 404 or a refused form, never a database error."""
+    _coordinator(client)
+    hid = HouseholdFactory().id
+    db.session.commit()
+    for url in ("/compte/utilisateurs/99999999999", "/compte/utilisateurs/99999999999999999999999",
+                "/compte/foyers/99999999999", "/compte/foyers/99999999999999999999999"):
+        assert client.get(url).status_code == 404, url
+    token = csrf_token(client.get(f"/compte/foyers/{hid}").data)
+    r = client.post(f"/compte/foyers/{hid}/membres",
+                    data={"csrf_token": token, "user_id": "99999999999999999999"})
+    assert r.status_code == 400
+    r = client.post(f"/compte/foyers/{hid}/membres/99999999999999999999/retirer", data={"csrf_token": token})
+    assert r.status_code == 404
+    r = client.post("/compte/utilisateurs", data={
+        "csrf_token": token, "name": "X", "email": "x@example.org", "roles": "member",
+        "household_id": "99999999999999999999", "producer_id": "0", "locale": "fr"})
+    assert r.status_code == 200 and "Invitation envoyée" not in text(r)
+    assert _count(User) == 1
