@@ -274,6 +274,7 @@ class _Item:
     portion_step: Decimal | None
     product_active: bool
     producer_active: bool
+    is_contract_basket: bool
 
     @property
     def is_bulk(self) -> bool:
@@ -352,7 +353,7 @@ _Q_LINES = (sa.select(_LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c
 _Q_ITEMS = (
     sa.select(_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
               _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
-              _PRODUCER.c.active)
+              _PRODUCER.c.active, _PRODUCT.c.is_contract_basket)
     .join(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
     .join(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
     .where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True))))
@@ -452,6 +453,9 @@ def save_order(
             errors.append(problem)
             continue
         if qty == 0:
+            continue
+        if item.is_contract_basket:
+            errors.append(_("%(name)s se prend par contrat AMAP (page « Contrats AMAP »).", name=item.name))
             continue
         if not (item.offer_active and item.product_active and item.producer_active):
             errors.append(_("%(name)s n'est plus proposé cette semaine.", name=item.name))
@@ -715,7 +719,7 @@ def cart_page(cycle_id: int, household_id: int) -> CartPage:
         .join(Product, Product.id == Offer.product_id)
         .join(Producer, Producer.id == Product.producer_id)
         .where(Offer.cycle_id == cycle_id, Offer.active.is_(True), Product.active.is_(True),
-               Producer.active.is_(True))
+               Producer.active.is_(True), Product.is_contract_basket.is_(False))
         .order_by(Producer.name, Product.name)
     ).all()
     groups: dict[int, tuple[Producer, list[OfferView]]] = {}

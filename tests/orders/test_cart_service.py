@@ -180,3 +180,18 @@ def test_cancelling_a_cycle_cancels_its_orders(shop):
     assert db.session.get(Slot, s["slot"].id).booked == 0
     with pytest.raises(OrderRefused):
         save_order(s["cycle"].id, s["household"].id, {s["eggs"].id: (D(1), D(0))}, s["slot"].id, None)
+
+
+def test_season_baskets_are_not_sold_in_the_cart(shop):
+    """An AMAP basket is taken by contract: not listed in the cart, refused if posted anyway."""
+    from orders.services import cart_page
+
+    s = shop
+    basket = OfferFactory(cycle_id=s["cycle"].id, product=ProductFactory(name="Panier de saison", unit="basket",
+                                                                         is_contract_basket=True))
+    db.session.commit()
+    listed = [v.offer.id for _, views in cart_page(s["cycle"].id, s["household"].id).groups for v in views]
+    assert basket.id not in listed and s["eggs"].id in listed
+    with pytest.raises(OrderRefused) as refused:
+        save_order(s["cycle"].id, s["household"].id, {basket.id: (D(1), D(0))}, s["slot"].id, None)
+    assert "contrat AMAP" in refused.value.messages[0]
