@@ -32,8 +32,22 @@ def render_error(status: int, message: str | None = None):
     return render_template("errors/error.html", status=status, title=title, text=message or text), status
 
 
+def _has_nul(values) -> bool:
+    """True if any submitted value holds a NUL character."""
+    return any("\x00" in value for value in values)
+
+
 def register(app: Flask) -> None:
     """Attach the handlers to the app."""
+
+    @app.before_request
+    def refuse_nul_characters():
+        """No text field accepts NUL (PostgreSQL cannot store it): refuse such input with a 400 up front."""
+        if _has_nul(request.args.values()) or (
+            request.method in ("POST", "PUT", "PATCH") and _has_nul(request.form.values())
+        ):
+            return render_error(400)
+        return None
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):

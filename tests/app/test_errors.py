@@ -122,3 +122,14 @@ def test_production_cookies_are_secure(app, production_app):
     cookies = _session_cookie_flags(production_app, remember=True)
     for name in ("session", "remember_token"):
         assert "Secure" in cookies[name] and "HttpOnly" in cookies[name] and "SameSite=Lax" in cookies[name]
+
+
+def test_nul_character_in_a_form_or_query_is_a_french_400_and_writes_nothing(app, client):
+    UserFactory(email="claire@example.org", roles=["coordinator"])
+    db.session.commit()
+    login(client, "claire@example.org")
+    token = csrf_token(client.get("/compte/foyers").data)
+    page = client.post("/compte/foyers", data={"csrf_token": token, "name": "Foyer\x00", "price_tier_id": "0"})
+    assert page.status_code == 400 and "Demande incorrecte" in text(page)
+    assert client.get("/compte/utilisateurs?q=a%00b").status_code == 400
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Household)) == 0
