@@ -304,10 +304,14 @@ def _allocate_capped(offer_id: int, cap: Decimal, orders) -> None:
         .where(OrderLine.order_id.in_(orders), OrderLine.offer_id == offer_id)
         .order_by(OrderLine.ordered_at, OrderLine.id)
     ).all()
+    updates = []
     for line_id, quantity in rows:
         given = min(quantity, max(remaining, Decimal(0)))
         remaining -= given
-        db.session.execute(sa.update(OrderLine).where(OrderLine.id == line_id).values(quantity_allocated=given))
+        updates.append({"id": line_id, "quantity_allocated": given})
+    if updates:
+        # One executemany by primary key rather than a statement per line.
+        db.session.execute(sa.update(OrderLine).execution_options(synchronize_session=False), updates)
 
 
 def assign_bag_numbers(cycle_id: int) -> None:
