@@ -42,7 +42,7 @@ from fractions import Fraction
 
 import sqlalchemy as sa
 
-from app.db import THOUSANDTH, to_quantity
+from app.db import THOUSANDTH, Quantity, to_quantity
 from app.extensions import db
 from app.models import Household
 from orders.models import Cycle, Order, OrderLine
@@ -374,17 +374,20 @@ def allocate_bulk(cycle_id: int, policy: str | None = None) -> list[ProductAlloc
     if cycle is None:
         raise LookupError(f"no cycle {cycle_id}")
     allocations = _compute(cycle, policy, use_stored=False)
-    for product in allocations:
-        for line in product.lines:
-            db.session.execute(
-                sa.update(OrderLine)
-                .where(
-                    OrderLine.id == line.line_id,
-                    sa.or_(OrderLine.quantity_allocated.is_(None), OrderLine.quantity_allocated != line.allocated),
-                )
-                .values(quantity_allocated=line.allocated)
-                .execution_options(synchronize_session=False)
-            )
+    rows = [
+        {"b_id": line.line_id, "b_allocated": line.allocated}
+        for product in allocations
+        for line in product.lines
+    ]
+    if rows:
+        # One executemany for the whole cycle: writing the same value again changes nothing.
+        table = OrderLine.__table__
+        db.session.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values(quantity_allocated=sa.bindparam("b_allocated", type_=Quantity())),
+            rows,
+        )
     db.session.expire_all()
     return allocations
 
