@@ -73,12 +73,20 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     celery_init_app(app)
 
+    import sqlalchemy as sa
+    import sqlalchemy.orm  # noqa: F401
+
     from app.models import User
 
     @login_manager.user_loader
     def load_user(user_id: str):
         """Flask-Login's loader: the user by id, if still active."""
-        user = db.session.get(User, int(user_id))
+        if not user_id.isdigit():
+            return None
+        # One query on every request: the user and its roles joined, not a second SELECT for roles.
+        user = db.session.scalars(
+            sa.select(User).options(sa.orm.joinedload(User.role_rows)).where(User.id == int(user_id))
+        ).unique().first()
         return user if user is not None and user.active else None
 
     # Import every package's models so metadata (and migrations) see all tables.

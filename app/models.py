@@ -96,7 +96,7 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     household: Mapped[Optional[Household]] = relationship(back_populates="members")
-    role_rows: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="joined")
+    role_rows: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
     @property
     def roles(self) -> set[str]:
