@@ -49,8 +49,9 @@ from orders.models import Cycle, Order, OrderLine
 from producers.models import Offer, Producer, Product
 
 POLICIES = ("pro_rata", "first_come")
-#: Orders whose bulk lines count (a cancelled order holds nothing).
-COUNTED_ORDER_STATUSES = ("cart", "confirmed")
+#: Orders whose bulk lines count: the same as the close pipeline (a cancelled order holds nothing;
+#: "cart" is only the default of a row that save_order confirms or cancels in the same transaction).
+COUNTED_ORDER_STATUSES = ("confirmed",)
 
 
 @dataclass(frozen=True)
