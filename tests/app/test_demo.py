@@ -65,3 +65,20 @@ def test_demo_looks_like_the_real_cafe(app, client, runner):
         fresh = app.test_client()
         page = login(fresh, entry.email, demo.DEMO_PASSWORD)
         assert "Bonjour" in page.get_data(as_text=True), entry.email
+
+
+def test_demo_has_a_distribution_to_prepare_with_its_documents(app, client, runner):
+    """A volunteer trying the demo finds bags to prepare and the printed lists of tomorrow."""
+    from app.models import Document
+    from pickup.demo import THURSDAY_NOTE
+
+    assert runner.invoke(args=["demo", "load"]).exit_code == 0
+    cycle = db.session.scalar(sa.select(Cycle).where(Cycle.note == THURSDAY_NOTE))
+    assert cycle.status == "finalized"
+    kinds = set(db.session.scalars(sa.select(Document.kind).where(Document.cycle_id == cycle.id)))
+    assert {"purchase_order", "bag_slips", "grid", "distribution_sheet"} <= kinds
+
+    login(client, "benevole@example.org", demo.DEMO_PASSWORD)
+    page = client.get("/retrait/preparation").get_data(as_text=True)
+    assert "Aucune distribution en cours" not in page
+    assert "Famille" in page
