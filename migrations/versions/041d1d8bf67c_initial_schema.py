@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 71728a4651be
+Revision ID: 041d1d8bf67c
 Revises: 
-Create Date: 2026-11-21 19:50:55.639885
+Create Date: 2026-11-21 21:15:13.086603
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import app.db
 
 # revision identifiers, used by Alembic.
-revision = '71728a4651be'
+revision = '041d1d8bf67c'
 down_revision = None
 branch_labels = None
 depends_on = None
