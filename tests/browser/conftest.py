@@ -1,11 +1,13 @@
 """Browser harness: the app served on a loopback port, Playwright driving Debian's Chromium."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from werkzeug.serving import make_server
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -85,10 +87,9 @@ def page_factory(browser, request):
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             for n, page in enumerate(context.pages):
                 name = f"{request.node.name}-{index}-{n}.png".replace("/", "_")
-                try:
+                # A crashed page must not hide the real failure.
+                with contextlib.suppress(PlaywrightError):
                     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-                except Exception:  # a crashed page must not hide the real failure
-                    pass
         context.close()
 
 
