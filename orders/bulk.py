@@ -33,12 +33,10 @@ part of a case that other households' quantities started.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from fractions import Fraction
 
 import sqlalchemy as sa
 
@@ -92,8 +90,12 @@ def count_cases(case_size: Decimal, quantity: Decimal, tolerance: Decimal) -> in
     return full
 
 
-def _share(amount: int, weights: list[Fraction], caps: list[int], ranks: list[int]) -> list[int]:
-    """Share `amount` steps in proportion to weights, within caps, largest remainders to the best rank."""
+def _share(amount: int, weights: list[int], caps: list[int], ranks: list[int]) -> list[int]:
+    """Share `amount` steps in proportion to weights, within caps, largest remainders to the best rank.
+
+    Weights are whole numbers (quantities in thousandths), so every comparison is exact integer
+    arithmetic: a share is amount * w / W, and remainders compare over the same denominator W.
+    """
     n = len(weights)
     given = [0] * n
     active = [i for i in range(n) if weights[i] > 0 and caps[i] > 0]
@@ -101,7 +103,7 @@ def _share(amount: int, weights: list[Fraction], caps: list[int], ranks: list[in
     # Whoever would get more than its cap gets its cap; the rest is shared again among the others.
     while active and remaining > 0:
         total_weight = sum(weights[i] for i in active)
-        capped = [i for i in active if remaining * weights[i] / total_weight >= caps[i]]
+        capped = {i for i in active if remaining * weights[i] >= caps[i] * total_weight}
         if not capped:
             break
         for i in capped:
@@ -110,11 +112,11 @@ def _share(amount: int, weights: list[Fraction], caps: list[int], ranks: list[in
         active = [i for i in active if i not in capped]
     if active and remaining > 0:
         total_weight = sum(weights[i] for i in active)
-        ideal = {i: Fraction(remaining) * weights[i] / total_weight for i in active}
+        remainder = {}
         for i in active:
-            given[i] = math.floor(ideal[i])
+            given[i], remainder[i] = divmod(remaining * weights[i], total_weight)
         left = remaining - sum(given[i] for i in active)
-        for i in sorted(active, key=lambda i: (-(ideal[i] - math.floor(ideal[i])), ranks[i])):
+        for i in sorted(active, key=lambda i: (-remainder[i], ranks[i])):
             if left == 0:
                 break
             if given[i] < caps[i]:
@@ -165,9 +167,9 @@ def allocate(
     first = min(amount, sum(q_steps))
     extra_caps = []
     if policy == "pro_rata":
-        given = _share(first, [Fraction(q) for q in quantities], q_steps, ranks)
+        given = _share(first, [int(q * 1000) for q in quantities], q_steps, ranks)
         extra_caps = [c - g for c, g in zip(caps, given)]
-        extra = _share(amount - first, [Fraction(t) for t in tolerances], extra_caps, ranks)
+        extra = _share(amount - first, [int(t * 1000) for t in tolerances], extra_caps, ranks)
     else:
         given, left = [], first
         for q in q_steps:
@@ -312,8 +314,14 @@ def _compute(cycle: Cycle, policy: str | None, use_stored: bool) -> list[Product
     if not offers:
         return []
     lines_by_offer: dict[int, list] = defaultdict(list)
-    for line, order, name in db.session.execute(
-        sa.select(OrderLine, Order, Household.name)
+    # Plain column rows, not entities: a cycle can hold tens of thousands of bulk lines.
+    for row in db.session.execute(
+        sa.select(
+            OrderLine.id, OrderLine.offer_id, OrderLine.quantity, OrderLine.tolerance,
+            OrderLine.ordered_at, OrderLine.quantity_allocated,
+            Order.id.label("order_id"), Order.household_id, Order.bag_number,
+            Household.name.label("household_name"),
+        )
         .join(Order, Order.id == OrderLine.order_id)
         .join(Household, Household.id == Order.household_id)
         .where(
@@ -321,14 +329,14 @@ def _compute(cycle: Cycle, policy: str | None, use_stored: bool) -> list[Product
             Order.status.in_(COUNTED_ORDER_STATUSES),
         )
         .order_by(OrderLine.id)
-    ).tuples():
-        lines_by_offer[line.offer_id].append((line, order, name))
+    ):
+        lines_by_offer[row.offer_id].append(row)
     result = []
     for offer, product in offers:
         entries = lines_by_offer.get(offer.id, [])
-        stored = use_stored and entries and all(line.quantity_allocated is not None for line, _o, _n in entries)
+        stored = use_stored and entries and all(line.quantity_allocated is not None for line in entries)
         if stored:
-            shares = {line.id: line.quantity_allocated for line, _o, _n in entries}
+            shares = {line.id: line.quantity_allocated for line in entries}
             cases = int(sum(shares.values(), Decimal(0)) // product.case_size)
         else:
             limit = None
@@ -339,7 +347,7 @@ def _compute(cycle: Cycle, policy: str | None, use_stored: bool) -> list[Product
             outcome = allocate(
                 product.case_size,
                 product.step,
-                [Demand(line.id, line.quantity, line.tolerance, line.ordered_at) for line, _o, _n in entries],
+                [Demand(line.id, line.quantity, line.tolerance, line.ordered_at) for line in entries],
                 policy,
                 max_cases=limit,
             )
@@ -354,11 +362,11 @@ def _compute(cycle: Cycle, policy: str | None, use_stored: bool) -> list[Product
             step=product.step,
             price_cents=offer.price_cents,
             cases=cases,
-            total_ordered=to_quantity(sum((line.quantity for line, _o, _n in entries), Decimal(0))),
+            total_ordered=to_quantity(sum((line.quantity for line in entries), Decimal(0))),
         )
-        for line, order, name in entries:
+        for line in entries:
             allocation.lines.append(
-                LineAllocation(line.id, order.id, order.household_id, name, order.bag_number,
+                LineAllocation(line.id, line.order_id, line.household_id, line.household_name, line.bag_number,
                                line.quantity, line.tolerance, shares.get(line.id, Decimal("0.000")))
             )
         result.append(allocation)
