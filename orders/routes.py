@@ -341,6 +341,8 @@ def cycle_status_label(status: str) -> str:
 
 
 @bp.app_template_global()
-def unit_label(unit: str) -> str:
-    """A unit in words."""
+def unit_label(unit: str, quantity=None) -> str:
+    """A unit in words, plural when a quantity above one is given ("2 paniers", "1,5 kg")."""
+    if quantity is not None and quantity > 1:
+        return {"piece": _("pièces"), "kg": "kg", "l": "l", "bunch": _("bottes"), "basket": _("paniers")}.get(unit, unit)
     return {"piece": _("pièce"), "kg": "kg", "l": "l", "bunch": _("botte"), "basket": _("panier")}.get(unit, unit)

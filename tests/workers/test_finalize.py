@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from app.extensions import db
 from app.models import Document, FinalizeStep, OutboxMessage
 from orders import close
 from orders.models import Cycle, Order, OrderLine
+from producers.models import Offer
 from tests.workers.data import make_cycle
 
 
@@ -216,3 +218,21 @@ def test_repackaging_chunks_group_small_products_and_split_big_ones():
         "chunk:repack:3:3:0", "chunk:repack:3:3:1", "chunk:repack:3:3:2",
         "chunk:repack:4:4:0",
     ]
+
+
+def test_documents_name_units_in_french(app):
+    """Volunteers read "2 paniers" and "3 pièces" on the slips, not the code's unit names."""
+    data = make_cycle(households=2, slots=1, producers=1, products_per_producer=2, lines=2)
+    for offer_id, unit in zip(data.offer_ids, ("basket", "piece")):
+        db.session.get(Offer, offer_id).product.unit = unit
+    db.session.execute(sa.update(OrderLine).where(OrderLine.order_id.in_(data.order_ids)).values(quantity=Decimal(2)))
+    db.session.commit()
+    close.close_due_cycles()
+    db.session.commit()
+    assert close.finalize_cycle(data.cycle_id, inline=True).status == "finalized"
+    slips = db.session.scalar(sa.select(Document).where(Document.kind == "bag_slips"))
+    po = db.session.scalar(sa.select(Document).where(Document.kind == "purchase_order"))
+    slips_text, po_text = pdf_text(slips.path), pdf_text(po.path)
+    assert "2 paniers" in slips_text and "2 pièces" in slips_text
+    assert "basket" not in slips_text + po_text and "piece" not in slips_text + po_text
+    assert "panier" in po_text
