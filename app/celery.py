@@ -38,6 +38,9 @@ def celery_init_app(app: Flask) -> Celery:
         restore = app.config.get("CELERY_RESTORE_INTERVAL") or os.environ.get("CELERY_RESTORE_INTERVAL")
         if restore:
             transport_options.update(unacked_restore_interval=int(restore), unacked_restore_throttle=1)
+        # The restore sweep runs under a Redis lock that a worker killed mid-sweep keeps until it
+        # expires (kombu: 300 s), and no message is restored meanwhile. A sweep takes milliseconds.
+        transport_options["unacked_mutex_expire"] = max(5, 5 * int(restore)) if restore else 60
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.conf.update(
