@@ -215,18 +215,11 @@ def may_read(user, document: Document) -> bool:
 
 
 def is_current_distribution(cycle_id: int) -> bool:
-    """A cycle whose distribution is this week's: within a day back and a week ahead."""
-    from datetime import timedelta
+    """The cycle is the distribution volunteers are handling now (the preparation screen's one)."""
+    from pickup.services import current_distribution
 
-    from app.db import utcnow
-
-    cycle = db.session.get(Cycle, cycle_id)
-    today = utcnow().date()
-    return (
-        cycle is not None
-        and cycle.status in ("closed", "finalized", "distributed")
-        and today - timedelta(days=1) <= cycle.distribution_date <= today + timedelta(days=7)
-    )
+    current = current_distribution()
+    return current is not None and current.id == cycle_id
 
 
 # --------------------------------------------------------------------------- aggregation

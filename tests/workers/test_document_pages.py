@@ -155,3 +155,26 @@ def test_refusing_smtp_server_shows_on_cycle_page_and_cycle_stays_finalized(app,
     assert deliver_pending(now=utcnow() + timedelta(minutes=5)) == 3
     assert sorted(m["To"] for m in smtp_server.messages) == sorted(
         m.recipient for m in db.session.scalars(sa.select(OutboxMessage)))
+
+
+def test_volunteer_reads_only_the_distribution_being_prepared(app, client):
+    """Volunteers read the lists of the distribution the preparation screen shows, not a later one's."""
+    from datetime import timedelta
+
+    from pickup.services import current_distribution
+
+    first = _finalized()
+    later = _finalized()
+    cycle = db.session.get(Cycle, later.cycle_id)
+    shift = timedelta(days=5)  # inside the week ahead, but not the distribution being prepared
+    cycle.distribution_date += shift
+    cycle.distribution_starts_at += shift
+    cycle.distribution_ends_at += shift
+    user = UserFactory(roles=["volunteer"])
+    db.session.commit()
+    assert current_distribution().id == first.cycle_id
+    login(client, user.email)
+    slips = db.session.scalars(sa.select(Document).where(Document.kind == "bag_slips")).all()
+    by_cycle = {d.cycle_id: d for d in slips}
+    assert client.get(f"/commandes/documents/{by_cycle[first.cycle_id].id}").status_code == 200
+    assert client.get(f"/commandes/documents/{by_cycle[later.cycle_id].id}").status_code in (403, 404)
