@@ -12,6 +12,7 @@ from flask_login import current_user
 from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import Household, PriceTier
+from app.templating import money
 from app.timeutil import PARIS, to_local
 from orders import bp
 from orders.forms import (
@@ -106,17 +107,10 @@ def _saved(outcome: tuple[int, str, int] | None, by_volunteer: bool, household_i
     if outcome is None or outcome[1] == "cancelled":
         flash(_("Votre commande est vide : elle est annulée."), "success")
     else:
-        flash(_("Commande enregistrée : %(total)s.", total=_money(outcome[2])), "success")
+        flash(_("Commande enregistrée : %(total)s.", total=money(outcome[2])), "success")
     if by_volunteer:
         return redirect(url_for("orders.assist_order", household_id=household_id))
     return redirect(url_for("orders.cart"))
-
-
-def _money(cents: int) -> str:
-    """Cents as euros for a flash message."""
-    from app.templating import money
-
-    return money(cents)
 
 
 @bp.route("/panier", methods=["GET", "POST"])
