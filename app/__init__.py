@@ -78,15 +78,17 @@ def register_extensions(app: Flask) -> None:
 
     from app.models import User
 
+    # One query on every request: the user and its roles joined, not a second SELECT for roles.
+    # Built once: constructing the statement cost as much as running it.
+    user_with_roles = sa.select(User).options(sa.orm.joinedload(User.role_rows)).where(
+        User.id == sa.bindparam("user_id"))
+
     @login_manager.user_loader
     def load_user(user_id: str):
         """Flask-Login's loader: the user by id, if still active."""
-        if not user_id.isdigit():
+        if not user_id.isdigit() or len(user_id) > 18:
             return None
-        # One query on every request: the user and its roles joined, not a second SELECT for roles.
-        user = db.session.scalars(
-            sa.select(User).options(sa.orm.joinedload(User.role_rows)).where(User.id == int(user_id))
-        ).unique().first()
+        user = db.session.scalars(user_with_roles, {"user_id": int(user_id)}).unique().first()
         return user if user is not None and user.active else None
 
     # Import every package's models so metadata (and migrations) see all tables.

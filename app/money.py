@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
-from babel.numbers import format_currency
+from babel import Locale
 
 
 def line_total_cents(unit_price_cents: int, quantity: Decimal) -> int:
@@ -35,4 +36,12 @@ def format_cents(cents: int | None, locale: str = "fr_FR") -> str:
     """12345 -> '123,45 €' (French) for display; the only place money becomes text."""
     if cents is None:
         return ""
-    return format_currency(Decimal(cents) / 100, "EUR", locale=locale)
+    parsed, pattern = _currency_format(locale)
+    return pattern.apply(Decimal(cents) / 100, parsed, currency="EUR")
+
+
+@lru_cache(maxsize=8)
+def _currency_format(locale: str):
+    """A locale's parsed standard currency pattern (what babel's format_currency looks up per call)."""
+    parsed = Locale.parse(locale)
+    return parsed, parsed.currency_formats["standard"]

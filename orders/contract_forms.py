@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
@@ -26,6 +25,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
+from app.forms import PageForm
 from app.money import parse_euros
 
 
@@ -42,7 +42,7 @@ def _euros(form, field) -> None:
         raise ValidationError(_l("Le montant ne peut pas être négatif."))
 
 
-class ContractOfferForm(FlaskForm):
+class ContractOfferForm(PageForm):
     """A coordinator opens a season offer for a basket product."""
 
     product_id = SelectField(_l("Panier"), coerce=int, validators=[InputRequired()])
@@ -64,7 +64,7 @@ class ContractOfferForm(FlaskForm):
             raise ValidationError(_l("La dernière distribution doit être après la première."))
 
 
-class SubscribeForm(FlaskForm):
+class SubscribeForm(PageForm):
     """A household (or a volunteer for it) subscribes to a season offer."""
 
     offer_id = HiddenField(validators=[DataRequired()])
@@ -75,7 +75,7 @@ class SubscribeForm(FlaskForm):
     submit = SubmitField(_l("M'inscrire"))
 
 
-class AbsenceForm(FlaskForm):
+class AbsenceForm(PageForm):
     """A household will be away for one distribution."""
 
     contract_id = HiddenField(validators=[DataRequired()])
@@ -99,7 +99,7 @@ class InstalmentRow(Form):
     cashing_month = MonthField(_l("Mois d'encaissement"), validators=[Optional()])
 
 
-class InstalmentPlanForm(FlaskForm):
+class InstalmentPlanForm(PageForm):
     """The payment plan of one household for a season (up to six instalments)."""
 
     household_id = HiddenField(validators=[DataRequired()])
@@ -107,13 +107,13 @@ class InstalmentPlanForm(FlaskForm):
     submit = SubmitField(_l("Enregistrer les versements"))
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(PageForm):
     """A button that only carries the CSRF token."""
 
     submit = SubmitField(_l("Valider"))
 
 
-class HouseholdSearchForm(FlaskForm):
+class HouseholdSearchForm(PageForm):
     """Look a household up by name (GET, so no CSRF)."""
 
     class Meta:

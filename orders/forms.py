@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
@@ -20,8 +19,10 @@ from wtforms.validators import (
     Optional,
 )
 
+from app.forms import PageForm
 
-class CartForm(FlaskForm):
+
+class CartForm(PageForm):
     """The cart: quantities come as q-<offer id> / t-<offer id> fields, read by read_cart."""
 
     cycle_id = HiddenField()
@@ -32,7 +33,7 @@ class CartForm(FlaskForm):
     submit = SubmitField(_l("Confirmer ma commande"))
 
 
-class HouseholdSearchForm(FlaskForm):
+class HouseholdSearchForm(PageForm):
     """A volunteer looks a household up by name."""
 
     class Meta:
@@ -42,7 +43,7 @@ class HouseholdSearchForm(FlaskForm):
         DataRequired(_l("Tapez au moins deux lettres.")), Length(min=2, max=80, message=_l("Tapez au moins deux lettres."))])
 
 
-class MoveCycleForm(FlaskForm):
+class MoveCycleForm(PageForm):
     """A coordinator moves a distribution (local times, Europe/Paris)."""
 
     opens_at = DateTimeLocalField(_l("Ouverture des commandes"), format="%Y-%m-%dT%H:%M",
@@ -56,13 +57,13 @@ class MoveCycleForm(FlaskForm):
     submit = SubmitField(_l("Déplacer la distribution"))
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(PageForm):
     """A button that only needs its CSRF token."""
 
     submit = SubmitField(_l("Confirmer"))
 
 
-class TierForm(FlaskForm):
+class TierForm(PageForm):
     """A solidarity price tier."""
 
     name = StringField(_l("Nom du tarif"), validators=[DataRequired(_l("Indiquez un nom.")), Length(max=80)])
@@ -74,7 +75,7 @@ class TierForm(FlaskForm):
     submit = SubmitField(_l("Enregistrer le tarif"))
 
 
-class AssignTierForm(FlaskForm):
+class AssignTierForm(PageForm):
     """Put a household in a tier."""
 
     household_id = HiddenField(validators=[DataRequired()])

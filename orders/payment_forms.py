@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
@@ -13,6 +12,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
+from app.forms import PageForm
 from app.money import parse_euros
 
 #: A top-up above this is almost certainly a typo (500,00 €).
@@ -46,13 +46,13 @@ class AmountField(StringField):
             raise StopValidation(str(error)) from None
 
 
-class PayForm(FlaskForm):
+class PayForm(PageForm):
     """A single button (pay by card, pay from the balance)."""
 
     submit = SubmitField(_l("Payer"))
 
 
-class TopupForm(FlaskForm):
+class TopupForm(PageForm):
     """Money handed to the coordinator to keep on a household's account."""
 
     amount = AmountField(_l("Montant reçu (€)"), validators=[DataRequired(_l("Indiquez un montant."))])
@@ -67,14 +67,14 @@ class TopupForm(FlaskForm):
             raise ValidationError(_l("Ce montant est trop élevé pour un versement (500,00 € au plus)."))
 
 
-class RefundForm(FlaskForm):
+class RefundForm(PageForm):
     """Send part of a positive balance back to the card."""
 
     amount = AmountField(_l("Montant à rembourser (€)"), validators=[DataRequired(_l("Indiquez un montant."))])
     submit = SubmitField(_l("Rembourser sur la carte"))
 
 
-class DeskPaymentForm(FlaskForm):
+class DeskPaymentForm(PageForm):
     """A payment taken at the café: cash, cheque (number and bank), or from the balance."""
 
     method = SelectField(

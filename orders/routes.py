@@ -29,6 +29,7 @@ from orders.pricing import tier_takings
 from orders.services import (
     CycleRefused,
     OrderRefused,
+    SavedOrder,
     cancel_cycle,
     cart_page,
     current_cycle,
@@ -38,7 +39,7 @@ from orders.services import (
     notify_assisted_order,
     open_due_cycles,
     order_with_lines,
-    save_order,
+    save_cart,
     search_households,
 )
 
@@ -72,16 +73,14 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
         if posted_cycle is not None and not field_errors:
             share = form.share_percent.data * 100 if form.share_percent.data is not None else None
             try:
-                order = save_order(posted_cycle, household_id, quantities, form.slot_id.data or None,
-                                   current_user.id, by_volunteer, chosen_share_bp=share, expected_prices=shown)
-                # Read before commit: after it the ORM would reload the order in a new transaction.
-                outcome = (order.id, order.status, order.total_cents) if order is not None else None
+                saved = save_cart(posted_cycle, household_id, quantities, form.slot_id.data or None,
+                                  current_user.id, by_volunteer, chosen_share_bp=share, expected_prices=shown)
                 db.session.commit()
             except OrderRefused as refused:
                 db.session.rollback()
                 errors = refused.messages
             else:
-                return _saved(outcome, by_volunteer, household_id)
+                return _saved(saved, by_volunteer, household_id)
     cycle = current_cycle()
     if cycle is None:
         return render_template("orders/no_cycle.html", errors=errors), 422 if errors else 200
@@ -97,17 +96,17 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
                            posted=request.form if request.method == "POST" else {}), status
 
 
-def _saved(outcome: tuple[int, str, int] | None, by_volunteer: bool, household_id: int):
+def _saved(saved: SavedOrder, by_volunteer: bool, household_id: int):
     """Flash what happened to the order and go back to the cart."""
-    if by_volunteer and outcome is not None and notify_assisted_order(outcome[0]):
+    if by_volunteer and notify_assisted_order(saved.id):
         db.session.commit()
         from app.outbox import request_delivery
 
         request_delivery()
-    if outcome is None or outcome[1] == "cancelled":
+    if saved.status == "cancelled":
         flash(_("Votre commande est vide : elle est annulée."), "success")
     else:
-        flash(_("Commande enregistrée : %(total)s.", total=money(outcome[2])), "success")
+        flash(_("Commande enregistrée : %(total)s.", total=money(saved.total_cents)), "success")
     if by_volunteer:
         return redirect(url_for("orders.assist_order", household_id=household_id))
     return redirect(url_for("orders.cart"))

@@ -392,7 +392,26 @@ _Q_RELEASE_SLOT = (sa.update(_SLOT).where(_SLOT.c.id == sa.bindparam("b_slot"), 
                    .values(booked=_SLOT.c.booked - 1))
 
 
-def save_order(
+def save_order(*args, **kwargs) -> Order:
+    """save_cart (same arguments), returning the ORM order as now written, for callers that go on with it."""
+    saved = save_cart(*args, **kwargs)
+    # The session may hold an old copy of the order: the Core statements bypassed it.
+    held = db.session.identity_map.get(db.session.identity_key(Order, saved.id))
+    if held is not None:
+        db.session.expire(held)
+    return db.session.get(Order, saved.id)
+
+
+@dataclass(frozen=True)
+class SavedOrder:
+    """What the cart page needs to know once an order is saved."""
+
+    id: int
+    status: str
+    total_cents: int
+
+
+def save_cart(
     cycle_id: int,
     household_id: int,
     quantities: dict[int, tuple[Decimal, Decimal]],
@@ -403,13 +422,15 @@ def save_order(
     *,
     chosen_share_bp: int | None = None,
     expected_prices: dict[int, int] | None = None,
-) -> Order | None:
+) -> SavedOrder:
     """Replace the household's order in a cycle with these quantities; all or nothing.
 
-    Offers absent from `quantities` keep their line; a quantity of 0 removes it. Returns the
-    order (None if an empty cart was confirmed with no order yet). Raises OrderRefused, in which
-    case nothing of this call stays written (the savepoint is rolled back). The caller commits.
-    Written with Core statements (about ten per save) because it is the busiest write path.
+    Offers absent from `quantities` keep their line; a quantity of 0 removes it (emptying an order
+    cancels it; confirming an empty cart with no order yet is refused). Returns the order's id,
+    status and total. Raises
+    OrderRefused, in which case nothing of this call stays written (the savepoint is rolled back).
+    The caller commits. Written with Core statements (about ten per save) and no ORM object
+    because it is the busiest write path.
     """
     now = now or utcnow()
     # FOR SHARE: saves run side by side, but close_cycle's UPDATE waits for them (and they for it),
@@ -438,7 +459,7 @@ def save_order(
     if order_row is not None:
         lines = [_Line(*row) for row in conn.execute(_Q_LINES, {"order_id": order_row.id})]
     current = {line.offer_id: line for line in lines if line.contract_id is None}
-    items = _load_items(offer_ids + [k for k in current if k not in quantities])
+    items = _load_items(conn, offer_ids + [k for k in current if k not in quantities])
 
     errors: list[str] = []
     wanted: dict[int, _Wanted] = {}
@@ -492,11 +513,11 @@ def save_order(
             old_slot = None
         else:
             order_id, old_slot = order_row.id, order_row.slot_id
-        errors = _move_reserved(current, wanted, items)
+        errors = _move_reserved(conn, current, wanted, items)
         if errors:
             raise OrderRefused(errors)
         kept_contract_lines = [line for line in lines if line.contract_id is not None]
-        total = _write_lines(order_id, current, wanted, now) + sum(line.total_cents for line in kept_contract_lines)
+        total = _write_lines(conn, order_id, current, wanted, now) + sum(line.total_cents for line in kept_contract_lines)
         if wanted:
             new_slot = _book_core(order_id, cycle_id, old_slot, slot_id)
         elif kept_contract_lines:
@@ -516,18 +537,14 @@ def save_order(
     except IntegrityError:
         savepoint.rollback()
         raise OrderRefused(_("Votre commande vient d'être modifiée en même temps ailleurs : réessayez.")) from None
-    # Give the caller an ORM order that reflects what was just written, even if its session held an old copy.
-    held = db.session.identity_map.get(db.session.identity_key(Order, order_id))
-    if held is not None:
-        db.session.expire(held)
-    return db.session.get(Order, order_id)
+    return SavedOrder(order_id, status, total)
 
 
-def _load_items(offer_ids: list[int]) -> dict[int, _Item]:
+def _load_items(conn: sa.Connection, offer_ids: list[int]) -> dict[int, _Item]:
     """The offers with their product and producer facts, in one query."""
     if not offer_ids:
         return {}
-    return {row[0]: _Item(*row) for row in db.session.connection().execute(_Q_ITEMS, {"ids": offer_ids})}
+    return {row[0]: _Item(*row) for row in conn.execute(_Q_ITEMS, {"ids": offer_ids})}
 
 
 def _check_cycle_open(cycle, now: datetime) -> None:
@@ -538,7 +555,8 @@ def _check_cycle_open(cycle, now: datetime) -> None:
         raise OrderRefused(_("La date limite de commande est passée : la commande ne peut plus être modifiée."))
 
 
-def _move_reserved(current: dict[int, _Line], wanted: dict[int, _Wanted], items: dict[int, _Item]) -> list[str]:
+def _move_reserved(conn: sa.Connection, current: dict[int, _Line], wanted: dict[int, _Wanted],
+                   items: dict[int, _Item]) -> list[str]:
     """Move every offer's reserved counter in one UPDATE whose WHERE holds each cap; French errors."""
     deltas: dict[int, int] = {}
     for offer_id in sorted(set(current) | set(wanted)):
@@ -550,13 +568,13 @@ def _move_reserved(current: dict[int, _Line], wanted: dict[int, _Wanted], items:
         return []
     # One prebuilt UPDATE per offer, in offer id order so two saves never wait on each other in a cycle;
     # raw thousandths on both sides so the Quantity type does not convert these SQL expressions.
-    result = db.session.connection().execute(
+    result = conn.execute(
         _Q_MOVE_RESERVED, [{"b_id": k, "b_delta": v} for k, v in deltas.items()])
     if result.rowcount == len(deltas):
         return []
     # Some cap refused: say which (the savepoint then undoes the rows that did move).
     errors = []
-    rows = db.session.connection().execute(_Q_RESERVED, {"ids": list(deltas)}).all()
+    rows = conn.execute(_Q_RESERVED, {"ids": list(deltas)}).all()
     for offer_id, held, limit in rows:
         if deltas[offer_id] > 0 and limit is not None and held + deltas[offer_id] > limit:
             mine = current[offer_id].quantity if offer_id in current else Decimal(0)
@@ -567,11 +585,12 @@ def _move_reserved(current: dict[int, _Line], wanted: dict[int, _Wanted], items:
     return errors or [_("Le stock vient de changer : réessayez.")]
 
 
-def _write_lines(order_id: int, current: dict[int, _Line], wanted: dict[int, _Wanted], now: datetime) -> int:
+def _write_lines(conn: sa.Connection, order_id: int, current: dict[int, _Line], wanted: dict[int, _Wanted],
+                 now: datetime) -> int:
     """Delete, insert and update the order's plain lines (one statement each); returns their total."""
     gone = [line.id for offer_id, line in current.items() if offer_id not in wanted]
     if gone:
-        db.session.connection().execute(_Q_DELETE_LINES, {"ids": gone})
+        conn.execute(_Q_DELETE_LINES, {"ids": gone})
     new_rows, changed = [], []
     total = 0
     for offer_id, want in wanted.items():
@@ -588,9 +607,9 @@ def _write_lines(order_id: int, current: dict[int, _Line], wanted: dict[int, _Wa
                             # More asked: the extra comes last in first-come allocation.
                             "b_ordered_at": now if want.quantity > line.quantity else None})
     if new_rows:
-        db.session.connection().execute(_Q_INSERT_LINES, new_rows)
+        conn.execute(_Q_INSERT_LINES, new_rows)
     if changed:
-        db.session.connection().execute(_Q_UPDATE_LINE, changed)
+        conn.execute(_Q_UPDATE_LINE, changed)
     return total
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, RadioField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
@@ -14,11 +13,12 @@ from wtforms.validators import (
     ValidationError,
 )
 
+from app.forms import PageForm
 from app.money import parse_euros
 from pickup.services import PickupError, parse_quantity
 
 
-class SlotForm(FlaskForm):
+class SlotForm(PageForm):
     """A household chooses its pickup slot."""
 
     slot = RadioField(_l("Créneau"), coerce=int, validators=[InputRequired(_l("Choisissez un créneau."))])
@@ -33,7 +33,7 @@ def _quantity(form, field) -> None:
         raise ValidationError(error.message) from None
 
 
-class WeightForm(FlaskForm):
+class WeightForm(PageForm):
     """The weight actually packed for a product sold by weight."""
 
     weight = StringField(_l("Poids pesé (kg)"), validators=[DataRequired(_l("Écrivez le poids.")), _quantity])
@@ -41,7 +41,7 @@ class WeightForm(FlaskForm):
     submit = SubmitField(_l("Enregistrer le poids"))
 
 
-class ShortageForm(FlaskForm):
+class ShortageForm(PageForm):
     """A product missing (0) or short (what was received)."""
 
     received = StringField(
@@ -50,13 +50,13 @@ class ShortageForm(FlaskForm):
     submit = SubmitField(_l("Signaler le manque"))
 
 
-class PreparedForm(FlaskForm):
+class PreparedForm(PageForm):
     """The bag is ready (the ticked products are read from the page's check boxes)."""
 
     submit = SubmitField(_l("Sac prêt"))
 
 
-class SearchForm(FlaskForm):
+class SearchForm(PageForm):
     """Find a bag at the desk (a GET form: nothing is written)."""
 
     class Meta:
@@ -76,7 +76,7 @@ def _euros(form, field) -> None:
         raise ValidationError(_l("Le montant doit être supérieur à zéro."))
 
 
-class PaymentForm(FlaskForm):
+class PaymentForm(PageForm):
     """Money taken at the desk."""
 
     method = RadioField(
@@ -91,13 +91,13 @@ class PaymentForm(FlaskForm):
     submit = SubmitField(_l("Encaisser"))
 
 
-class CollectForm(FlaskForm):
+class CollectForm(PageForm):
     """The bag is handed over."""
 
     submit = SubmitField(_l("Sac remis au foyer"))
 
 
-class EndDistributionForm(FlaskForm):
+class EndDistributionForm(PageForm):
     """Close the afternoon: bags not collected become no-shows."""
 
     submit = SubmitField(_l("Terminer la distribution"))
@@ -112,7 +112,7 @@ NO_SHOW_OUTCOMES = {
 }
 
 
-class NoShowOutcomeForm(FlaskForm):
+class NoShowOutcomeForm(PageForm):
     """What was done with a bag nobody came for."""
 
     outcome = RadioField(_l("Ce qui a été fait du sac"),
@@ -122,19 +122,19 @@ class NoShowOutcomeForm(FlaskForm):
     submit = SubmitField(_l("Enregistrer"))
 
 
-class RotaSignupForm(FlaskForm):
+class RotaSignupForm(PageForm):
     """Sign up for a role."""
 
     submit = SubmitField(_l("Je m'inscris"))
 
 
-class RotaWithdrawForm(FlaskForm):
+class RotaWithdrawForm(PageForm):
     """Withdraw from a role."""
 
     submit = SubmitField(_l("Me désinscrire"))
 
 
-class RotaNeededForm(FlaskForm):
+class RotaNeededForm(PageForm):
     """How many people a role needs (coordinator)."""
 
     needed = IntegerField(_l("Personnes nécessaires"),
@@ -143,7 +143,7 @@ class RotaNeededForm(FlaskForm):
     submit = SubmitField(_l("Changer"))
 
 
-class RotaDefaultsForm(FlaskForm):
+class RotaDefaultsForm(PageForm):
     """How many people a site usually needs per role (coordinator)."""
 
     setup = IntegerField(_l("Installation"), validators=[InputRequired(_l("Écrivez un nombre.")),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
@@ -14,6 +13,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, Optional
 
+from app.forms import PageForm
 from producers.models import UNITS
 
 UNIT_LABELS = {"piece": _l("pièce"), "kg": _l("kilo (kg)"), "l": _l("litre (l)"), "bunch": _l("botte"),
@@ -22,7 +22,7 @@ KIND_LABELS = {"farmer": _l("Producteur·rice"), "market_trader": _l("Forain·e"
                "bulk_supplier": _l("Fournisseur vrac")}
 
 
-class ProductForm(FlaskForm):
+class ProductForm(PageForm):
     """A catalogue product (price typed in euros)."""
 
     name = StringField(_l("Nom"), validators=[DataRequired(_l("Indiquez un nom.")), Length(max=120)])
@@ -38,7 +38,7 @@ class ProductForm(FlaskForm):
     submit = SubmitField(_l("Enregistrer"))
 
 
-class ProducerForm(FlaskForm):
+class ProducerForm(PageForm):
     """A producer, as the coordinator keeps it."""
 
     name = StringField(_l("Nom"), validators=[DataRequired(_l("Indiquez un nom.")), Length(max=120)])
@@ -52,14 +52,14 @@ class ProducerForm(FlaskForm):
     submit = SubmitField(_l("Enregistrer"))
 
 
-class ImportForm(FlaskForm):
+class ImportForm(PageForm):
     """A catalogue CSV file."""
 
     file = FileField(_l("Fichier CSV"))
     submit = SubmitField(_l("Importer"))
 
 
-class OffersForm(FlaskForm):
+class OffersForm(PageForm):
     """The per-cycle offer table; fields o-/price-/cap-<product id> are read by the route."""
 
     submit = SubmitField(_l("Enregistrer mon offre"))

@@ -1,6 +1,5 @@
 """Forms of the account pages."""
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
@@ -14,6 +13,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from app.forms import PageForm
 from app.models import ROLES
 
 #: How each role is called on the screen.
@@ -57,7 +57,7 @@ def _int_or_zero(value) -> int:
     return number if 0 <= number < 2**31 else -1
 
 
-class LoginForm(FlaskForm):
+class LoginForm(PageForm):
     """E-mail and password."""
 
     email = EmailField(_l("Adresse e-mail"), filters=[_strip], validators=[DataRequired(_l("Indiquez votre adresse e-mail.")), Email(_l("Cette adresse e-mail n'est pas valide.")), Length(max=254)])
@@ -66,14 +66,14 @@ class LoginForm(FlaskForm):
     submit = SubmitField(_l("Se connecter"))
 
 
-class ResetRequestForm(FlaskForm):
+class ResetRequestForm(PageForm):
     """The address to send a reset link to."""
 
     email = EmailField(_l("Adresse e-mail"), filters=[_strip], validators=_email_validators())
     submit = SubmitField(_l("Recevoir un lien"))
 
 
-class NewPasswordForm(FlaskForm):
+class NewPasswordForm(PageForm):
     """A new password, typed twice."""
 
     password = PasswordField(
@@ -91,7 +91,7 @@ class NewPasswordForm(FlaskForm):
     submit = SubmitField(_l("Enregistrer le mot de passe"))
 
 
-class _AccountFields(FlaskForm):
+class _AccountFields(PageForm):
     """Name, roles, household and producer of an account."""
 
     name = StringField(_l("Nom"), validators=[
@@ -123,7 +123,7 @@ class UserForm(_AccountFields):
     submit = SubmitField(_l("Enregistrer"))
 
 
-class HouseholdForm(FlaskForm):
+class HouseholdForm(PageForm):
     """A household's details."""
 
     name = StringField(_l("Nom du foyer"), validators=[
@@ -149,14 +149,14 @@ class HouseholdForm(FlaskForm):
         return bool(tiers)
 
 
-class AttachMemberForm(FlaskForm):
+class AttachMemberForm(PageForm):
     """Add an existing account to a household."""
 
     user_id = SelectField(_l("Personne"), coerce=_int_or_zero, validate_choice=True)
     submit = SubmitField(_l("Ajouter au foyer"))
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(PageForm):
     """A button that only carries the CSRF token."""
 
     submit = SubmitField(_l("Confirmer"))
