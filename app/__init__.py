@@ -73,23 +73,9 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     celery_init_app(app)
 
-    import sqlalchemy as sa
-    import sqlalchemy.orm  # noqa: F401
+    from app.auth.identity import load_user
 
-    from app.models import User
-
-    # One query on every request: the user and its roles joined, not a second SELECT for roles.
-    # Built once: constructing the statement cost as much as running it.
-    user_with_roles = sa.select(User).options(sa.orm.joinedload(User.role_rows)).where(
-        User.id == sa.bindparam("user_id"))
-
-    @login_manager.user_loader
-    def load_user(user_id: str):
-        """Flask-Login's loader: the user by id, if still active."""
-        if not user_id.isdigit() or len(user_id) > 18:
-            return None
-        user = db.session.scalars(user_with_roles, {"user_id": int(user_id)}).unique().first()
-        return user if user is not None and user.active else None
+    login_manager.user_loader(load_user)
 
     # Import every package's models so metadata (and migrations) see all tables.
     import orders.models  # noqa: F401

@@ -78,7 +78,19 @@ class UserRole(db.Model):
     )
 
 
-class User(UserMixin, db.Model):
+class RoleHolder:
+    """Role checks shared by the User model and the signed-in snapshot (app.auth.identity).
+
+    Subclasses provide `roles`, the set of role names held.
+    """
+
+    def has_role(self, *roles: str) -> bool:
+        """True if the user holds any of these roles (coordinators hold every right)."""
+        held = self.roles
+        return "coordinator" in held or any(r in held for r in roles)
+
+
+class User(RoleHolder, UserMixin, db.Model):
     """A person who signs in; belongs to a household and/or a producer."""
 
     __tablename__ = "user"
@@ -102,11 +114,6 @@ class User(UserMixin, db.Model):
     def roles(self) -> set[str]:
         """The names of the roles this user holds."""
         return {r.role for r in self.role_rows}
-
-    def has_role(self, *roles: str) -> bool:
-        """True if the user holds any of these roles (coordinators hold every right)."""
-        held = self.roles
-        return "coordinator" in held or any(r in held for r in roles)
 
     def set_roles(self, roles: set[str] | list[str]) -> None:
         """Replace the user's roles."""

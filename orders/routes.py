@@ -58,9 +58,7 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
     field_errors: dict[int, str] = {}
     if form.validate_on_submit():
         # End the transaction the sign-in lookup opened: on SQLite it holds the write lock, which the
-        # save below should take only for its own few statements. The signed-in user is detached
-        # first so the commit does not expire it (and reload it twice more).
-        db.session.expunge(current_user._get_current_object())
+        # save below should take only for its own few statements.
         db.session.commit()
         try:
             quantities, shown, field_errors = read_cart(request.form)
