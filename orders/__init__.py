@@ -8,3 +8,4 @@ from orders import routes  # noqa: E402,F401
 from orders import contract_routes  # noqa: E402,F401
 from orders import payment_routes  # noqa: E402,F401
 from orders import document_routes  # noqa: E402,F401
+from orders import schedule_routes  # noqa: E402,F401

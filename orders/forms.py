@@ -10,6 +10,7 @@ from wtforms import (
     SelectField,
     StringField,
     SubmitField,
+    TimeField,
 )
 from wtforms.validators import (
     DataRequired,
@@ -125,3 +126,41 @@ def read_cart(formdata) -> tuple[dict, dict[int, int], dict[int, str]]:
                 continue
             quantities[offer_id] = (Decimal(0), tolerance)
     return quantities, shown, errors
+
+
+WEEKDAYS = [(0, _l("lundi")), (1, _l("mardi")), (2, _l("mercredi")), (3, _l("jeudi")), (4, _l("vendredi")),
+            (5, _l("samedi")), (6, _l("dimanche"))]
+
+
+class SiteForm(PageForm):
+    """A pickup site: the café, a school yard, a farm shop."""
+
+    name = StringField(_l("Nom du lieu"), validators=[DataRequired(_l("Indiquez un nom.")), Length(max=120)])
+    address = StringField(_l("Adresse"), validators=[Optional(), Length(max=300)])
+    timezone = StringField(_l("Fuseau horaire"), default="Europe/Paris",
+                           validators=[DataRequired(_l("Indiquez un fuseau horaire.")), Length(max=60)])
+    submit = SubmitField(_l("Enregistrer le lieu"))
+
+
+class ScheduleForm(PageForm):
+    """The weekly rhythm of a site: when orders open and close, when the bags are handed out."""
+
+    site_id = SelectField(_l("Lieu de retrait"), coerce=int, validate_choice=False)
+    name = StringField(_l("Nom"), validators=[DataRequired(_l("Indiquez un nom.")), Length(max=120)])
+    opens_weekday = SelectField(_l("Les commandes ouvrent le"), coerce=int, choices=WEEKDAYS)
+    opens_time = TimeField(_l("à"), validators=[InputRequired(_l("Indiquez une heure."))])
+    closes_weekday = SelectField(_l("Date limite le"), coerce=int, choices=WEEKDAYS)
+    closes_time = TimeField(_l("à"), validators=[InputRequired(_l("Indiquez une heure."))])
+    distribution_weekday = SelectField(_l("Distribution le"), coerce=int, choices=WEEKDAYS)
+    distribution_start = TimeField(_l("de"), validators=[InputRequired(_l("Indiquez une heure."))])
+    distribution_end = TimeField(_l("à"), validators=[InputRequired(_l("Indiquez une heure."))])
+    slot_minutes = IntegerField(_l("Durée d'un créneau (minutes)"), default=30, validators=[
+        InputRequired(_l("Indiquez une durée.")), NumberRange(min=5, max=240, message=_l("Entre 5 et 240 minutes."))])
+    slot_capacity = IntegerField(_l("Foyers par créneau"), default=10, validators=[
+        InputRequired(_l("Indiquez un nombre.")), NumberRange(min=1, max=1000, message=_l("Entre 1 et 1000."))])
+    weeks_ahead = IntegerField(_l("Semaines créées à l'avance"), default=4, validators=[
+        InputRequired(_l("Indiquez un nombre.")), NumberRange(min=1, max=12, message=_l("Entre 1 et 12."))])
+    allocation_policy = SelectField(_l("Partage des caisses en vrac"), choices=[
+        ("pro_rata", _l("au prorata des demandes")), ("first_come", _l("premier arrivé, premier servi"))])
+    active = BooleanField(_l("Actif (crée les distributions à venir)"), default=True)
+    submit = SubmitField(_l("Enregistrer le rythme"))

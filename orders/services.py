@@ -800,3 +800,72 @@ def notify_assisted_order(order_id: int) -> int:
         queue_message(f"assisted:{order.id}:{stamp}", email, "Votre commande a été enregistrée au café",
                       "\n".join(body_lines), kind="assisted_order", cycle_id=order.cycle_id)
     return 1
+
+
+# --------------------------------------------------------------------------- sites and schedules
+
+
+@dataclass(frozen=True)
+class ScheduleValues:
+    """What a coordinator sets for a weekly rhythm (local wall-clock times of the site)."""
+
+    site_id: int
+    name: str
+    opens_weekday: int
+    opens_time: time
+    closes_weekday: int
+    closes_time: time
+    distribution_weekday: int
+    distribution_start: time
+    distribution_end: time
+    slot_minutes: int
+    slot_capacity: int
+    weeks_ahead: int
+    allocation_policy: str
+    active: bool
+
+
+def save_site(site_id: int | None, name: str, address: str | None, timezone: str) -> Site:
+    """Create or change a pickup site; CycleRefused with a French message if the name or zone is wrong."""
+    name = name.strip()
+    try:
+        ZoneInfo(timezone.strip())
+    except (ValueError, KeyError):
+        raise CycleRefused(_("Fuseau horaire inconnu (exemple : Europe/Paris).")) from None
+    clash = db.session.scalar(sa.select(Site.id).where(Site.name == name, Site.id != (site_id or 0)))
+    if clash:
+        raise CycleRefused(_("Un lieu porte déjà ce nom."))
+    site = db.session.get(Site, site_id) if site_id else Site()
+    if site is None:
+        raise CycleRefused(_("Ce lieu n'existe pas."))
+    site.name, site.address, site.timezone = name, (address or "").strip() or None, timezone.strip()
+    db.session.add(site)
+    db.session.flush()
+    return site
+
+
+def save_schedule(schedule_id: int | None, values: ScheduleValues) -> Schedule:
+    """Create or change a weekly rhythm, then create its coming distributions.
+
+    Distributions that already exist keep their dates (households may have ordered for them); the
+    coordinator moves them one by one if needed. CycleRefused with a French message if the rhythm
+    cannot make a distribution.
+    """
+    if db.session.get(Site, values.site_id) is None:
+        raise CycleRefused(_("Choisissez un lieu de retrait."))
+    if values.distribution_end <= values.distribution_start:
+        raise CycleRefused(_("La distribution doit finir après son début."))
+    start = datetime.combine(date.min, values.distribution_start)
+    if start + timedelta(minutes=values.slot_minutes) > datetime.combine(date.min, values.distribution_end):
+        raise CycleRefused(_("Les créneaux sont plus longs que la distribution."))
+    if values.allocation_policy not in ("pro_rata", "first_come"):
+        raise CycleRefused(_("Règle de partage inconnue."))
+    schedule = db.session.get(Schedule, schedule_id) if schedule_id else Schedule()
+    if schedule is None:
+        raise CycleRefused(_("Ce rythme n'existe pas."))
+    for key, value in vars(values).items():
+        setattr(schedule, key, value.strip() if isinstance(value, str) else value)
+    db.session.add(schedule)
+    db.session.flush()
+    generate_cycles()
+    return schedule

@@ -53,6 +53,9 @@ ACCESS: dict[str, object] = {
     "orders.tiers": ("coordinator",),
     "orders.tier_households": ("coordinator",),
     "orders.tier_report": ("coordinator",),
+    "orders.schedules": ("coordinator",),
+    "orders.schedule_edit": ("coordinator",),
+    "orders.site_edit": ("coordinator",),
     # AMAP contracts
     "orders.contracts": ("member",),
     "orders.contract_subscribe": ("member",),
