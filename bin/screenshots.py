@@ -19,6 +19,7 @@ PAGES = [
     ("preparation", "benevole@example.org", "pickup.prepare"),
     ("desk", "benevole@example.org", "pickup.desk"),
     ("coordinator-cycle", "coordination@example.org", "orders.cycles"),
+    ("places-rhythms", "coordination@example.org", "orders.schedules"),
     ("accounts", "coordination@example.org", "auth.users"),
 ]
 

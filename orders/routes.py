@@ -42,6 +42,7 @@ from orders.services import (
     save_cart,
     search_households,
 )
+from pickup.models import Site
 
 
 def _slot_label(slot) -> str:
@@ -172,7 +173,8 @@ def assist_order(household_id: int):
 def cycles():
     """Every cycle with its status and deadline."""
     rows = db.session.scalars(sa.select(Cycle).order_by(Cycle.distribution_date.desc()).limit(60)).all()
-    return render_template("orders/cycles.html", cycles=rows, form=ConfirmForm())
+    sites = dict(db.session.execute(sa.select(Site.id, Site.name)).all())
+    return render_template("orders/cycles.html", cycles=rows, sites=sites, form=ConfirmForm())
 
 
 @bp.route("/cycles/generer", methods=["POST"])

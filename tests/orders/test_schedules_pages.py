@@ -108,3 +108,13 @@ def test_rhythm_page_asks_for_a_site_first(app, client):
     sign_in_coordinator(client)
     page = client.get("/commandes/rythmes/nouveau").get_data(as_text=True)
     assert "Ajoutez d'abord un lieu de retrait." in page
+
+
+def test_cycles_page_names_the_place_when_there_are_several(app, client):
+    first, second = SiteFactory(name="Café du Bourg"), SiteFactory(name="École Jules Ferry")
+    db.session.commit()
+    sign_in_coordinator(client)
+    for site in (first, second):
+        post_form(client, "/commandes/rythmes/nouveau", {"site_id": str(site.id), **THURSDAY})
+    page = client.get("/commandes/cycles").get_data(as_text=True)
+    assert page.count("<small>École Jules Ferry</small>") == len(cycles()) // 2
