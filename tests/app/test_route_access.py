@@ -207,3 +207,21 @@ def test_every_route_against_a_role(app, role):
         if problem:
             wrong.append(f"{method} {url} ({endpoint}): {problem}")
     assert wrong == [], "\n".join(wrong)
+
+
+#: Routes that take POSTs from outside the site, authenticated by their own signature.
+CSRF_EXEMPT = {"orders.stripe_webhook"}
+
+
+def test_every_form_post_needs_its_csrf_token(app):
+    """A POST without the token (or with a forged one) is refused before any role or form logic."""
+    client, token = _signed_in_client(app, "coordinator")
+    wrong = []
+    for endpoint, method, url in _calls(app):
+        if method != "POST" or endpoint in CSRF_EXEMPT:
+            continue
+        for data in ({}, {"csrf_token": token[:-4] + "AAAA"}):
+            status = client.post(url, data=data).status_code
+            if status != 400:
+                wrong.append(f"POST {url} ({endpoint}) with {data or 'no token'}: {status}")
+    assert wrong == [], "\n".join(wrong)
