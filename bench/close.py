@@ -46,9 +46,17 @@ def best_of(runs: int, function) -> float:
     return best
 
 
-def raw_weasyprint_rate(rows: int) -> tuple[float, int]:
-    """Pages per second of WeasyPrint on a plain table of `rows` rows (one process)."""
+def raw_weasyprint_rate(rows: int, *, gc_paused: bool = False) -> tuple[float, int]:
+    """Pages per second of WeasyPrint on a plain table of `rows` rows (one process).
+
+    gc_paused renders the way app.pdf.render_pdf does (cyclic collector paused): not the
+    baseline of the target, printed beside it so the ratio can also be read like for like.
+    """
+    from contextlib import nullcontext
+
     from weasyprint import HTML
+
+    from app.pdf import cyclic_gc_paused
 
     body = "".join(
         f"<tr><td>{n}</td><td>Famille {n:05d}</td><td>Produit {n % 500}</td><td>{n % 7}</td><td>12,50 €</td></tr>"
@@ -58,28 +66,45 @@ def raw_weasyprint_rate(rows: int) -> tuple[float, int]:
             "</style></head><body><table>" + body + "</table></body></html>")
     HTML(string="<p>warm-up</p>").render().write_pdf()  # fonts and CSS machinery load once
     started = time.perf_counter()
-    document = HTML(string=html).render()
-    document.write_pdf()
-    return len(document.pages) / (time.perf_counter() - started), len(document.pages)
+    with cyclic_gc_paused() if gc_paused else nullcontext():
+        document = HTML(string=html).render()
+        document.write_pdf()
+        pages = len(document.pages)
+        del document
+    return pages / (time.perf_counter() - started), pages
+
+
+def group_processes(pgids: set[int]):
+    """(folder in /proc, fields of its stat line after the command name) of each process in these groups."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) in pgids:
+                yield entry, fields
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
 
 
 def group_rss_mib(pgids: set[int]) -> float:
     """The largest current resident memory (MiB) among the processes of these process groups."""
     largest = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry, _fields in group_processes(pgids):
         try:
-            stat = (entry / "stat").read_text()
-            pgrp = int(stat.rsplit(")", 1)[1].split()[2])
-            if pgrp not in pgids:
-                continue
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     largest = max(largest, int(line.split()[1]) / 1024)
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return largest
+
+
+def group_cpu_seconds(pgids: set[int]) -> float:
+    """CPU time (user + system) used so far by these process groups, reaped children included."""
+    ticks = sum(sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+                for _entry, fields in group_processes(pgids))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -180,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             # Raw WeasyPrint in this process, on a plain table as long as a bag-slip chunk.
             raw_rate, raw_pages = raw_weasyprint_rate(rows=max(args.chunk * 8, 800))
             print(f"raw WeasyPrint (plain table, one process): {raw_pages} pages at {raw_rate:.1f} pages/s")
+            paused_rate, _pages = raw_weasyprint_rate(rows=max(args.chunk * 8, 800), gc_paused=True)
+            print(f"raw WeasyPrint with the cyclic GC paused as app.pdf does (not the target's baseline): "
+                  f"{paused_rate:.1f} pages/s")
 
             for n in range(args.workers):
                 log = open(folder / f"worker-{n}.log", "wb")  # noqa: SIM115 - closed after the run
@@ -189,10 +217,13 @@ def main(argv: list[str] | None = None) -> None:
                      "--without-heartbeat"],
                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             _wait_ready(folder, args.workers)
+            groups = {w.pid for w in workers}
+            cpu_before = group_cpu_seconds(groups)
             started = time.perf_counter()
             close.enqueue("finalize_cycle", cycle_id)
             total = _wait_chunks(cycle_id, workers)
             elapsed = time.perf_counter() - started
+            cpu = group_cpu_seconds(groups) - cpu_before
             from app.models import Document
 
             pages = db.session.scalar(sa.select(sa.func.sum(Document.pages)).where(Document.cycle_id == cycle_id))
@@ -200,10 +231,14 @@ def main(argv: list[str] | None = None) -> None:
             rate = pages / elapsed
             print(f"documents: {total} chunks, {pages} pages in {elapsed:.1f} s with {args.workers} worker(s): "
                   f"{rate:.1f} pages/s ({rate / args.workers:.1f} per worker)")
+            # The machine may be shared: CPU seconds tell the documents' cost apart from waiting for a core.
+            print(f"worker CPU time: {cpu:.1f} s for {elapsed * args.workers:.1f} s of worker wall time, "
+                  f"{pages / cpu:.1f} pages per CPU second")
             peak = max(SAMPLED_PEAK[0], *(peak_rss_mib(w.pid) for w in workers))
             print(f"peak RSS of a worker process (pool parent or child, sampled every 0.1 s): {peak:.0f} MiB")
             pdf_ratio = rate / raw_rate
-            print(f"pdf_ratio per worker process: {pdf_ratio / args.workers:.2f}")
+            print(f"pdf_ratio per worker process: {pdf_ratio / args.workers:.2f} "
+                  f"(like for like, against raw with the GC paused: {rate / paused_rate / args.workers:.2f})")
             print(f"aggregation_ratio={aggregation / raw:.2f} pdf_ratio={pdf_ratio:.2f} "
                   f"peak_rss_mib={peak:.0f} pages={pages}")
     finally:
