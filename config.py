@@ -71,7 +71,7 @@ class Config:
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per 15 minutes")
 
     BABEL_DEFAULT_LOCALE = "fr"
-    BABEL_DEFAULT_TIMEZONE = "Europe/Paris"
+    BABEL_DEFAULT_TIMEZONE = DEFAULT_TIMEZONE  # Flask-Babel asks select_timezone, which reads DEFAULT_TIMEZONE
     LANGUAGES = ("fr", "en")
 
     WTF_CSRF_TIME_LIMIT = None

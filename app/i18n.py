@@ -17,5 +17,5 @@ def select_locale() -> str:
 
 
 def select_timezone() -> str:
-    """Every page shows the site's time zone."""
-    return current_app.config["BABEL_DEFAULT_TIMEZONE"]
+    """Every page shows the installation's time zone (DEFAULT_TIMEZONE)."""
+    return current_app.config["DEFAULT_TIMEZONE"]

@@ -30,7 +30,7 @@ from app.db import to_quantity, utcnow
 from app.extensions import db
 from app.models import Household
 from app.money import line_total_cents
-from app.timeutil import PARIS
+from app.timeutil import local_today
 from orders.contract_models import (
     Contract,
     ContractAbsence,
@@ -93,8 +93,8 @@ def taker_id(contract: Contract, index: int) -> int:
 
 
 def _local_today(now: datetime) -> date:
-    """Today's date in Paris."""
-    return now.astimezone(PARIS).date()
+    """Today's date where the sites are."""
+    return local_today(now)
 
 
 def _site_cycles(site_id: int, start: date, end: date) -> dict[date, Cycle]:

@@ -137,8 +137,6 @@ class SiteForm(PageForm):
 
     name = StringField(_l("Nom du lieu"), validators=[DataRequired(_l("Indiquez un nom.")), Length(max=120)])
     address = StringField(_l("Adresse"), validators=[Optional(), Length(max=300)])
-    timezone = StringField(_l("Fuseau horaire"), default="Europe/Paris",
-                           validators=[DataRequired(_l("Indiquez un fuseau horaire.")), Length(max=60)])
     submit = SubmitField(_l("Enregistrer le lieu"))
 
 

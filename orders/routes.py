@@ -13,7 +13,7 @@ from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.templating import money
-from app.timeutil import PARIS, to_local
+from app.timeutil import local_zone, to_local
 from orders import bp
 from orders.forms import (
     AssignTierForm,
@@ -203,7 +203,7 @@ def cycle_edit(cycle_id: int):
     form = MoveCycleForm()
     if form.validate_on_submit():
         try:
-            move_cycle(cycle_id, *(f.data.replace(tzinfo=PARIS) for f in
+            move_cycle(cycle_id, *(f.data.replace(tzinfo=local_zone()) for f in
                                    (form.opens_at, form.closes_at, form.starts_at, form.ends_at)))
             db.session.commit()
         except CycleRefused as refused:

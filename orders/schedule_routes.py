@@ -35,7 +35,7 @@ def site_edit(site_id: int | None = None):
     form = SiteForm(obj=site if request.method == "GET" else None)
     if form.validate_on_submit():
         try:
-            save_site(site_id, form.name.data, form.address.data, form.timezone.data)
+            save_site(site_id, form.name.data, form.address.data)
             db.session.commit()
         except CycleRefused as refused:
             db.session.rollback()

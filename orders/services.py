@@ -15,6 +15,7 @@ from app.db import THOUSANDTH, utcnow
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.money import line_total_cents
+from app.timeutil import local_today, local_zone, to_local
 from orders.models import Cycle, Order, OrderLine, Schedule
 from orders.pricing import (
     ShareError,
@@ -77,13 +78,13 @@ def slot_times(schedule: Schedule, day: date, zone: ZoneInfo) -> list[tuple[date
 def generate_cycles(today: date | None = None, now: datetime | None = None) -> list[Cycle]:
     """Create the missing cycles (and their slots) of the next weeks_ahead weeks of every active schedule."""
     now = now or utcnow()
-    today = today or now.astimezone(ZoneInfo("Europe/Paris")).date()
+    today = today or local_today(now)
     created: list[Cycle] = []
     schedules = db.session.execute(
         sa.select(Schedule, Site.timezone).join(Site, Site.id == Schedule.site_id).where(Schedule.active.is_(True))
     ).all()
     for schedule, tz in schedules:
-        zone = ZoneInfo(tz or "Europe/Paris")
+        zone = ZoneInfo(tz) if tz else local_zone()
         existing = set(db.session.scalars(sa.select(Cycle.week).where(Cycle.schedule_id == schedule.id)))
         first = today + timedelta(days=(schedule.distribution_weekday - today.weekday()) % 7)
         for k in range(schedule.weeks_ahead):
@@ -174,7 +175,7 @@ def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
         .where(Cycle.id == cycle_id, Cycle.status.in_(("draft", "open")))
         .values(opens_at=opens_at, closes_at=closes_at, distribution_starts_at=distribution_starts_at,
                 distribution_ends_at=distribution_ends_at,
-                distribution_date=distribution_starts_at.astimezone(ZoneInfo("Europe/Paris")).date())
+                distribution_date=local_today(distribution_starts_at))
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
@@ -783,7 +784,7 @@ def notify_assisted_order(order_id: int) -> int:
     emails = household.contact_emails()
     if not emails:
         return 0
-    local = cycle.distribution_starts_at.astimezone(ZoneInfo("Europe/Paris"))
+    local = to_local(cycle.distribution_starts_at)
     body_lines = [f"Bonjour {household.name},", "",
                   ("Un·e bénévole du café a enregistré votre commande pour la distribution du "
                   f"{local:%d/%m/%Y}."), ""]
@@ -825,20 +826,16 @@ class ScheduleValues:
     active: bool
 
 
-def save_site(site_id: int | None, name: str, address: str | None, timezone: str) -> Site:
-    """Create or change a pickup site; CycleRefused with a French message if the name or zone is wrong."""
+def save_site(site_id: int | None, name: str, address: str | None) -> Site:
+    """Create or change a pickup site, in the installation's time zone; CycleRefused if the name is taken."""
     name = name.strip()
-    try:
-        ZoneInfo(timezone.strip())
-    except (ValueError, KeyError):
-        raise CycleRefused(_("Fuseau horaire inconnu (exemple : Europe/Paris).")) from None
     clash = db.session.scalar(sa.select(Site.id).where(Site.name == name, Site.id != (site_id or 0)))
     if clash:
         raise CycleRefused(_("Un lieu porte déjà ce nom."))
     site = db.session.get(Site, site_id) if site_id else Site()
     if site is None:
         raise CycleRefused(_("Ce lieu n'existe pas."))
-    site.name, site.address, site.timezone = name, (address or "").strip() or None, timezone.strip()
+    site.name, site.address, site.timezone = name, (address or "").strip() or None, local_zone().key
     db.session.add(site)
     db.session.flush()
     return site

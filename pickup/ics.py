@@ -8,6 +8,7 @@ from icalendar import Calendar, Event
 
 from app.db import utcnow
 from app.extensions import db
+from app.timeutil import local_zone
 from orders.models import Cycle, Order
 from pickup.models import Site, Slot
 
@@ -18,7 +19,7 @@ def slot_calendar(order_id: int, base_url: str = "") -> bytes:
     slot = db.session.get(Slot, order.slot_id)
     cycle = db.session.get(Cycle, order.cycle_id)
     site = db.session.get(Site, cycle.site_id)
-    zone = ZoneInfo(site.timezone or "Europe/Paris")
+    zone = ZoneInfo(site.timezone) if site.timezone else local_zone()
 
     calendar = Calendar()
     calendar.add("prodid", "-//Panier commun//retrait//FR")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from app.db import to_quantity, utcnow
 from app.extensions import db
 from app.models import Household, User, UserRole
 from app.money import format_cents, line_total_cents
-from app.timeutil import PARIS
+from app.timeutil import local_today
 from orders.models import Cycle, Order, OrderLine
 from orders.payment_models import Payment
 from pickup.models import (
@@ -75,7 +75,7 @@ class NeedsConfirmation(PickupError):
 
 def paris_today() -> date:
     """Today's date at the café."""
-    return datetime.now(PARIS).date()
+    return local_today()
 
 
 def _insert_ignore(model, values: dict, conflict: list[str]) -> None:
@@ -202,7 +202,7 @@ def bags_by_slot(cycle_id: int) -> list[SlotBags]:
     # Slots without any bag still appear so the board shows the whole afternoon.
     for slot in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id)):
         groups.setdefault(slot.id, SlotBags(slot=slot))
-    far = datetime.max.replace(tzinfo=PARIS)
+    far = datetime.max.replace(tzinfo=UTC)
     return sorted(groups.values(), key=lambda g: g.slot.starts_at if g.slot else far)
 
 

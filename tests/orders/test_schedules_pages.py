@@ -34,8 +34,7 @@ def cycles() -> list[Cycle]:
 
 def test_new_site_and_rhythm_create_the_coming_distributions(app, client):
     sign_in_coordinator(client)
-    page = post_form(client, "/commandes/rythmes/lieu", {"name": "Café des Tilleuls", "address": "3 place du Marché",
-                                                          "timezone": "Europe/Paris"})
+    page = post_form(client, "/commandes/rythmes/lieu", {"name": "Café des Tilleuls", "address": "3 place du Marché"})
     assert "Lieu enregistré" in page.get_data(as_text=True)
     site = db.session.scalar(sa.select(Site).where(Site.name == "Café des Tilleuls"))
     page = post_form(client, "/commandes/rythmes/nouveau", {"site_id": str(site.id), **THURSDAY})
@@ -93,13 +92,11 @@ def test_impossible_rhythms_are_refused_in_french(app, client):
     assert cycles() == []
 
 
-def test_site_name_and_time_zone_are_checked(app, client):
+def test_site_names_are_unique(app, client):
     SiteFactory(name="La Ferme")
     db.session.commit()
     sign_in_coordinator(client)
-    page = post_form(client, "/commandes/rythmes/lieu", {"name": "Marché", "timezone": "Europe/Parus"})
-    assert "Fuseau horaire inconnu" in page.get_data(as_text=True)
-    page = post_form(client, "/commandes/rythmes/lieu", {"name": "La Ferme", "timezone": "Europe/Paris"})
+    page = post_form(client, "/commandes/rythmes/lieu", {"name": "La Ferme"})
     assert "Un lieu porte déjà ce nom." in page.get_data(as_text=True)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Site)) == 1
 
@@ -118,3 +115,19 @@ def test_cycles_page_names_the_place_when_there_are_several(app, client):
         post_form(client, "/commandes/rythmes/nouveau", {"site_id": str(site.id), **THURSDAY})
     page = client.get("/commandes/cycles").get_data(as_text=True)
     assert page.count("<small>École Jules Ferry</small>") == len(cycles()) // 2
+
+
+def test_an_installation_elsewhere_runs_on_its_own_time_zone(app_config, request):
+    """DEFAULT_TIMEZONE=Indian/Reunion (UTC+4, no summer time): rhythms and pages follow La Réunion's clock."""
+    app_config["DEFAULT_TIMEZONE"] = "Indian/Reunion"
+    app = request.getfixturevalue("app")
+    client = app.test_client()
+    sign_in_coordinator(client)
+    post_form(client, "/commandes/rythmes/lieu", {"name": "Case des Hauts"})
+    site = db.session.scalar(sa.select(Site))
+    assert site.timezone == "Indian/Reunion"
+    post_form(client, "/commandes/rythmes/nouveau", {"site_id": str(site.id), **THURSDAY})
+    created = cycles()
+    assert created and all(c.distribution_starts_at.hour == 12 and c.distribution_starts_at.minute == 30
+                           for c in created)
+    assert "16:30" in client.get("/commandes/cycles").get_data(as_text=True)
