@@ -45,7 +45,7 @@ class HouseholdSearchForm(PageForm):
 
 
 class MoveCycleForm(PageForm):
-    """A coordinator moves a distribution (local times, Europe/Paris)."""
+    """A coordinator moves a distribution (local times of the installation)."""
 
     opens_at = DateTimeLocalField(_l("Ouverture des commandes"), format="%Y-%m-%dT%H:%M",
                                   validators=[InputRequired(_l("Indiquez une date."))])
