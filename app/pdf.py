@@ -31,10 +31,11 @@ def cyclic_gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        # With the collector off, everything made since it was paused is in generation 0. Collect
+        # before enabling it again, or the next allocation would start the same pass on its own.
+        gc.collect(0)
         if was_enabled:
             gc.enable()
-        # With the collector off, everything made since it was paused is in generation 0.
-        gc.collect(0)
 
 
 def render_pdf(template: str, **context) -> RenderedPdf:
