@@ -307,10 +307,14 @@ class ProductAllocation:
         return sum((line.allocated for line in self.lines), Decimal("0.000"))
 
 
-def _compute(cycle: Cycle, policy: str | None, use_stored: bool) -> list[ProductAllocation]:
-    """Allocations of every bulk product of a cycle (stored ones when asked and complete)."""
+def _compute(cycle: Cycle, policy: str | None, use_stored: bool,
+             offer_ids: list[int] | None = None) -> list[ProductAllocation]:
+    """Allocations of every bulk product of a cycle, or of these offers (stored ones when asked and complete)."""
     policy = policy or cycle.allocation_policy or "pro_rata"
     offers = _bulk_offers(cycle.id)
+    if offer_ids is not None:
+        wanted = set(offer_ids)
+        offers = [(offer, product) for offer, product in offers if offer.id in wanted]
     if not offers:
         return []
     lines_by_offer: dict[int, list] = defaultdict(list)
@@ -429,13 +433,45 @@ class RepackagingProduct:
     cases: list[RepackCase]
 
 
-def repackaging_rows(cycle_id: int) -> list[RepackagingProduct]:
-    """Each bulk case split into household portions, in bag order then name (stored allocation first)."""
+def _sheet_offer_ids(cycle: Cycle) -> list[int]:
+    """The offers the repackaging sheet lists (those with at least one case), in its order.
+
+    An offer whose lines all hold their stored allocation (every offer once the cycle is
+    prepared) costs one SUM; only the others are computed in full.
+    """
+    offers = _bulk_offers(cycle.id)
+    sums = {
+        offer_id: allocated
+        for offer_id, allocated, unstored in db.session.execute(
+            sa.select(OrderLine.offer_id, sa.func.sum(OrderLine.quantity_allocated),
+                      sa.func.count() - sa.func.count(OrderLine.quantity_allocated))
+            .join(Order, Order.id == OrderLine.order_id)
+            .where(OrderLine.offer_id.in_([offer.id for offer, _product in offers]),
+                   Order.status.in_(COUNTED_ORDER_STATUSES))
+            .group_by(OrderLine.offer_id)
+        )
+        if not unstored
+    }
+    # Same case count as _compute with use_stored: whole cases in what the lines were given.
+    cases = {offer.id: int(sums[offer.id] // product.case_size) for offer, product in offers if offer.id in sums}
+    unstored = [offer.id for offer, _product in offers if offer.id not in sums]
+    if unstored:
+        cases.update((product.offer_id, product.cases) for product in _compute(cycle, None, True, unstored))
+    return [offer.id for offer, _product in offers if cases[offer.id]]
+
+
+def repackaging_rows(cycle_id: int, positions: slice | None = None) -> list[RepackagingProduct]:
+    """Each bulk case split into household portions, in bag order then name (stored allocation first).
+
+    positions keeps only those products of the sheet (a document chunk), without reading the
+    lines of the others.
+    """
     cycle = db.session.get(Cycle, cycle_id)
     if cycle is None:
         raise LookupError(f"no cycle {cycle_id}")
+    offer_ids = _sheet_offer_ids(cycle)[positions] if positions is not None else None
     sheet = []
-    for product in _compute(cycle, None, use_stored=True):
+    for product in _compute(cycle, None, use_stored=True, offer_ids=offer_ids):
         if product.cases == 0:
             continue
         getting = sorted(

@@ -546,13 +546,16 @@ class _RepackProduct:
     total_cases: int = 0
 
 
-def repackaging_products(cycle_id: int) -> list:
-    """Each bulk case split into portions: orders.bulk.repackaging_rows, or every portion in one list."""
+def repackaging_products(cycle_id: int, positions: slice | None = None) -> list:
+    """Each bulk case split into portions (only the products at these positions of the sheet, if given).
+
+    orders.bulk.repackaging_rows, or every portion in one case while that module is missing.
+    """
     from orders.close import optional
 
     rows = optional("orders.bulk", "repackaging_rows")
     if rows is not None:
-        return rows(cycle_id)
+        return rows(cycle_id, positions)
     products: dict[int, _RepackProduct] = {}
     for pid, name, unit, case_size, bag, household, allocated, ordered in db.session.execute(
         sa.select(Product.id, Product.name, Product.unit, Product.case_size, Order.bag_number, Household.name,
@@ -568,13 +571,13 @@ def repackaging_products(cycle_id: int) -> list:
         if given:
             product = products.setdefault(pid, _RepackProduct(name, unit, case_size, None, [_Case(1, [])]))
             product.cases[0].portions.append(_Portion(household, bag, given))
-    return list(products.values())
+    return list(products.values())[positions or slice(None)]
 
 
 def render_repackaging(cycle_id: int, first: int, last: int, part: int) -> Document:
     """Repackaging sheet for bulk products first..last (or one part of one big product): cases into portions."""
     context = _cycle_context(cycle_id)
-    products = repackaging_products(cycle_id)[first:last + 1]
+    products = repackaging_products(cycle_id, slice(first, last + 1))
     if first == last and products:
         # One big product: keep only this part's portions, case by case.
         product = products[0]

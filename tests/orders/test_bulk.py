@@ -145,6 +145,25 @@ def test_repackaging_sheet_and_cases_to_order(app):
         ("Épicerie en gros", "Riz complet", 2, D("50"))]
 
 
+def test_repackaging_sheet_chunk_has_the_rows_of_the_whole_sheet(app):
+    """A document chunk reads only its products and shows them as the whole sheet does."""
+    shop = Shop()
+    shop.order("Martin", rice=("20", "0"), oil=("5", "1"), minutes=1)
+    shop.order("Diallo", rice=("20", "0"), oil=("2", "0"), minutes=2)
+
+    def portions(rows):
+        return [(p.product_name, [[(x.household_name, x.quantity) for x in case.portions] for case in p.cases])
+                for p in rows]
+
+    for allocated in (False, True):  # computed on the fly, then read from the stored allocation
+        if allocated:
+            allocate_bulk(shop.cycle.id)
+        whole = repackaging_rows(shop.cycle.id)
+        assert [p.product_name for p in whole] == ["Huile d'olive", "Riz complet"]
+        for positions in (slice(0, 1), slice(1, 2), slice(0, 2), slice(2, 3)):
+            assert portions(repackaging_rows(shop.cycle.id, positions)) == portions(whole[positions])
+
+
 def test_stock_cap_and_withdrawn_product_limit_the_cases(app):
     shop = Shop()
     shop.rice.stock_cap = D("45")  # the supplier has one sack and a bit: one whole sack at most
