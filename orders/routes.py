@@ -10,6 +10,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.auth.decorators import roles_required
+from app.db_setup import end_read_before_write
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.templating import money
@@ -58,9 +59,7 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
     errors: list[str] = []
     field_errors: dict[int, str] = {}
     if form.validate_on_submit():
-        # End the transaction the sign-in lookup opened: on SQLite it holds the write lock, which the
-        # save below should take only for its own few statements.
-        db.session.commit()
+        end_read_before_write()
         try:
             quantities, shown, field_errors = read_cart(request.form)
             # The cycle the page showed: the service refuses it if it has closed since.
