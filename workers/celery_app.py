@@ -2,6 +2,8 @@
 import logging
 import os
 
+from celery.signals import worker_init
+
 from app import create_app
 
 flask_app = create_app()
@@ -21,3 +23,11 @@ app = celery_app
 # WeasyPrint logs every layout step at INFO; the worker log should show tasks, not pages.
 logging.getLogger("weasyprint").setLevel(logging.WARNING)
 logging.getLogger("fontTools").setLevel(logging.WARNING)
+
+
+@worker_init.connect
+def _warm_up_pdf(**_kwargs) -> None:
+    """WeasyPrint, fonts and document templates loaded before the pool processes are forked."""
+    from app.pdf import warm_up
+
+    warm_up(flask_app)
