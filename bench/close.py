@@ -8,6 +8,17 @@ times allocation and aggregation against a raw GROUP BY over the same lines, the
 render every document chunk, and compares their pages per second with WeasyPrint rendering a
 plain table of the same size in this process. Ends with one line:
 aggregation_ratio=<x> pdf_ratio=<y> peak_rss_mib=<z> pages=<n>
+
+The documents' time runs from enqueueing finalize_cycle (the prepare step is done before, and
+timed on its own) until every chunk step is done; the finish step (e-mails) is not in it.
+The baseline is plain WeasyPrint, called as is. Read beside it:
+- "like for like": raw WeasyPrint run the way app.pdf runs it (cyclic GC paused, frame stack
+  with room), so the ratio shows what our templates, queries and workers cost, not what the
+  interpreter settings win;
+- "worker CPU time": on a machine shared with other work, wall time also counts waiting for
+  a core; pages per CPU second do not.
+The raw rate moves with the CPython 3.11 frame-stack issue described in app/pdf.py (by
+chance of call depth), and with the machine's load: compare runs by the like-for-like line.
 """
 from __future__ import annotations
 
