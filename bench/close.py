@@ -239,13 +239,16 @@ def main(argv: list[str] | None = None) -> None:
             cpu_before = group_cpu_seconds(groups)
             started = time.perf_counter()
             close.enqueue("finalize_cycle", cycle_id)
-            total = _wait_chunks(cycle_id, workers, database)
+            reader = sa.create_engine(database)  # see _wait_chunks: reads that do not queue behind the finish step
+            total = _wait_chunks(cycle_id, workers, reader)
             elapsed = time.perf_counter() - started
             cpu = group_cpu_seconds(groups) - cpu_before
             from app.models import Document
 
-            pages = db.session.scalar(sa.select(sa.func.sum(Document.pages)).where(Document.cycle_id == cycle_id))
-            db.session.rollback()
+            with reader.connect() as connection:
+                pages = connection.scalar(
+                    sa.select(sa.func.sum(Document.pages)).where(Document.cycle_id == cycle_id))
+            reader.dispose()
             rate = pages / elapsed
             print(f"documents: {total} chunks, {pages} pages in {elapsed:.1f} s with {args.workers} worker(s): "
                   f"{rate:.1f} pages/s ({rate / args.workers:.1f} per worker)")
@@ -284,17 +287,17 @@ def _wait_ready(folder: Path, count: int, timeout: float = 120) -> None:
     time.sleep(2)
 
 
-def _wait_chunks(cycle_id: int, workers: list, database: str, timeout: float = 7200) -> int:
+def _wait_chunks(cycle_id: int, workers: list, reader: sa.engine.Engine, timeout: float = 7200) -> int:
     """Wait until every document chunk of the cycle is done; returns how many there were.
 
-    Reads through a plain engine of its own: the app's SQLite engine begins every transaction
+    Reads through a plain engine (reader): the app's SQLite engine begins every transaction
     with BEGIN IMMEDIATE, so its reads would queue behind the finish step (which writes the
-    e-mails in one transaction right after the last chunk, seconds at this size) and count
-    that step as document time. A plain read in WAL mode does not wait for a writer.
+    e-mails in one transaction right after the last chunk, tens of seconds at 10,000 orders),
+    count that step as document time, or give up after the busy timeout. A plain read in WAL
+    mode does not wait for a writer.
     """
     from app.models import FinalizeStep
 
-    reader = sa.create_engine(database)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with reader.connect() as connection:
@@ -303,7 +306,6 @@ def _wait_chunks(cycle_id: int, workers: list, database: str, timeout: float = 7
                 .where(FinalizeStep.cycle_id == cycle_id, FinalizeStep.name.like("chunk:%"))
             ).one()
         if total and done == total:
-            reader.dispose()
             return total
         SAMPLED_PEAK[0] = max(SAMPLED_PEAK[0], group_rss_mib({w.pid for w in workers}))
         if any(w.poll() is not None for w in workers):
