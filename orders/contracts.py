@@ -98,7 +98,12 @@ def _local_today(now: datetime) -> date:
 
 
 def _site_cycles(site_id: int, start: date, end: date) -> dict[date, Cycle]:
-    """The cycle carrying baskets for each week of a site between two dates (first non-cancelled)."""
+    """The cycle carrying baskets for each week of a site between two dates.
+
+    A week's baskets go to its first distribution that is not cancelled, one of the site's regular
+    (scheduled) distributions before an extra one added by hand: a one-off market on the Monday must
+    not take the AMAP baskets away from Thursday's distribution.
+    """
     cycles = db.session.scalars(
         sa.select(Cycle)
         .where(
@@ -108,11 +113,14 @@ def _site_cycles(site_id: int, start: date, end: date) -> dict[date, Cycle]:
         )
         .order_by(Cycle.distribution_date, Cycle.id)
     ).all()
+    def rank(cycle: Cycle) -> tuple[bool, bool]:
+        return cycle.status == "cancelled", cycle.schedule_id is None
+
     by_week: dict[date, Cycle] = {}
-    for cycle in cycles:
+    for cycle in cycles:  # in date order: on equal rank the earlier distribution stays
         monday = cycle_monday(cycle)
         current = by_week.get(monday)
-        if current is None or (current.status == "cancelled" and cycle.status != "cancelled"):
+        if current is None or rank(cycle) < rank(current):
             by_week[monday] = cycle
     return by_week
 

@@ -373,3 +373,24 @@ def test_co_holder_declares_absences_on_its_own_weeks(app):
     absence = db.session.scalar(sa.select(ContractAbsence))
     with pytest.raises(ContractError, match="Absence inconnue"):
         cancel_absence(absence.id, holder.id, now=NOW)
+
+
+def test_an_extra_distribution_in_the_week_leaves_the_baskets_with_the_regular_one(app):
+    from orders.models import Schedule
+
+    season = Season(cycles=0)
+    schedule = Schedule(site_id=season.site.id, name="Jeudi", opens_weekday=4, opens_time=time(8),
+                        closes_weekday=1, closes_time=time(20), distribution_weekday=3,
+                        distribution_start=time(17), distribution_end=time(19))
+    db.session.add(schedule)
+    db.session.flush()
+    thursday = make_cycle(season.site.id, FIRST)
+    thursday.schedule_id = schedule.id
+    home = HouseholdFactory(name="Martin")
+    subscribe(season.offer.id, home.id, now=NOW)
+    assert len(contract_lines(thursday.id)) == 1
+    # A one-off market on the Monday of the same week, added by hand (no schedule).
+    extra = make_cycle(season.site.id, FIRST - timedelta(days=3), week=False)
+    assert generate_contract_lines(extra.id) == 0
+    assert generate_contract_lines(thursday.id) == 0
+    assert contract_lines(extra.id) == [] and len(contract_lines(thursday.id)) == 1
