@@ -21,6 +21,7 @@ import logging
 import mimetypes
 import re
 import smtplib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -85,6 +86,42 @@ def queue_message(
             raise
         return existing
     return message
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    """One e-mail to queue: what queue_message takes."""
+
+    key: str
+    recipient: str
+    subject: str
+    body: str
+    kind: str
+    cycle_id: int | None = None
+    attachments: list[dict] | None = None
+
+
+def queue_messages(specs: list[MessageSpec]) -> int:
+    """Queue many e-mails once per key with one lookup and one flush; returns how many were new.
+
+    For the hundreds of confirmations of a cycle. If a concurrent writer inserted one of the keys
+    meanwhile, the batch falls back to queue_message one by one. The caller commits.
+    """
+    keys = [spec.key for spec in specs]
+    existing = set(db.session.scalars(sa.select(OutboxMessage.key).where(OutboxMessage.key.in_(keys))))
+    fresh = [spec for spec in specs if spec.key not in existing]
+    try:
+        with db.session.begin_nested():
+            db.session.add_all(OutboxMessage(
+                key=spec.key, recipient=spec.recipient, subject=spec.subject[:200], body=spec.body,
+                kind=spec.kind, cycle_id=spec.cycle_id,
+                attachments=json.dumps(spec.attachments) if spec.attachments else None,
+                message_id=_message_id(spec.key), status="pending", attempts=0) for spec in fresh)
+    except IntegrityError:
+        for spec in fresh:
+            queue_message(spec.key, spec.recipient, spec.subject, spec.body, kind=spec.kind,
+                          cycle_id=spec.cycle_id, attachments=spec.attachments)
+    return len(fresh)
 
 
 def request_delivery() -> bool:

@@ -455,21 +455,39 @@ def run_chunk(cycle_id: int, name: str) -> bool:
 # --------------------------------------------------------------------------- steps 4-5: outbox, finalized
 
 
-def finish_cycle(cycle_id: int) -> bool:
-    """Queue the e-mails and move the cycle to finalized, in one transaction (guarded; commits).
+#: E-mails written per transaction by the finish step.
+MESSAGES_PER_COMMIT = 200
 
-    Returns True if this call finalized the cycle. Refuses while chunks are pending.
+
+def finish_cycle(cycle_id: int) -> bool:
+    """Queue the e-mails, then move the cycle to finalized (guarded; commits).
+
+    The e-mails are written in transactions of MESSAGES_PER_COMMIT: on SQLite one transaction
+    for ten thousand households held the database's write lock for over 30 s, and every page
+    waiting on it failed with "database is locked". Each e-mail has its key, so a finish run
+    again (or twice at once) adds none twice. Returns True if this call finalized the cycle;
+    refuses while chunks are pending.
     """
+    from app.outbox import queue_messages
+    from orders.documents import cycle_messages
+
+    if db.session.scalar(sa.select(Cycle.status).where(Cycle.id == cycle_id)) != "closed" \
+            or _pending_chunks(cycle_id):
+        db.session.rollback()
+        return False
+    batch = []
+    for spec in cycle_messages(cycle_id):
+        batch.append(spec)
+        if len(batch) == MESSAGES_PER_COMMIT:
+            queue_messages(batch)
+            db.session.commit()
+            batch = []
+    queue_messages(batch)
+    db.session.commit()
     cycle = _lock_cycle(cycle_id)
     if cycle is None or cycle.status != "closed":
         db.session.rollback()
         return False
-    if _pending_chunks(cycle_id):
-        db.session.rollback()
-        return False
-    from orders.documents import queue_cycle_messages
-
-    queue_cycle_messages(cycle_id)
     _mark_done(cycle_id, "finish")
     moved = db.session.execute(
         sa.update(Cycle).where(Cycle.id == cycle_id, Cycle.status == "closed")

@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -23,11 +24,13 @@ import sqlalchemy as sa
 from flask import current_app, render_template
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from app.db import QUANTITY_SCALE, THOUSANDTH
 from app.extensions import db
 from app.models import Document, Household
 from app.money import line_total_cents
+from app.outbox import MessageSpec
 from app.pdf import render_pdf
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Site, Slot
@@ -615,13 +618,11 @@ def producers_without_email(cycle_id: int) -> list[Producer]:
     ))
 
 
-def queue_cycle_messages(cycle_id: int) -> dict:
-    """Outbox rows: each producer its purchase order (PDF + CSV), each household its confirmation."""
-    from app.outbox import queue_message
-
+def cycle_messages(cycle_id: int) -> Iterator[MessageSpec]:
+    """The e-mails of a finalized cycle: each producer its purchase order (PDF + CSV), each household
+    its confirmation. Yielded one by one so the caller can write them in batches."""
     context = _cycle_context(cycle_id)
     cycle = context["cycle"]
-    counts = {"producers": 0, "households": 0, "producers_without_email": 0, "households_without_email": 0}
     documents = db.session.scalars(
         sa.select(Document).where(Document.cycle_id == cycle_id,
                                   Document.kind.in_(("purchase_order", "purchase_order_csv")))
@@ -632,43 +633,38 @@ def queue_cycle_messages(cycle_id: int) -> dict:
     for producer_id, docs in sorted(by_producer.items()):
         producer = db.session.get(Producer, producer_id)
         if not producer.email:
-            counts["producers_without_email"] += 1
             log.warning("close: producer %s (%s) has no e-mail; print its purchase order for cycle %s",
                         producer.id, producer.name, cycle_id)
             continue
-        body = render_template("orders/documents/purchase_order_email.txt", producer=producer, **context)
-        queue_message(
+        yield MessageSpec(
             f"cycle:{cycle_id}:producer:{producer_id}:purchase_order", producer.email,
-            _("Bon de commande pour la distribution du %(day)s", day=_day(cycle)), body,
+            _("Bon de commande pour la distribution du %(day)s", day=_day(cycle)),
+            render_template("orders/documents/purchase_order_email.txt", producer=producer, **context),
             kind="purchase_order", cycle_id=cycle_id, attachments=[{"document_id": d.id} for d in docs],
         )
-        counts["producers"] += 1
+    # Plain copies with their addresses: the caller commits between batches, which expires rows.
     households = {
-        h.id: h for h in db.session.scalars(
-            sa.select(Household).where(Household.id.in_(
+        h.id: (SimpleNamespace(id=h.id, name=h.name), h.contact_emails()) for h in db.session.scalars(
+            sa.select(Household).options(selectinload(Household.members)).where(Household.id.in_(
                 sa.select(Order.household_id).where(Order.id.in_(_active(cycle_id)))))
         )
     }
+    subject = _("Votre commande pour la distribution du %(day)s", day=_day(cycle))
     slot_ids = db.session.scalars(
         sa.select(Order.slot_id).distinct().where(Order.id.in_(_active(cycle_id)))
     ).all()
     for slot_id in slot_ids:
         for bag in bags(cycle_id, slot_id):
-            household = households[bag.household_id]
-            recipients = household.contact_emails()
+            household, recipients = households[bag.household_id]
             if not recipients:
-                counts["households_without_email"] += 1
                 continue
             body = render_template("orders/documents/confirmation_email.txt", bag=bag, household=household,
                                    slot_label=slot_label, **context)
             for recipient in recipients:
-                queue_message(
+                yield MessageSpec(
                     f"cycle:{cycle_id}:household:{household.id}:confirmation:{recipient.lower()}", recipient,
-                    _("Votre commande pour la distribution du %(day)s", day=_day(cycle)), body,
-                    kind="confirmation", cycle_id=cycle_id,
+                    subject, body, kind="confirmation", cycle_id=cycle_id,
                 )
-            counts["households"] += 1
-    return counts
 
 
 def _day(cycle: Cycle) -> str:

@@ -101,6 +101,34 @@ def test_finalize_twice_generates_nothing_twice(app):
     assert sorted(bags) == [1, 2, 3]
 
 
+def test_finish_writes_the_emails_in_batches_and_each_once(app, monkeypatch):
+    """Confirmations go to the outbox a few per transaction (SQLite's lock stays short); a finish
+    interrupted after some batches, then run again, writes each e-mail exactly once."""
+    monkeypatch.setattr(close, "MESSAGES_PER_COMMIT", 3)
+    data = make_cycle(households=8, producers=2)
+    close.close_due_cycles()
+    db.session.commit()
+    commits = []
+    real_commit = db.session.commit
+    monkeypatch.setattr(db.session, "commit", lambda: (commits.append(1), real_commit())[1])
+    close.finalize_cycle(data.cycle_id, inline=True)
+    assert db.session.get(Cycle, data.cycle_id).status == "finalized"
+    keys = db.session.scalars(sa.select(OutboxMessage.key)).all()
+    assert len(keys) == len(set(keys)) == 8 + 2
+    # Interrupted after its first batches: the cycle is still closed, some e-mails are written.
+    db.session.execute(sa.delete(OutboxMessage).where(OutboxMessage.id.in_(
+        sa.select(OutboxMessage.id).order_by(OutboxMessage.id.desc()).limit(4))))
+    db.session.execute(sa.update(Cycle).values(status="closed"))
+    db.session.execute(sa.update(FinalizeStep).where(FinalizeStep.name == "finish").values(status="pending"))
+    real_commit()
+    commits.clear()
+    assert close.finish_cycle(data.cycle_id) is True
+    assert len(commits) == 4 + 1  # 10 e-mails in batches of 3, then the cycle's status
+    again = db.session.scalars(sa.select(OutboxMessage.key)).all()
+    assert sorted(again) == sorted(keys)
+    assert close.finish_cycle(data.cycle_id) is False
+
+
 def test_finalize_refuses_open_and_unknown_cycles(app):
     data = make_cycle(households=1, due=False)
     with pytest.raises(close.FinalizeError, match="encore ouvert"):
