@@ -8,10 +8,8 @@ plain services these functions commit: progress must survive a crash.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,14 +35,6 @@ ACTIVE_ORDER_STATUSES = ("confirmed",)
 
 class FinalizeError(Exception):
     """A cycle cannot be finalized now; the message is shown to the coordinator as is."""
-
-
-def optional(module: str, name: str):
-    """A function of another helper's module, or None while that module does not provide it."""
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
 
 
 def enqueue(task: str, *args) -> bool:
@@ -258,7 +248,8 @@ def prepare_cycle(cycle_id: int) -> list[str]:
 def allocate_lines(cycle_id: int) -> list[str]:
     """Set quantity_allocated: ordered quantity, capped to stock, 0 for withdrawn products; bulk by orders.bulk."""
     notes: list[str] = []
-    allocate_bulk = optional("orders.bulk", "allocate_bulk")
+    from orders import bulk  # read at call time: the close benchmark times allocate_bulk by wrapping it
+
     offers = db.session.execute(
         sa.select(Offer.id, Offer.stock_cap, Offer.active, Product.active, Product.case_size, Product.name)
         .join(Product, Product.id == Offer.product_id)
@@ -267,7 +258,7 @@ def allocate_lines(cycle_id: int) -> list[str]:
     orders = active_orders_query(cycle_id)
     withdrawn, capped, plain = [], [], []
     for offer_id, cap, offer_active, product_active, case_size, name in offers:
-        if case_size is not None and allocate_bulk is not None:
+        if case_size is not None:
             continue
         if not (offer_active and product_active):
             withdrawn.append(offer_id)
@@ -276,8 +267,6 @@ def allocate_lines(cycle_id: int) -> list[str]:
             capped.append((offer_id, cap))
         else:
             plain.append(offer_id)
-    if allocate_bulk is None:
-        notes.append(_("Allocation vrac indisponible : les produits en vrac sont traités comme les autres."))
     lines = OrderLine.__table__
     if withdrawn:
         db.session.execute(
@@ -291,8 +280,7 @@ def allocate_lines(cycle_id: int) -> list[str]:
         )
     for offer_id, cap in capped:
         _allocate_capped(offer_id, cap, orders)
-    if allocate_bulk is not None:
-        allocate_bulk(cycle_id)
+    bulk.allocate_bulk(cycle_id)
     return notes
 
 
@@ -339,33 +327,12 @@ def assign_bag_numbers(cycle_id: int) -> None:
 def recompute_totals(cycle_id: int) -> None:
     """Order totals from allocated lines, then the ledger charges and balance payments."""
     order_ids = db.session.scalars(active_orders_query(cycle_id).order_by(Order.id)).all()
-    recompute = optional("orders.services", "recompute_order_total")
-    if recompute is not None:
-        for order_id in order_ids:
-            recompute(order_id)
-    else:
-        _recompute_totals_fallback(cycle_id)
-    settle = optional("orders.payments", "settle_balance_payments")
-    sync = optional("orders.ledger", "sync_order_charge")
-    if settle is not None:
-        settle(cycle_id)  # charges every order of the cycle (ledger sync) then pays from balances
-    elif sync is not None:
-        for order_id in order_ids:
-            sync(order_id)
+    from orders.payments import settle_balance_payments
+    from orders.services import recompute_order_total
 
-
-def _recompute_totals_fallback(cycle_id: int) -> None:
-    """Sum of line totals per order, while orders.services is not there."""
-    totals: dict[int, int] = defaultdict(int)
-    lines = db.session.scalars(sa.select(OrderLine).where(OrderLine.order_id.in_(active_orders_query(cycle_id))))
-    for line in lines:
-        totals[line.order_id] += line.total_cents
-    order_ids = db.session.scalars(active_orders_query(cycle_id)).all()
-    if order_ids:
-        db.session.execute(
-            sa.update(Order).execution_options(synchronize_session=False),
-            [{"id": order_id, "total_cents": totals.get(order_id, 0)} for order_id in order_ids],
-        )
+    for order_id in order_ids:
+        recompute_order_total(order_id)
+    settle_balance_payments(cycle_id)  # charges every order of the cycle (ledger sync) then pays from balances
 
 
 # --------------------------------------------------------------------------- step 3: documents
@@ -482,8 +449,9 @@ def finish_cycle(cycle_id: int) -> bool:
             queue_messages(batch)
             db.session.commit()
             batch = []
-    queue_messages(batch)
-    db.session.commit()
+    if batch:
+        queue_messages(batch)
+        db.session.commit()
     cycle = _lock_cycle(cycle_id)
     if cycle is None or cycle.status != "closed":
         db.session.rollback()

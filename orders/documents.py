@@ -450,9 +450,10 @@ def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_du
         query = query.offset(part * size).limit(size)
     rows = db.session.execute(query).all()
     slot = snapshot(db.session.get(Slot, slot_id)) if slot_id else None
-    amount_due = optional_amount_due() if with_due else None
+    from orders.payments import amount_due_cents
+
     result = {
-        r[0]: Bag(r[0], r[1], r[2], r[3], slot, r[5], amount_due(r[0]) if amount_due else r[5])
+        r[0]: Bag(r[0], r[1], r[2], r[3], slot, r[5], amount_due_cents(r[0]) if with_due else r[5])
         for r in rows
     }
     if not result:
@@ -475,13 +476,6 @@ def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_du
                     case_size is not None)
         )
     return list(result.values())
-
-
-def optional_amount_due():
-    """orders.payments.amount_due_cents while it exists, else None (the total is due)."""
-    from orders.close import optional
-
-    return optional("orders.payments", "amount_due_cents")
 
 
 def render_bag_slips(cycle_id: int, slot_id: int | None, part: int) -> Document:
@@ -550,31 +544,10 @@ class _RepackProduct:
 
 
 def repackaging_products(cycle_id: int, positions: slice | None = None) -> list:
-    """Each bulk case split into portions (only the products at these positions of the sheet, if given).
+    """Each bulk case split into portions (only the products at these positions of the sheet, if given)."""
+    from orders.bulk import repackaging_rows
 
-    orders.bulk.repackaging_rows, or every portion in one case while that module is missing.
-    """
-    from orders.close import optional
-
-    rows = optional("orders.bulk", "repackaging_rows")
-    if rows is not None:
-        return rows(cycle_id, positions)
-    products: dict[int, _RepackProduct] = {}
-    for pid, name, unit, case_size, bag, household, allocated, ordered in db.session.execute(
-        sa.select(Product.id, Product.name, Product.unit, Product.case_size, Order.bag_number, Household.name,
-                  OrderLine.quantity_allocated, OrderLine.quantity)
-        .join(Offer, Offer.id == OrderLine.offer_id)
-        .join(Product, Product.id == Offer.product_id)
-        .join(Order, Order.id == OrderLine.order_id)
-        .join(Household, Household.id == Order.household_id)
-        .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()), Product.case_size.is_not(None))
-        .order_by(Product.name, Order.bag_number)
-    ):
-        given = allocated if allocated is not None else ordered
-        if given:
-            product = products.setdefault(pid, _RepackProduct(name, unit, case_size, None, [_Case(1, [])]))
-            product.cases[0].portions.append(_Portion(household, bag, given))
-    return list(products.values())[positions or slice(None)]
+    return repackaging_rows(cycle_id, positions)
 
 
 def render_repackaging(cycle_id: int, first: int, last: int, part: int) -> Document:

@@ -69,23 +69,17 @@ def send_outbox(limit: int | None = None) -> int:
 
 @shared_task(name="workers.tasks.generate_cycles")
 def generate_cycles() -> None:
-    """Create the coming weeks' cycles from the schedules (ordering helper's service), if present."""
-    from orders.close import optional
+    """Create the coming weeks' cycles from the schedules."""
+    from orders.services import generate_cycles as generate
 
-    service = optional("orders.services", "generate_cycles")
-    if service is None:
-        return
-    service()
+    generate()
     db.session.commit()
 
 
 @shared_task(name="workers.tasks.open_due_cycles")
 def open_due_cycles() -> None:
-    """Open the draft cycles whose opening time came (ordering helper's service), if present."""
-    from orders.close import optional
+    """Open the draft cycles whose opening time came."""
+    from orders.services import open_due_cycles as open_due
 
-    service = optional("orders.services", "open_due_cycles")
-    if service is None:
-        return
-    service()
+    open_due()
     db.session.commit()
