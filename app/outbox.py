@@ -50,6 +50,19 @@ def _message_id(key: str) -> str:
     return f"<{digest}@panier-commun>"
 
 
+@dataclass(frozen=True)
+class MessageSpec:
+    """One e-mail to queue: what queue_message takes."""
+
+    key: str
+    recipient: str
+    subject: str
+    body: str
+    kind: str
+    cycle_id: int | None = None
+    attachments: list[dict] | None = None
+
+
 def queue_message(
     key: str,
     recipient: str,
@@ -64,18 +77,7 @@ def queue_message(
     existing = db.session.scalar(sa.select(OutboxMessage).where(OutboxMessage.key == key))
     if existing is not None:
         return existing
-    message = OutboxMessage(
-        key=key,
-        recipient=recipient,
-        subject=subject[:200],
-        body=body,
-        kind=kind,
-        cycle_id=cycle_id,
-        attachments=json.dumps(attachments) if attachments else None,
-        message_id=_message_id(key),
-        status="pending",
-        attempts=0,
-    )
+    message = _pending_row(MessageSpec(key, recipient, subject, body, kind, cycle_id, attachments))
     try:
         # A savepoint: a concurrent writer of the same key must not undo the caller's other work.
         with db.session.begin_nested():
@@ -86,19 +88,6 @@ def queue_message(
             raise
         return existing
     return message
-
-
-@dataclass(frozen=True)
-class MessageSpec:
-    """One e-mail to queue: what queue_message takes."""
-
-    key: str
-    recipient: str
-    subject: str
-    body: str
-    kind: str
-    cycle_id: int | None = None
-    attachments: list[dict] | None = None
 
 
 def queue_messages(specs: list[MessageSpec]) -> int:
@@ -112,16 +101,20 @@ def queue_messages(specs: list[MessageSpec]) -> int:
     fresh = [spec for spec in specs if spec.key not in existing]
     try:
         with db.session.begin_nested():
-            db.session.add_all(OutboxMessage(
-                key=spec.key, recipient=spec.recipient, subject=spec.subject[:200], body=spec.body,
-                kind=spec.kind, cycle_id=spec.cycle_id,
-                attachments=json.dumps(spec.attachments) if spec.attachments else None,
-                message_id=_message_id(spec.key), status="pending", attempts=0) for spec in fresh)
+            db.session.add_all(_pending_row(spec) for spec in fresh)
     except IntegrityError:
         for spec in fresh:
             queue_message(spec.key, spec.recipient, spec.subject, spec.body, kind=spec.kind,
                           cycle_id=spec.cycle_id, attachments=spec.attachments)
     return len(fresh)
+
+
+def _pending_row(spec: MessageSpec) -> OutboxMessage:
+    """The outbox row of an e-mail not sent yet."""
+    return OutboxMessage(
+        key=spec.key, recipient=spec.recipient, subject=spec.subject[:200], body=spec.body, kind=spec.kind,
+        cycle_id=spec.cycle_id, attachments=json.dumps(spec.attachments) if spec.attachments else None,
+        message_id=_message_id(spec.key), status="pending", attempts=0)
 
 
 def request_delivery() -> bool:
