@@ -57,6 +57,7 @@ def register_extensions(app: Flask) -> None:
     from app.extensions import babel, csrf, db, limiter, login_manager, migrate
     from app.i18n import select_locale, select_timezone
 
+    db_setup.prepare_engine_options(app)
     db.init_app(app)
     db_setup.configure_engine(app)
     migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"))
