@@ -5,6 +5,8 @@ import fcntl
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from flask import Flask
@@ -157,6 +159,8 @@ def configure_engine(app: Flask) -> None:
     @sa.event.listens_for(engine, "begin")
     def _sqlite_begin(conn):
         """Wait for the writer's turn, then take the write lock at BEGIN."""
+        if conn.get_execution_options().get(_NO_TRANSACTION):
+            return  # each statement is its own read (read_connection)
         dbapi_connection = conn.connection.dbapi_connection
         if queue is not None and isinstance(dbapi_connection, QueuedConnection):
             queue.take(dbapi_connection)
@@ -169,12 +173,21 @@ def configure_engine(app: Flask) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def end_read_before_write() -> None:
-    """End the transaction that has only read so far, on SQLite; nothing to do on PostgreSQL.
+#: Execution option of the connections read_connection hands out on SQLite.
+_NO_TRANSACTION = "panier_no_transaction"
 
-    SQLite takes its write lock at BEGIN (above), so a request that read the signed-in user would
-    hold it while it parses its form; committing there lets the write that follows take the lock for
-    its own statements only. PostgreSQL locks rows, not the database: the round trips are saved.
+
+@contextmanager
+def read_connection() -> Iterator[sa.Connection]:
+    """A connection for a few reads that need no transaction of their own, such as who is signed in.
+
+    On SQLite each statement then runs as its own read, which takes no write lock: a request's
+    first read no longer holds every other writer back, nor does the request need to commit
+    before it writes. On PostgreSQL, where reads lock nothing, it is the session's connection.
     """
-    if db.session.get_bind().dialect.name == "sqlite":
-        db.session.commit()
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        yield db.session.connection()
+        return
+    with engine.connect() as conn:
+        yield conn.execution_options(**{_NO_TRANSACTION: True})

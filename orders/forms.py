@@ -26,12 +26,22 @@ from app.forms import PageForm
 class CartForm(PageForm):
     """The cart: quantities come as q-<offer id> / t-<offer id> fields, read by read_cart."""
 
+    class Meta(PageForm.Meta):
+        #: CSRFProtect checks every POST's token before the view runs; the form only needs the
+        #: token field (and its signing) when the page is shown, see `for_page`.
+        csrf = False
+
     cycle_id = HiddenField()
     slot_id = SelectField(_l("Créneau de retrait"), coerce=int, validate_choice=False,
                           validators=[Optional()])
     share_percent = IntegerField(_l("Ma part du prix (en %)"), validators=[
         Optional(), NumberRange(min=0, max=200, message=_l("Entre 0 et 200 %%."))])
     submit = SubmitField(_l("Confirmer ma commande"))
+
+    @classmethod
+    def for_page(cls) -> CartForm:
+        """The form with its CSRF token field, to show the page."""
+        return cls(meta={"csrf": True})
 
 
 class HouseholdSearchForm(PageForm):

@@ -10,7 +10,6 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.auth.decorators import roles_required
-from app.db_setup import end_read_before_write
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.templating import money
@@ -59,7 +58,6 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
     errors: list[str] = []
     field_errors: dict[int, str] = {}
     if form.validate_on_submit():
-        end_read_before_write()
         try:
             quantities, shown, field_errors = read_cart(request.form)
             # The cycle the page showed: the service refuses it if it has closed since.
@@ -72,7 +70,8 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
             share = form.share_percent.data * 100 if form.share_percent.data is not None else None
             try:
                 saved = save_cart(posted_cycle, household_id, quantities, form.slot_id.data or None,
-                                  current_user.id, by_volunteer, chosen_share_bp=share, expected_prices=shown)
+                                  current_user.id, by_volunteer, chosen_share_bp=share, expected_prices=shown,
+                                  in_savepoint=False)
                 db.session.commit()
             except OrderRefused as refused:
                 db.session.rollback()
@@ -83,6 +82,9 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
     if cycle is None:
         return render_template("orders/no_cycle.html", errors=errors), 422 if errors else 200
     page = cart_page(cycle.id, household_id)
+    form = CartForm.for_page()
+    if request.method == "POST":
+        form.validate()  # the posted values and their errors, shown again
     form.cycle_id.data = cycle.id
     form.slot_id.choices = [(s.id, _slot_label(s)) for s in page.slots]
     if request.method == "GET" or not form.slot_id.data:

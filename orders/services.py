@@ -335,22 +335,28 @@ _HOUSEHOLD = Household.__table__
 
 # Built once: a prebuilt statement keeps its compiled form and cache key, which matters on the
 # busiest write path (building and hashing statements costs more than running them on SQLite).
-_Q_CYCLE = (sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at)
-            .where(_CYCLE.c.id == sa.bindparam("cycle_id")).with_for_update(read=True))
-_Q_HOUSEHOLD = (
-    sa.select(_HOUSEHOLD.c.active, _TIER.c.id.label("tier_id"), _TIER.c.name, _TIER.c.markup_bp,
+#: The cycle's window, the household and its price tier in one row (the household's columns are
+#: NULL when it does not exist). FOR SHARE OF cycle: saves run side by side, but close_cycle's UPDATE
+#: waits for them (and they for it), so the deadline and status read here hold until the commit.
+_Q_CYCLE_HOUSEHOLD = (
+    sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at, _HOUSEHOLD.c.id.label("household_id"),
+              _HOUSEHOLD.c.active, _TIER.c.id.label("tier_id"), _TIER.c.name, _TIER.c.markup_bp,
               _TIER.c.pay_what_you_can, _TIER.c.minimum_bp)
-    .select_from(_HOUSEHOLD)
+    .select_from(_CYCLE)
+    .outerjoin(_HOUSEHOLD, _HOUSEHOLD.c.id == sa.bindparam("household_id"))
     .outerjoin(_TIER, sa.or_(_TIER.c.id == _HOUSEHOLD.c.price_tier_id,
                              sa.and_(_HOUSEHOLD.c.price_tier_id.is_(None), _TIER.c.is_default.is_(True))))
-    .where(_HOUSEHOLD.c.id == sa.bindparam("household_id")).limit(1))
-_Q_ORDER = (sa.select(_ORDER.c.id, _ORDER.c.slot_id)
-            .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"),
-                   _ORDER.c.household_id == sa.bindparam("household_id"))
-            .with_for_update())
-_Q_LINES = (sa.select(_LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity, _LINE.c.tolerance,
-                      _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
-                      _LINE.c.quantity_prepared).where(_LINE.c.order_id == sa.bindparam("order_id")))
+    .where(_CYCLE.c.id == sa.bindparam("cycle_id")).limit(1)
+    .with_for_update(read=True, of=_CYCLE))
+#: The household's order in the cycle with its lines (one row with NULL line columns when it has
+#: none). The row lock serializes two saves of the same order.
+_Q_ORDER_LINES = (
+    sa.select(_ORDER.c.id, _ORDER.c.slot_id, _LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity,
+              _LINE.c.tolerance, _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
+              _LINE.c.quantity_prepared)
+    .select_from(_ORDER).outerjoin(_LINE, _LINE.c.order_id == _ORDER.c.id)
+    .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"), _ORDER.c.household_id == sa.bindparam("household_id"))
+    .with_for_update(of=_ORDER))
 _Q_ITEMS = (
     sa.select(_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
               _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
@@ -423,28 +429,27 @@ def save_cart(
     *,
     chosen_share_bp: int | None = None,
     expected_prices: dict[int, int] | None = None,
+    in_savepoint: bool = True,
 ) -> SavedOrder:
     """Replace the household's order in a cycle with these quantities; all or nothing.
 
     Offers absent from `quantities` keep their line; a quantity of 0 removes it (emptying an order
     cancels it; confirming an empty cart with no order yet is refused). Returns the order's id,
-    status and total. Raises
-    OrderRefused, in which case nothing of this call stays written (the savepoint is rolled back).
-    The caller commits. Written with Core statements (about ten per save) and no ORM object
-    because it is the busiest write path.
+    status and total. Raises OrderRefused, in which case nothing of this call stays written: its
+    savepoint is rolled back. A caller that rolls its whole transaction back on OrderRefused anyway
+    (the cart page) passes in_savepoint=False and saves the SAVEPOINT round trips. The caller
+    commits. Written with Core statements (seven for a changed order) and no ORM object because it
+    is the busiest write path.
     """
     now = now or utcnow()
-    # FOR SHARE: saves run side by side, but close_cycle's UPDATE waits for them (and they for it),
-    # so the deadline and status read here still hold when this transaction commits.
     conn = db.session.connection()
-    cycle = conn.execute(_Q_CYCLE, {"cycle_id": cycle_id}).first()
+    cycle = conn.execute(_Q_CYCLE_HOUSEHOLD, {"cycle_id": cycle_id, "household_id": household_id}).first()
     if cycle is None:
         raise OrderRefused(_("Cette commande de la semaine n'existe pas."))
     _check_cycle_open(cycle, now)
-    household = conn.execute(_Q_HOUSEHOLD, {"household_id": household_id}).first()
-    if household is None or not household.active:
+    if cycle.household_id is None or not cycle.active:
         raise OrderRefused(_("Ce foyer n'existe pas ou n'est plus actif."))
-    tier = household if household.tier_id is not None else None  # the row carries the tier's columns
+    tier = cycle if cycle.tier_id is not None else None  # the row carries the tier's columns
     try:
         share = check_share(tier, chosen_share_bp)
     except ShareError as error:
@@ -454,11 +459,9 @@ def save_cart(
     except (TypeError, ValueError):
         raise OrderRefused(_("Produit inconnu.")) from None
 
-    # The row lock serializes two saves of the same order.
-    order_row = conn.execute(_Q_ORDER, {"cycle_id": cycle_id, "household_id": household_id}).first()
-    lines: list[_Line] = []
-    if order_row is not None:
-        lines = [_Line(*row) for row in conn.execute(_Q_LINES, {"order_id": order_row.id})]
+    rows = conn.execute(_Q_ORDER_LINES, {"cycle_id": cycle_id, "household_id": household_id}).all()
+    order_row = rows[0] if rows else None
+    lines = [_Line(*row[2:]) for row in rows if row[2] is not None]
     current = {line.offer_id: line for line in lines if line.contract_id is None}
     items = _load_items(conn, offer_ids + [k for k in current if k not in quantities])
 
@@ -504,8 +507,10 @@ def save_cart(
     if wanted and slot_id is None:
         raise OrderRefused(_("Choisissez un créneau de retrait."))
 
-    savepoint = db.session.begin_nested()
-    conn = db.session.connection()  # asking for the connection emits the SAVEPOINT
+    savepoint = None
+    if in_savepoint:
+        savepoint = db.session.begin_nested()
+        conn = db.session.connection()  # asking for the connection emits the SAVEPOINT
     try:
         if order_row is None:
             order_id = conn.execute(_Q_INSERT_ORDER, {
@@ -531,12 +536,15 @@ def save_cart(
             "b_id": order_id, "b_status": status, "b_slot": new_slot, "b_by": entered_by_id,
             "b_volunteer": bool(by_volunteer), "b_share": share, "b_total": total, "b_now": now,
             "b_confirmed": now if wanted else None})
-        savepoint.commit()
+        if savepoint is not None:
+            savepoint.commit()
     except OrderRefused:
-        savepoint.rollback()
+        if savepoint is not None:
+            savepoint.rollback()
         raise
     except IntegrityError:
-        savepoint.rollback()
+        if savepoint is not None:
+            savepoint.rollback()
         raise OrderRefused(_("Votre commande vient d'être modifiée en même temps ailleurs : réessayez.")) from None
     return SavedOrder(order_id, status, total)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask_login import UserMixin
 
-from app.extensions import db
+from app.db_setup import read_connection
 from app.models import RoleHolder, User, UserRole
 
 _SIGNED_IN = (
@@ -41,7 +41,8 @@ def load_user(user_id: str) -> SignedInUser | None:
     """Flask-Login's loader: the active account with this id, or None (which signs the visitor out)."""
     if not user_id.isdigit() or len(user_id) > 18:
         return None
-    rows = db.session.connection().execute(_SIGNED_IN, {"user_id": int(user_id)}).all()
+    with read_connection() as conn:
+        rows = conn.execute(_SIGNED_IN, {"user_id": int(user_id)}).all()
     if not rows:
         return None
     first = rows[0]

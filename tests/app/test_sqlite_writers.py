@@ -99,3 +99,16 @@ def test_processes_and_threads_take_turns_without_losing_a_write(sqlite_app, tmp
     assert [p.exitcode for p in processes] == [0, 0, 0]
     db.session.remove()
     assert db.session.execute(sa.select(COUNTER.c.n)).scalar_one() == 1 + 300 + 200
+
+
+def test_reads_outside_a_transaction_leave_the_turn_free(sqlite_app):
+    from app.db_setup import read_connection
+
+    _app, lock_path = sqlite_app
+    with read_connection() as conn:
+        assert conn.execute(sa.select(COUNTER.c.n)).scalar_one() == 0
+        assert _turn_is_free(lock_path)
+        assert not conn.connection.dbapi_connection.in_transaction
+    db.session.execute(sa.select(COUNTER.c.n))
+    assert not _turn_is_free(lock_path)
+    db.session.rollback()
