@@ -96,6 +96,24 @@ def test_bad_quantities_are_refused_with_nothing_written(client, shop, typed, me
     assert nothing_written(shop)
 
 
+def test_a_refused_cart_comes_back_with_what_was_typed_and_can_be_sent_again(client, shop):
+    """The page shown again after a refusal keeps the typed quantities and carries a fresh CSRF token."""
+    import re
+
+    response = post_cart(client, {f"q-{shop['eggs'].id}": "-1", f"q-{shop['carrots'].id}": "2",
+                                  "slot_id": shop["slot"].id})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert re.search(rf'name="q-{shop["carrots"].id}"[^>]*value="2"', html)
+    payload = {"csrf_token": csrf_token(html), f"q-{shop['eggs'].id}": "1", f"q-{shop['carrots'].id}": "2",
+               "slot_id": shop["slot"].id}
+    payload.update(dict(re.findall(r'name="(p-\d+)" value="(\d+)"', html)))
+    payload.update(dict(re.findall(r'name="(cycle_id)" type="hidden" value="(\d+)"', html)))
+    again = client.post("/commandes/panier", data=payload)
+    assert again.status_code == 302
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OrderLine)) == 2
+
+
 def test_zero_everywhere_writes_nothing(client, shop):
     """An all-zero cart is refused: there is nothing to order."""
     response = post_cart(client, {f"q-{shop['eggs'].id}": "0", "slot_id": shop["slot"].id})
