@@ -1,11 +1,12 @@
 """HTTP benchmark: gunicorn on loopback loaded by wrk; a one-row insert versus saving a 10-line order.
 
-    python -m bench.http [--database sqlite|postgresql] [--duration 10] [--small]
+    python -m bench.http [--database sqlite|postgresql] [--duration 10] [--rounds 3] [--small]
 
 The scenario (10,000 households, 50 producers, 500 products by default) is generated first; then
 wrk measures, in the same run, (a) POST /bench/insert, a Flask endpoint that inserts one row, and
 (b) POST /commandes/panier, a signed-in member saving a 10-line order with its CSRF token, one
-session per wrk connection. The last line is ``ratio=<b/a> order_rps=<b> insert_rps=<a>``.
+session per wrk connection, in alternating rounds. The last line is
+``ratio=<b/a> order_rps=<b> insert_rps=<a>`` for the round with the median ratio.
 """
 from __future__ import annotations
 
@@ -226,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="insert/order pairs; the round with the median ratio is reported")
     parser.add_argument("--households", type=int, default=10000)
     parser.add_argument("--producers", type=int, default=50)
     parser.add_argument("--products", type=int, default=500)
@@ -266,14 +269,23 @@ def main(argv: list[str] | None = None) -> None:
                                    ids["password"], rng) for i in range(args.connections)]
         print(f"# {args.database}: {args.households} households, {args.products} offers, "
               f"{args.connections} connections, {args.workers} gunicorn workers")
-        insert_rps, insert_bad = run_wrk(base, "/bench/insert", [{"cookie": "", "bodies": [""]}] * args.connections,
-                                         200, args.duration, workdir)
-        order_rps, order_bad = run_wrk(base, "/commandes/panier", sessions, 302, args.duration, workdir)
-        print(f"insert: {insert_rps:.1f} requests/s ({insert_bad} unexpected statuses)")
-        print(f"order (10 lines, signed in, CSRF): {order_rps:.1f} requests/s ({order_bad} unexpected statuses)")
-        if insert_bad or order_bad:
-            print("WARNING: some requests did not get the expected status")
-        print(f"ratio={order_rps / insert_rps:.3f} order_rps={order_rps:.1f} insert_rps={insert_rps:.1f}")
+        # Alternating rounds: on a shared machine the speed drifts within a minute, and a ratio
+        # of two measurements taken side by side drifts much less than either throughput.
+        rounds = []
+        for _ in range(args.rounds):
+            insert_rps, insert_bad = run_wrk(base, "/bench/insert",
+                                             [{"cookie": "", "bodies": [""]}] * args.connections,
+                                             200, args.duration, workdir)
+            order_rps, order_bad = run_wrk(base, "/commandes/panier", sessions, 302, args.duration, workdir)
+            print(f"insert: {insert_rps:.1f} requests/s ({insert_bad} unexpected statuses)")
+            print(f"order (10 lines, signed in, CSRF): {order_rps:.1f} requests/s ({order_bad} unexpected statuses)")
+            print(f"round: ratio={order_rps / insert_rps:.3f}")
+            if insert_bad or order_bad:
+                print("WARNING: some requests did not get the expected status")
+            rounds.append((order_rps / insert_rps, order_rps, insert_rps))
+        ratio, order_rps, insert_rps = sorted(rounds)[len(rounds) // 2]
+        print(f"# median of {len(rounds)} rounds")
+        print(f"ratio={ratio:.3f} order_rps={order_rps:.1f} insert_rps={insert_rps:.1f}")
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)

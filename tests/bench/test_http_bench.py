@@ -17,7 +17,7 @@ def test_tiny_http_benchmark_prints_the_ratio_line():
     """Both endpoints answer as expected under wrk and the run ends with ratio=... order_rps=... insert_rps=..."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.http", "--households", "40", "--producers", "6", "--products", "30",
-         "--duration", "1", "--connections", "2"],
+         "--duration", "1", "--connections", "2", "--rounds", "3"],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -26,4 +26,6 @@ def test_tiny_http_benchmark_prints_the_ratio_line():
     assert match, lines[-1]
     assert float(match.group(2)) > 0 and float(match.group(3)) > 0
     assert "insert: " in result.stdout and "(0 unexpected statuses)" in result.stdout
-    assert result.stdout.count("(0 unexpected statuses)") == 2
+    assert result.stdout.count("(0 unexpected statuses)") == 6
+    rounds = sorted(float(r) for r in re.findall(r"^round: ratio=([\d.]+)$", result.stdout, re.M))
+    assert len(rounds) == 3 and float(match.group(1)) == rounds[1]
