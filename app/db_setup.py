@@ -47,6 +47,10 @@ class WriterQueue:
     def take(self, connection: sqlite3.Connection) -> None:
         """Wait for this connection's turn to write (nothing to do if it already has it)."""
         if self._pid != os.getpid():
+            if self._file is not None:
+                # The parent's open file: kept open here, it would keep the parent's flock alive
+                # after the parent dies.
+                os.close(self._file)
             self._reset()
         if self._holder is connection or self._holder_thread == threading.get_ident():
             return
