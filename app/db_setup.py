@@ -76,32 +76,27 @@ class WriterQueue:
             self._threads.release()
 
 
+def _ends_turn(method):
+    """A sqlite3.Connection method that ends the transaction, then gives the writer's turn back."""
+    def ending(self: QueuedConnection) -> None:
+        try:
+            method(self)
+        finally:
+            if self.writer_queue is not None:
+                self.writer_queue.give_back(self)
+
+    ending.__name__ = method.__name__
+    return ending
+
+
 class QueuedConnection(sqlite3.Connection):
     """A sqlite3 connection that gives its writer's turn back when its transaction ends."""
 
     writer_queue: WriterQueue | None = None
 
-    def commit(self) -> None:
-        try:
-            super().commit()
-        finally:
-            self._end_turn()
-
-    def rollback(self) -> None:
-        try:
-            super().rollback()
-        finally:
-            self._end_turn()
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._end_turn()
-
-    def _end_turn(self) -> None:
-        if self.writer_queue is not None:
-            self.writer_queue.give_back(self)
+    commit = _ends_turn(sqlite3.Connection.commit)
+    rollback = _ends_turn(sqlite3.Connection.rollback)
+    close = _ends_turn(sqlite3.Connection.close)
 
 
 _QUEUES: dict[str, WriterQueue] = {}

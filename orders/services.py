@@ -443,13 +443,13 @@ def save_cart(
     """
     now = now or utcnow()
     conn = db.session.connection()
-    cycle = conn.execute(_Q_CYCLE_HOUSEHOLD, {"cycle_id": cycle_id, "household_id": household_id}).first()
-    if cycle is None:
+    found = conn.execute(_Q_CYCLE_HOUSEHOLD, {"cycle_id": cycle_id, "household_id": household_id}).first()
+    if found is None:
         raise OrderRefused(_("Cette commande de la semaine n'existe pas."))
-    _check_cycle_open(cycle, now)
-    if cycle.household_id is None or not cycle.active:
+    _check_cycle_open(found, now)
+    if found.household_id is None or not found.active:
         raise OrderRefused(_("Ce foyer n'existe pas ou n'est plus actif."))
-    tier = cycle if cycle.tier_id is not None else None  # the row carries the tier's columns
+    tier = found if found.tier_id is not None else None  # the row carries the tier's columns
     try:
         share = check_share(tier, chosen_share_bp)
     except ShareError as error:
@@ -460,7 +460,7 @@ def save_cart(
         raise OrderRefused(_("Produit inconnu.")) from None
 
     rows = conn.execute(_Q_ORDER_LINES, {"cycle_id": cycle_id, "household_id": household_id}).all()
-    order_row = rows[0] if rows else None
+    order_row = rows[0] if rows else None  # .id is the order's (the line's id is labelled id_1)
     lines = [_Line(*row[2:]) for row in rows if row[2] is not None]
     current = {line.offer_id: line for line in lines if line.contract_id is None}
     items = _load_items(conn, offer_ids + [k for k in current if k not in quantities])
