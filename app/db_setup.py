@@ -164,12 +164,12 @@ def configure_engine(app: Flask) -> None:
         if queue is not None and isinstance(dbapi_connection, QueuedConnection):
             queue.take(dbapi_connection)
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                dbapi_connection.execute("BEGIN IMMEDIATE")
             except BaseException:
                 queue.give_back(dbapi_connection)
                 raise
         else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 #: Execution option of the connections read_connection hands out on SQLite.

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from app.db import THOUSANDTH, utcnow
+from app.driver_sql import DriverStatement
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.money import line_total_cents
@@ -335,10 +336,12 @@ _HOUSEHOLD = Household.__table__
 
 # Built once: a prebuilt statement keeps its compiled form and cache key, which matters on the
 # busiest write path (building and hashing statements costs more than running them on SQLite).
+# The statements of every save run on the driver's cursor (app.driver_sql): SQLAlchemy's per-call
+# work cost more than SQLite's.
 #: The cycle's window, the household and its price tier in one row (the household's columns are
 #: NULL when it does not exist). FOR SHARE OF cycle: saves run side by side, but close_cycle's UPDATE
 #: waits for them (and they for it), so the deadline and status read here hold until the commit.
-_Q_CYCLE_HOUSEHOLD = (
+_Q_CYCLE_HOUSEHOLD = DriverStatement(
     sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at, _HOUSEHOLD.c.id.label("household_id"),
               _HOUSEHOLD.c.active, _TIER.c.id.label("tier_id"), _TIER.c.name, _TIER.c.markup_bp,
               _TIER.c.pay_what_you_can, _TIER.c.minimum_bp)
@@ -350,22 +353,22 @@ _Q_CYCLE_HOUSEHOLD = (
     .with_for_update(read=True, of=_CYCLE))
 #: The household's order in the cycle with its lines (one row with NULL line columns when it has
 #: none). The row lock serializes two saves of the same order.
-_Q_ORDER_LINES = (
+_Q_ORDER_LINES = DriverStatement(
     sa.select(_ORDER.c.id, _ORDER.c.slot_id, _LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity,
               _LINE.c.tolerance, _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
               _LINE.c.quantity_prepared)
     .select_from(_ORDER).outerjoin(_LINE, _LINE.c.order_id == _ORDER.c.id)
     .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"), _ORDER.c.household_id == sa.bindparam("household_id"))
     .with_for_update(of=_ORDER))
-_Q_ITEMS = (
+_Q_ITEMS = DriverStatement(
     sa.select(_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
               _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
               _PRODUCER.c.active, _PRODUCT.c.is_contract_basket)
     .join(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
     .join(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
-    .where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True))))
+    .where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True))), expanding="ids")
 _Q_INSERT_ORDER = sa.insert(_ORDER).returning(_ORDER.c.id)
-_Q_UPDATE_ORDER = (
+_Q_UPDATE_ORDER = DriverStatement(
     sa.update(_ORDER).where(_ORDER.c.id == sa.bindparam("b_id"))
     .values(status=sa.bindparam("b_status"), slot_id=sa.bindparam("b_slot"), entered_by_id=sa.bindparam("b_by"),
             entered_by_volunteer=sa.bindparam("b_volunteer"), chosen_share_bp=sa.bindparam("b_share"),
@@ -376,13 +379,14 @@ _RESERVED = sa.type_coerce(_OFFER.c.reserved, sa.BigInteger)
 _CAP = sa.type_coerce(_OFFER.c.stock_cap, sa.BigInteger)
 _DELTA = sa.bindparam("b_delta", type_=sa.BigInteger)
 #: Moves one offer's counter by a signed delta in thousandths; a rise must stay within the cap.
-_Q_MOVE_RESERVED = (_OFFER.update().where(_OFFER.c.id == sa.bindparam("b_id"))
-                    .where(sa.or_(_DELTA <= 0, _CAP.is_(None), _RESERVED + _DELTA <= _CAP))
-                    .values(reserved=_RESERVED + _DELTA))
+_Q_MOVE_RESERVED = DriverStatement(
+    _OFFER.update().where(_OFFER.c.id == sa.bindparam("b_id"))
+    .where(sa.or_(_DELTA <= 0, _CAP.is_(None), _RESERVED + _DELTA <= _CAP))
+    .values(reserved=_RESERVED + _DELTA))
 _Q_RESERVED = sa.select(_OFFER.c.id, _RESERVED, _CAP).where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True)))
 _Q_DELETE_LINES = sa.delete(_LINE).where(_LINE.c.id.in_(sa.bindparam("ids", expanding=True)))
 _Q_INSERT_LINES = sa.insert(_LINE)
-_Q_UPDATE_LINE = (
+_Q_UPDATE_LINE = DriverStatement(
     sa.update(_LINE).where(_LINE.c.id == sa.bindparam("b_id")).values(
         quantity=sa.bindparam("b_quantity", type_=_LINE.c.quantity.type),
         tolerance=sa.bindparam("b_tolerance", type_=_LINE.c.tolerance.type),
@@ -438,12 +442,12 @@ def save_cart(
     status and total. Raises OrderRefused, in which case nothing of this call stays written: its
     savepoint is rolled back. A caller that rolls its whole transaction back on OrderRefused anyway
     (the cart page) passes in_savepoint=False and saves the SAVEPOINT round trips. The caller
-    commits. Written with Core statements (seven for a changed order) and no ORM object because it
-    is the busiest write path.
+    commits. Written with Core statements (seven for a changed order), most of them replayed on the
+    driver's cursor (app.driver_sql), and no ORM object, because it is the busiest write path.
     """
     now = now or utcnow()
     conn = db.session.connection()
-    found = conn.execute(_Q_CYCLE_HOUSEHOLD, {"cycle_id": cycle_id, "household_id": household_id}).first()
+    found = _Q_CYCLE_HOUSEHOLD.first(conn, {"cycle_id": cycle_id, "household_id": household_id})
     if found is None:
         raise OrderRefused(_("Cette commande de la semaine n'existe pas."))
     _check_cycle_open(found, now)
@@ -459,7 +463,7 @@ def save_cart(
     except (TypeError, ValueError):
         raise OrderRefused(_("Produit inconnu.")) from None
 
-    rows = conn.execute(_Q_ORDER_LINES, {"cycle_id": cycle_id, "household_id": household_id}).all()
+    rows = _Q_ORDER_LINES.all(conn, {"cycle_id": cycle_id, "household_id": household_id})
     order_row = rows[0] if rows else None  # .id is the order's (the line's id is labelled id_1)
     lines = [_Line(*row[2:]) for row in rows if row[2] is not None]
     current = {line.offer_id: line for line in lines if line.contract_id is None}
@@ -532,7 +536,7 @@ def save_cart(
             new_slot = _release_core(old_slot)
         # An AMAP basket stays due when the household removes everything else (orders.contracts).
         status = "confirmed" if wanted or kept_contract_lines else "cancelled"
-        conn.execute(_Q_UPDATE_ORDER, {
+        _Q_UPDATE_ORDER.run(conn, {
             "b_id": order_id, "b_status": status, "b_slot": new_slot, "b_by": entered_by_id,
             "b_volunteer": bool(by_volunteer), "b_share": share, "b_total": total, "b_now": now,
             "b_confirmed": now if wanted else None})
@@ -553,7 +557,7 @@ def _load_items(conn: sa.Connection, offer_ids: list[int]) -> dict[int, _Item]:
     """The offers with their product and producer facts, in one query."""
     if not offer_ids:
         return {}
-    return {row[0]: _Item(*row) for row in conn.execute(_Q_ITEMS, {"ids": offer_ids})}
+    return {row[0]: _Item(*row) for row in _Q_ITEMS.all(conn, {"ids": offer_ids})}
 
 
 def _check_cycle_open(cycle, now: datetime) -> None:
@@ -577,9 +581,7 @@ def _move_reserved(conn: sa.Connection, current: dict[int, _Line], wanted: dict[
         return []
     # One prebuilt UPDATE per offer, in offer id order so two saves never wait on each other in a cycle;
     # raw thousandths on both sides so the Quantity type does not convert these SQL expressions.
-    result = conn.execute(
-        _Q_MOVE_RESERVED, [{"b_id": k, "b_delta": v} for k, v in deltas.items()])
-    if result.rowcount == len(deltas):
+    if _Q_MOVE_RESERVED.run_many(conn, [{"b_id": k, "b_delta": v} for k, v in deltas.items()]) == len(deltas):
         return []
     # Some cap refused: say which (the savepoint then undoes the rows that did move).
     errors = []
@@ -618,7 +620,7 @@ def _write_lines(conn: sa.Connection, order_id: int, current: dict[int, _Line], 
     if new_rows:
         conn.execute(_Q_INSERT_LINES, new_rows)
     if changed:
-        conn.execute(_Q_UPDATE_LINE, changed)
+        _Q_UPDATE_LINE.run_many(conn, changed)
     return total
 
 

@@ -1,4 +1,4 @@
-"""Who is signed in: a read-only snapshot of the account, loaded with one Core query per request.
+"""Who is signed in: a read-only snapshot of the account, loaded with one query per request.
 
 Flask-Login calls `load_user` on every request that reads `current_user`. Loading the ORM User
 (and its roles) cost a fifth of a saved order; the pages only read a few columns and the roles.
@@ -12,9 +12,10 @@ import sqlalchemy as sa
 from flask_login import UserMixin
 
 from app.db_setup import read_connection
+from app.driver_sql import DriverStatement
 from app.models import RoleHolder, User, UserRole
 
-_SIGNED_IN = (
+_SIGNED_IN = DriverStatement(
     sa.select(User.id, User.email, User.name, User.household_id, User.producer_id, User.locale, UserRole.role)
     .outerjoin(UserRole, UserRole.user_id == User.id)
     .where(User.id == sa.bindparam("user_id"), User.active.is_(True))
@@ -42,7 +43,7 @@ def load_user(user_id: str) -> SignedInUser | None:
     if not user_id.isdigit() or len(user_id) > 18:
         return None
     with read_connection() as conn:
-        rows = conn.execute(_SIGNED_IN, {"user_id": int(user_id)}).all()
+        rows = _SIGNED_IN.all(conn, {"user_id": int(user_id)})
     if not rows:
         return None
     first = rows[0]
