@@ -93,23 +93,29 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
         form.share_percent.data = page.share_bp // 100
     status = 422 if errors or field_errors or form.errors else 200
     return render_template(template, page=page, form=form, errors=errors, field_errors=field_errors,
-                           posted=request.form if request.method == "POST" else {}), status
+                           posted=request.form if request.method == "POST" else {},
+                           saved_notice=_saved_notice(page.order) if request.method == "GET" else None), status
 
 
 def _saved(saved: SavedOrder, by_volunteer: bool, household_id: int):
-    """Flash what happened to the order and go back to the cart."""
+    """Go back to the cart, which says the order is saved (the busiest POST leaves the session cookie alone)."""
     if by_volunteer and notify_assisted_order(saved.id):
         db.session.commit()
         from app.outbox import request_delivery
 
         request_delivery()
-    if saved.status == "cancelled":
-        flash(_("Votre commande est vide : elle est annulée."), "success")
-    else:
-        flash(_("Commande enregistrée : %(total)s.", total=money(saved.total_cents)), "success")
     if by_volunteer:
-        return redirect(url_for("orders.assist_order", household_id=household_id))
-    return redirect(url_for("orders.cart"))
+        return redirect(url_for("orders.assist_order", household_id=household_id, enregistree=1))
+    return redirect(url_for("orders.cart", enregistree=1))
+
+
+def _saved_notice(order) -> str | None:
+    """What the cart page says right after a save (?enregistree=1), from the order as it now stands."""
+    if order is None or not request.args.get("enregistree"):
+        return None
+    if order.status == "cancelled":
+        return _("Votre commande est vide : elle est annulée.")
+    return _("Commande enregistrée : %(total)s.", total=money(order.total_cents))
 
 
 @bp.route("/panier", methods=["GET", "POST"])

@@ -244,6 +244,23 @@ def test_cart_page_queries_do_not_grow_with_offers(app, client, shop, count_quer
     assert measure() == few
 
 
+def test_the_saved_message_follows_the_save_and_the_session_cookie_is_left_alone(client, shop):
+    """After a save the cart says so with the total; a plain visit does not; the save sets no cookie."""
+    s = shop
+    page = client.get("/commandes/panier").get_data(as_text=True)
+    import re
+
+    payload = {"csrf_token": csrf_token(page), f"q-{s['carrots'].id}": "2", "slot_id": s["slot"].id}
+    payload.update(dict(re.findall(r'name="(p-\d+)" value="(\d+)"', page)))
+    payload.update(dict(re.findall(r'name="(cycle_id)" type="hidden" value="(\d+)"', page)))
+    saved = client.post("/commandes/panier", data=payload)
+    assert saved.status_code == 302 and "Set-Cookie" not in saved.headers
+    assert "Commande enregistrée : 5,60" in client.get(saved.headers["Location"]).get_data(as_text=True)
+    assert "Commande enregistrée" not in client.get("/commandes/panier").get_data(as_text=True)
+    emptied = post_cart(client, {f"q-{s['carrots'].id}": "0"})
+    assert "Votre commande est vide : elle est annulée." in emptied.get_data(as_text=True)
+
+
 def test_pay_what_you_can_household_changes_its_share(client, shop):
     """Changing the share on the page (shown prices included in the form) is accepted and charged."""
     from tests.factories import PriceTierFactory
