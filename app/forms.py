@@ -15,13 +15,34 @@ def _wtforms_translations(locale: str) -> support.Translations:
     return support.Translations.load(messages_path(), [locale], domain="wtforms")
 
 
+class _RequestTranslations:
+    """WTForms' messages in the request's language, which is looked up only when a message is written."""
+
+    def gettext(self, string: str) -> str:
+        """One message."""
+        return self._catalogue().gettext(string)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        """One message with a number."""
+        return self._catalogue().ngettext(singular, plural, n)
+
+    @staticmethod
+    def _catalogue() -> support.Translations:
+        """The catalogue of the request's language."""
+        return _wtforms_translations(str(get_locale() or "fr"))
+
+
+_REQUEST_TRANSLATIONS = _RequestTranslations()
+
+
 class PageForm(FlaskForm):
-    """FlaskForm whose WTForms catalogue is cached per language.
+    """FlaskForm whose WTForms catalogue is cached per language and chosen at the first message.
 
     Flask-WTF reads the catalogue from disk on every request; on the cart's POST that was a tenth
-    of the request's time. The catalogue never changes while the process runs.
+    of the request's time. The catalogue never changes while the process runs, and a valid form
+    writes no message, so a valid POST does not even need to know the language.
     """
 
     class Meta(FlaskForm.Meta):
         def get_translations(self, form):
-            return _wtforms_translations(str(get_locale() or "fr"))
+            return _REQUEST_TRANSLATIONS

@@ -31,7 +31,8 @@ class CartForm(PageForm):
         #: token field (and its signing) when the page is shown, see `for_page`.
         csrf = False
 
-    cycle_id = HiddenField()
+    #: An empty label: a hidden field shows none, and WTForms would translate a made-up one.
+    cycle_id = HiddenField("")
     slot_id = SelectField(_l("Créneau de retrait"), coerce=int, validate_choice=False,
                           validators=[Optional()])
     share_percent = IntegerField(_l("Ma part du prix (en %)"), validators=[
