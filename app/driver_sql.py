@@ -18,20 +18,19 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 
-@dataclass(frozen=True)
-class _Parameter:
+class _Parameter(NamedTuple):
     """Where one placeholder takes its value: a caller's key (and list index), or a literal."""
 
     name: str  # the placeholder's name in named styles
     key: str | None  # the caller's key; None for a literal bound in the statement
     index: int | None  # position in the caller's list, for an expanded IN
-    literal: Any
+    literal: Any  # already converted
     process: Callable[[Any], Any] | None
 
 
@@ -42,28 +41,30 @@ class _Plan:
     sql: str
     positional: bool
     parameters: tuple[_Parameter, ...]
-    results: tuple[Callable[[Any], Any] | None, ...]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # the columns that have a result processor
     row_type: type | None  # a named tuple of the selected columns' keys
 
     def bind(self, values: Mapping[str, Any]):
         """The driver's parameters for these values: a tuple (qmark, format) or a dict (named styles)."""
         bound = []
-        for p in self.parameters:
-            if p.key is None:
-                value = p.literal
-            elif p.index is None:
-                value = values[p.key]
-            else:
-                value = values[p.key][p.index]
-            bound.append(p.process(value) if p.process is not None and value is not None else value)
+        for _name, key, index, literal, process in self.parameters:
+            if key is None:
+                bound.append(literal)
+                continue
+            value = values[key] if index is None else values[key][index]
+            bound.append(value if process is None or value is None else process(value))
         if self.positional:
             return tuple(bound)
         return {p.name: value for p, value in zip(self.parameters, bound)}
 
     def convert(self, row: Sequence) -> tuple:
         """A driver row with each column's result processor applied, as a named tuple."""
-        return self.row_type._make(value if process is None or value is None else process(value)
-                                   for process, value in zip(self.results, row))
+        if self.results:
+            row = list(row)
+            for i, process in self.results:
+                if row[i] is not None:
+                    row[i] = process(row[i])
+        return self.row_type._make(row)
 
 
 class DriverStatement:
@@ -148,11 +149,15 @@ class DriverStatement:
             if bind.required or bind.callable is not None or index is not None:
                 parameters.append(_Parameter(name, bind.key, index, None, process))
             else:
-                parameters.append(_Parameter(name, None, None, bind.effective_value, process))
+                literal = bind.effective_value
+                if process is not None and literal is not None:
+                    literal = process(literal)
+                parameters.append(_Parameter(name, None, None, literal, None))
         results, row_type = (), None
         if isinstance(self.statement, sa.Select):
             columns = self.statement.selected_columns
-            results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+            processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+            results = tuple((i, process) for i, process in enumerate(processors) if process is not None)
             # Repeated keys (two tables' "id") become _2, _3...: read those by position.
             row_type = namedtuple("Row", columns.keys(), rename=True)
         return _Plan(str(compiled), compiled.positional, tuple(parameters), results, row_type)
