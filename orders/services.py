@@ -341,6 +341,10 @@ _HOUSEHOLD = Household.__table__
 #: The cycle's window, the household and its price tier in one row (the household's columns are
 #: NULL when it does not exist). FOR SHARE OF cycle: saves run side by side, but close_cycle's UPDATE
 #: waits for them (and they for it), so the deadline and status read here hold until the commit.
+#: What the cart checks about an offer, its product and its producer (the fields of _Item).
+_ITEM_COLUMNS = (_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
+                 _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
+                 _PRODUCER.c.active, _PRODUCT.c.is_contract_basket)
 _Q_CYCLE_HOUSEHOLD = DriverStatement(
     sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at, _HOUSEHOLD.c.id.label("household_id"),
               _HOUSEHOLD.c.active, _TIER.c.id.label("tier_id"), _TIER.c.name, _TIER.c.markup_bp,
@@ -351,19 +355,23 @@ _Q_CYCLE_HOUSEHOLD = DriverStatement(
                              sa.and_(_HOUSEHOLD.c.price_tier_id.is_(None), _TIER.c.is_default.is_(True))))
     .where(_CYCLE.c.id == sa.bindparam("cycle_id")).limit(1)
     .with_for_update(read=True, of=_CYCLE))
-#: The household's order in the cycle with its lines (one row with NULL line columns when it has
-#: none). The row lock serializes two saves of the same order.
+#: The household's order in the cycle with its lines, each with its offer's facts as _Q_ITEMS reads
+#: them (one row with NULL line columns when it has none). The row lock serializes two saves of the
+#: same order. A changed order then needs no other read.
 _Q_ORDER_LINES = DriverStatement(
     sa.select(_ORDER.c.id, _ORDER.c.slot_id, _LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity,
               _LINE.c.tolerance, _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
-              _LINE.c.quantity_prepared)
+              _LINE.c.quantity_prepared, *_ITEM_COLUMNS)
     .select_from(_ORDER).outerjoin(_LINE, _LINE.c.order_id == _ORDER.c.id)
+    .outerjoin(_OFFER, _OFFER.c.id == _LINE.c.offer_id)
+    .outerjoin(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
+    .outerjoin(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
     .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"), _ORDER.c.household_id == sa.bindparam("household_id"))
     .with_for_update(of=_ORDER))
+#: Where an _Item starts in a row of _Q_ORDER_LINES.
+_ITEM_AT = 11
 _Q_ITEMS = DriverStatement(
-    sa.select(_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
-              _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
-              _PRODUCER.c.active, _PRODUCT.c.is_contract_basket)
+    sa.select(*_ITEM_COLUMNS)
     .join(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
     .join(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
     .where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True))), expanding="ids")
@@ -442,7 +450,7 @@ def save_cart(
     status and total. Raises OrderRefused, in which case nothing of this call stays written: its
     savepoint is rolled back. A caller that rolls its whole transaction back on OrderRefused anyway
     (the cart page) passes in_savepoint=False and saves the SAVEPOINT round trips. The caller
-    commits. Written with Core statements (seven for a changed order), most of them replayed on the
+    commits. Written with Core statements (five for a changed order), most of them replayed on the
     driver's cursor (app.driver_sql), and no ORM object, because it is the busiest write path.
     """
     now = now or utcnow()
@@ -465,9 +473,10 @@ def save_cart(
 
     rows = _Q_ORDER_LINES.all(conn, {"cycle_id": cycle_id, "household_id": household_id})
     order_row = rows[0] if rows else None  # .id is the order's (the line's id is labelled id_1)
-    lines = [_Line(*row[2:]) for row in rows if row[2] is not None]
+    lines = [_Line(*row[2:_ITEM_AT]) for row in rows if row[2] is not None]
     current = {line.offer_id: line for line in lines if line.contract_id is None}
-    items = _load_items(conn, offer_ids + [k for k in current if k not in quantities])
+    items = {row[_ITEM_AT]: _Item(*row[_ITEM_AT:]) for row in rows if row[_ITEM_AT] is not None}
+    items.update(_load_items(conn, [k for k in offer_ids if k not in items]))
 
     errors: list[str] = []
     wanted: dict[int, _Wanted] = {}
