@@ -285,8 +285,9 @@ def main(argv: list[str] | None = None) -> None:
                                            [{"cookie": "", "bodies": [""]}] * args.connections,
                                            200, args.duration, workdir)
             around = (insert_rps + after_rps) / 2
-            print(f"insert: {around:.1f} requests/s (mean of {insert_rps:.1f} before and {after_rps:.1f} after)")
-            print(f"order (10 lines, signed in, CSRF): {order_rps:.1f} requests/s")
+            print(f"insert: {around:.1f} requests/s, mean of {insert_rps:.1f} before and {after_rps:.1f} after "
+                  f"({insert_bad + after_bad} unexpected statuses)")
+            print(f"order (10 lines, signed in, CSRF): {order_rps:.1f} requests/s ({order_bad} unexpected statuses)")
             print(f"round: ratio={order_rps / around:.3f}")
             if insert_bad or order_bad or after_bad:
                 print("WARNING: some requests did not get the expected status")
