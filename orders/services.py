@@ -338,26 +338,33 @@ _HOUSEHOLD = Household.__table__
 # busiest write path (building and hashing statements costs more than running them on SQLite).
 # The statements of every save run on the driver's cursor (app.driver_sql): SQLAlchemy's per-call
 # work cost more than SQLite's.
-#: The cycle's window, the household and its price tier in one row (the household's columns are
-#: NULL when it does not exist). FOR SHARE OF cycle: saves run side by side, but close_cycle's UPDATE
-#: waits for them (and they for it), so the deadline and status read here hold until the commit.
 #: What the cart checks about an offer, its product and its producer (the fields of _Item).
 _ITEM_COLUMNS = (_OFFER.c.id, _OFFER.c.cycle_id, _OFFER.c.price_cents, _OFFER.c.active, _PRODUCT.c.name,
                  _PRODUCT.c.unit, _PRODUCT.c.case_size, _PRODUCT.c.portion_step, _PRODUCT.c.active,
                  _PRODUCER.c.active, _PRODUCT.c.is_contract_basket)
+#: The cycle's window, the household and its price tier in one row (no row when either is missing).
+#: It takes the two locks of a save on PostgreSQL (SQLite's BEGIN IMMEDIATE already serializes writers):
+#: - FOR SHARE OF cycle: saves run side by side, but close_cycle's UPDATE and contract generation
+#:   wait for them (and they for those), so the deadline and status read here hold until the commit;
+#: - FOR NO KEY UPDATE OF household: two saves of one household (two phones, a volunteer) take
+#:   turns. The lock is taken here, before the order is read: each later statement of a READ
+#:   COMMITTED transaction sees what the previous save committed, where a lock taken by the read
+#:   itself would have re-read the order row alone and kept the lines of before the wait.
 _Q_CYCLE_HOUSEHOLD = DriverStatement(
     sa.select(_CYCLE.c.status, _CYCLE.c.opens_at, _CYCLE.c.closes_at, _HOUSEHOLD.c.id.label("household_id"),
               _HOUSEHOLD.c.active, _TIER.c.id.label("tier_id"), _TIER.c.name, _TIER.c.markup_bp,
               _TIER.c.pay_what_you_can, _TIER.c.minimum_bp)
     .select_from(_CYCLE)
-    .outerjoin(_HOUSEHOLD, _HOUSEHOLD.c.id == sa.bindparam("household_id"))
+    .join(_HOUSEHOLD, _HOUSEHOLD.c.id == sa.bindparam("household_id"))
     .outerjoin(_TIER, sa.or_(_TIER.c.id == _HOUSEHOLD.c.price_tier_id,
                              sa.and_(_HOUSEHOLD.c.price_tier_id.is_(None), _TIER.c.is_default.is_(True))))
     .where(_CYCLE.c.id == sa.bindparam("cycle_id")).limit(1)
-    .with_for_update(read=True, of=_CYCLE))
+    .with_for_update(read=True, of=_CYCLE)
+    .suffix_with("FOR NO KEY UPDATE OF household", dialect="postgresql"))
+_Q_CYCLE_EXISTS = sa.select(_CYCLE.c.id).where(_CYCLE.c.id == sa.bindparam("cycle_id"))
 #: The household's order in the cycle with its lines, each with its offer's facts as _Q_ITEMS reads
-#: them (one row with NULL line columns when it has none). The row lock serializes two saves of the
-#: same order. A changed order then needs no other read.
+#: them (one row with NULL line columns when it has none). A changed order then needs no other read.
+#: No lock of its own: the household's (_Q_CYCLE_HOUSEHOLD) keeps other saves of this order out.
 _Q_ORDER_LINES = DriverStatement(
     sa.select(_ORDER.c.id, _ORDER.c.slot_id, _LINE.c.id, _LINE.c.offer_id, _LINE.c.contract_id, _LINE.c.quantity,
               _LINE.c.tolerance, _LINE.c.unit_price_cents, _LINE.c.base_price_cents, _LINE.c.quantity_allocated,
@@ -366,8 +373,7 @@ _Q_ORDER_LINES = DriverStatement(
     .outerjoin(_OFFER, _OFFER.c.id == _LINE.c.offer_id)
     .outerjoin(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
     .outerjoin(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
-    .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"), _ORDER.c.household_id == sa.bindparam("household_id"))
-    .with_for_update(of=_ORDER))
+    .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"), _ORDER.c.household_id == sa.bindparam("household_id")))
 #: Where an _Item starts in a row of _Q_ORDER_LINES.
 _ITEM_AT = 11
 _Q_ITEMS = DriverStatement(
@@ -455,11 +461,9 @@ def save_cart(
     """
     now = now or utcnow()
     conn = db.session.connection()
-    found = _Q_CYCLE_HOUSEHOLD.first(conn, {"cycle_id": cycle_id, "household_id": household_id})
-    if found is None:
-        raise OrderRefused(_("Cette commande de la semaine n'existe pas."))
+    found = _lock_cycle_and_household(conn, cycle_id, household_id)
     _check_cycle_open(found, now)
-    if found.household_id is None or not found.active:
+    if not found.active:
         raise OrderRefused(_("Ce foyer n'existe pas ou n'est plus actif."))
     tier = found if found.tier_id is not None else None  # the row carries the tier's columns
     try:
@@ -560,6 +564,16 @@ def save_cart(
             savepoint.rollback()
         raise OrderRefused(_("Votre commande vient d'être modifiée en même temps ailleurs : réessayez.")) from None
     return SavedOrder(order_id, status, total)
+
+
+def _lock_cycle_and_household(conn: sa.Connection, cycle_id: int, household_id: int):
+    """The row of _Q_CYCLE_HOUSEHOLD, its locks taken; OrderRefused if the cycle or the household is missing."""
+    found = _Q_CYCLE_HOUSEHOLD.first(conn, {"cycle_id": cycle_id, "household_id": household_id})
+    if found is None:
+        if conn.execute(_Q_CYCLE_EXISTS, {"cycle_id": cycle_id}).first() is None:
+            raise OrderRefused(_("Cette commande de la semaine n'existe pas."))
+        raise OrderRefused(_("Ce foyer n'existe pas ou n'est plus actif."))
+    return found
 
 
 def _load_items(conn: sa.Connection, offer_ids: list[int]) -> dict[int, _Item]:
@@ -664,8 +678,9 @@ def book_slot(order_id: int, slot_id: int, now: datetime | None = None) -> Order
     order = db.session.get(Order, order_id)
     if order is None:
         raise OrderRefused(_("Cette commande n'existe pas."))
-    cycle = db.session.scalar(sa.select(Cycle).where(Cycle.id == order.cycle_id).with_for_update(read=True))
-    _check_cycle_open(cycle, now)
+    # The same locks as save_cart, then the order as the last save of this household left it.
+    _check_cycle_open(_lock_cycle_and_household(db.session.connection(), order.cycle_id, order.household_id), now)
+    db.session.refresh(order)
     savepoint = db.session.begin_nested()
     db.session.connection()  # emits the SAVEPOINT
     try:
