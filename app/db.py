@@ -79,7 +79,7 @@ class Quantity(sa.types.TypeDecorator):
         """Thousandths -> Decimal."""
         if value is None:
             return None
-        return (Decimal(int(value)) / QUANTITY_SCALE).quantize(THOUSANDTH)
+        return Decimal(int(value)).scaleb(-3)  # exact: 2500 -> Decimal("2.500")
 
     @property
     def python_type(self):

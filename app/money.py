@@ -17,6 +17,8 @@ def line_total_cents(unit_price_cents: int, quantity: Decimal) -> int:
 
 def apply_basis_points(cents: int, basis_points: int) -> int:
     """Cents increased (or decreased) by basis points (1000 = 10 %), rounded half up."""
+    if basis_points == 0:
+        return cents
     exact = Decimal(cents) * (Decimal(10000) + Decimal(basis_points)) / Decimal(10000)
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
