@@ -34,6 +34,17 @@ def _account_key() -> str:
     return "login-account:" + normalize_email(request.form.get("email", ""))
 
 
+#: The pages that carry rate limits (the @limiter.limit below); tests/app/test_auth.py checks the list.
+RATE_LIMITED_ENDPOINTS = frozenset({"auth.login", "auth.reset_request"})
+
+
+@limiter.request_filter
+def _not_rate_limited() -> bool:
+    """Every other request skips Flask-Limiter's lookup of limits, which cost more than a tenth of a
+    saved order without ever finding one."""
+    return request.endpoint not in RATE_LIMITED_ENDPOINTS
+
+
 def _safe_next(target: str | None) -> str | None:
     """Only local paths are followed after sign-in."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:

@@ -186,6 +186,18 @@ def test_one_account_attacked_from_many_addresses_is_limited(app, client):
     assert right.status_code == 429
 
 
+def test_every_page_with_a_rate_limit_is_in_the_list_flask_limiter_checks(app):
+    """A limit put on a page outside RATE_LIMITED_ENDPOINTS would be skipped by the request filter."""
+    from flask_limiter.util import get_qualified_name
+
+    from app.auth.routes import RATE_LIMITED_ENDPOINTS
+    from app.extensions import limiter
+
+    limited = {endpoint for endpoint, view in app.view_functions.items()
+               if get_qualified_name(view) in limiter._marked_for_limiting}
+    assert limited == RATE_LIMITED_ENDPOINTS
+
+
 def test_one_address_trying_many_accounts_is_limited(app, client):
     limit = int(app.config["LOGIN_RATE_LIMIT"].split()[0])
     token = csrf_token(client.get("/compte/connexion").data)
