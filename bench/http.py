@@ -7,7 +7,9 @@ wrk measures, in the same run, (a) POST /bench/insert, a Flask endpoint that ins
 (b) POST /commandes/panier, a signed-in member saving a 10-line order with its CSRF token, one
 session per wrk connection. After a warm-up, each round measures (b) between two runs of (a) and
 compares it with their mean. The last line is ``ratio=<b/a> order_rps=<b> insert_rps=<a>`` for the
-round with the median ratio.
+round with the median ratio. Each round also prints the CPU time gunicorn's processes spent per
+request (Linux) and its insert/order ratio: on a shared machine a slow round is slow there too, so the
+noise is in the CPU's speed, not in waiting.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -192,21 +195,53 @@ def member_session(base: str, email: str, password: str, rng: random.Random, lin
     return {"cookie": cookie, "bodies": bodies}
 
 
-def run_wrk(url: str, path: str, sessions: list[dict], expected: int, duration: int, workdir: Path) -> tuple[float, int]:
-    """Run wrk with one connection per thread; returns requests per second and unexpected statuses."""
+class Measure(NamedTuple):
+    """One wrk run: throughput, unexpected statuses, and the server's CPU per request."""
+
+    rps: float
+    bad: int
+    cpu_ms: float | None  # user + system CPU of gunicorn's processes per request; None off Linux
+
+
+def _server_cpu_seconds(master: int) -> float | None:
+    """User + system CPU used so far by gunicorn's master and its workers (Linux /proc), else None."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(entry.name) == master or int(fields[1]) == master:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, path: str, sessions: list[dict], expected: int, duration: int, workdir: Path,
+            server_pid: int) -> Measure:
+    """Run wrk with one connection per thread, and read the server's CPU time around it."""
     script = workdir / f"wrk-{path.strip('/').replace('/', '-')}.lua"
     script.write_text(LUA % {"sessions": _lua_value(sessions), "path": path, "agent": USER_AGENT,
                              "expected": expected})
     connections = len(sessions)
+    cpu_before = _server_cpu_seconds(server_pid)
     output = subprocess.run(
         ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
          "-s", str(script), url + path],
         capture_output=True, text=True, check=True,
     ).stdout
+    cpu_after = _server_cpu_seconds(server_pid)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
     bad = int(re.search(r"unexpected_status=(\d+)", output).group(1))
     print(output.strip())
-    return rps, bad
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and requests:
+        cpu_ms = (cpu_after - cpu_before) * 1000 / requests
+    return Measure(rps, bad, cpu_ms)
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -271,29 +306,35 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {args.database}: {args.households} households, {args.products} offers, "
               f"{args.connections} connections, {args.workers} gunicorn workers")
         # Warm up both endpoints (imports, statement caches, prepared statements) before measuring.
-        run_wrk(base, "/bench/insert", [{"cookie": "", "bodies": [""]}] * args.connections, 200, 2, workdir)
-        run_wrk(base, "/commandes/panier", sessions, 302, 2, workdir)
+        inserts = [{"cookie": "", "bodies": [""]}] * args.connections
+        run_wrk(base, "/bench/insert", inserts, 200, 2, workdir, server.pid)
+        run_wrk(base, "/commandes/panier", sessions, 302, 2, workdir, server.pid)
         # Each round measures the insert, the order and the insert again: on a shared machine the
         # speed drifts from one second to the next, and the order is compared with the mean of the two
         # inserts around it, which cancels a steady drift. The round with the median ratio is reported.
-        rounds = []
-        insert_rps, insert_bad = run_wrk(base, "/bench/insert", [{"cookie": "", "bodies": [""]}] * args.connections,
-                                         200, args.duration, workdir)
+        rounds, cpu_ratios = [], []
+        before = run_wrk(base, "/bench/insert", inserts, 200, args.duration, workdir, server.pid)
         for _ in range(args.rounds):
-            order_rps, order_bad = run_wrk(base, "/commandes/panier", sessions, 302, args.duration, workdir)
-            after_rps, after_bad = run_wrk(base, "/bench/insert",
-                                           [{"cookie": "", "bodies": [""]}] * args.connections,
-                                           200, args.duration, workdir)
-            around = (insert_rps + after_rps) / 2
-            print(f"insert: {around:.1f} requests/s, mean of {insert_rps:.1f} before and {after_rps:.1f} after "
-                  f"({insert_bad + after_bad} unexpected statuses)")
-            print(f"order (10 lines, signed in, CSRF): {order_rps:.1f} requests/s ({order_bad} unexpected statuses)")
-            print(f"round: ratio={order_rps / around:.3f}")
-            if insert_bad or order_bad or after_bad:
+            order = run_wrk(base, "/commandes/panier", sessions, 302, args.duration, workdir, server.pid)
+            after = run_wrk(base, "/bench/insert", inserts, 200, args.duration, workdir, server.pid)
+            around = (before.rps + after.rps) / 2
+            print(f"insert: {around:.1f} requests/s, mean of {before.rps:.1f} before and {after.rps:.1f} after "
+                  f"({before.bad + after.bad} unexpected statuses)")
+            print(f"order (10 lines, signed in, CSRF): {order.rps:.1f} requests/s ({order.bad} unexpected statuses)")
+            print(f"round: ratio={order.rps / around:.3f}")
+            if None not in (before.cpu_ms, order.cpu_ms, after.cpu_ms):
+                insert_cpu = (before.cpu_ms + after.cpu_ms) / 2
+                cpu_ratios.append(insert_cpu / order.cpu_ms)
+                print(f"server CPU per request: order {order.cpu_ms:.2f} ms, insert {insert_cpu:.2f} ms "
+                      f"(cpu_ratio={cpu_ratios[-1]:.3f})")
+            if before.bad or order.bad or after.bad:
                 print("WARNING: some requests did not get the expected status")
-            rounds.append((order_rps / around, order_rps, around))
-            insert_rps, insert_bad = after_rps, after_bad
+            rounds.append((order.rps / around, order.rps, around))
+            before = after
         ratio, order_rps, insert_rps = sorted(rounds)[len(rounds) // 2]
+        if cpu_ratios:
+            print(f"# server CPU per request, insert/order, median of {len(cpu_ratios)} rounds: "
+                  f"{sorted(cpu_ratios)[len(cpu_ratios) // 2]:.3f}")
         print(f"# median of {len(rounds)} rounds")
         print(f"ratio={ratio:.3f} order_rps={order_rps:.1f} insert_rps={insert_rps:.1f}")
     finally:

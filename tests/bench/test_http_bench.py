@@ -29,3 +29,7 @@ def test_tiny_http_benchmark_prints_the_ratio_line():
     assert result.stdout.count("(0 unexpected statuses)") == 6
     rounds = sorted(float(r) for r in re.findall(r"^round: ratio=([\d.]+)$", result.stdout, re.M))
     assert len(rounds) == 3 and float(match.group(1)) == rounds[1]
+    cpu = re.findall(r"^server CPU per request: order ([\d.]+) ms, insert ([\d.]+) ms \(cpu_ratio=[\d.]+\)$",
+                     result.stdout, re.M)
+    assert len(cpu) == 3 and all(float(order) > 0 and float(insert) > 0 for order, insert in cpu)
+    assert "# server CPU per request, insert/order, median of 3 rounds: " in result.stdout
