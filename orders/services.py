@@ -374,8 +374,8 @@ _Q_ORDER_LINES = DriverStatement(
     .outerjoin(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
     .outerjoin(_PRODUCER, _PRODUCER.c.id == _PRODUCT.c.producer_id)
     .where(_ORDER.c.cycle_id == sa.bindparam("cycle_id"), _ORDER.c.household_id == sa.bindparam("household_id")))
-#: Where an _Item starts in a row of _Q_ORDER_LINES.
-_ITEM_AT = 11
+#: Where an _Item starts in a row of _Q_ORDER_LINES (after the order's and the line's columns).
+_ITEM_AT = len(_Q_ORDER_LINES.statement.selected_columns) - len(_ITEM_COLUMNS)
 _Q_ITEMS = DriverStatement(
     sa.select(*_ITEM_COLUMNS)
     .join(_PRODUCT, _PRODUCT.c.id == _OFFER.c.product_id)
@@ -606,7 +606,7 @@ def _move_reserved(conn: sa.Connection, current: dict[int, _Line], wanted: dict[
     # raw thousandths on both sides so the Quantity type does not convert these SQL expressions.
     if _Q_MOVE_RESERVED.run_many(conn, [{"b_id": k, "b_delta": v} for k, v in deltas.items()]) == len(deltas):
         return []
-    # Some cap refused: say which (the savepoint then undoes the rows that did move).
+    # Some cap refused: say which (the savepoint, or the cart page's rollback, undoes the rows that did move).
     errors = []
     rows = conn.execute(_Q_RESERVED, {"ids": list(deltas)}).all()
     for offer_id, held, limit in rows:
