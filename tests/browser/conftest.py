@@ -105,3 +105,5 @@ def sign_in(page, base_url: str, email: str, password: str) -> None:
     page.get_by_label("Adresse e-mail").fill(email)
     page.get_by_label("Mot de passe").fill(password)
     page.get_by_role("button", name="Se connecter").click()
+    # The click returns once the next page starts loading; wait until it is another page, fully loaded.
+    page.wait_for_url(lambda url: "/compte/connexion" not in url)

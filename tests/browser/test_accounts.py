@@ -2,6 +2,7 @@
 import re
 
 import sqlalchemy as sa
+from playwright.sync_api import expect
 
 from app.extensions import db
 from app.models import OutboxMessage
@@ -23,7 +24,7 @@ def test_invitation_from_the_accounts_page_to_first_sign_in(app, live_server, pa
     coordinator.get_by_label("Adhérent·e (foyer)").check()
     coordinator.get_by_label("Foyer", exact=True).select_option(label="Foyer Nguyen")
     coordinator.get_by_role("button", name="Inviter").click()
-    assert "Invitation envoyée à linh@example.org." in coordinator.content()
+    expect(coordinator.locator("body")).to_contain_text("Invitation envoyée à linh@example.org.")
 
     db.session.expire_all()
     body = db.session.scalar(sa.select(OutboxMessage.body).where(OutboxMessage.kind == "invitation"))
@@ -35,6 +36,6 @@ def test_invitation_from_the_accounts_page_to_first_sign_in(app, live_server, pa
     neighbour.get_by_label("Nouveau mot de passe").fill("une phrase facile")
     neighbour.get_by_label("Le même mot de passe, encore une fois").fill("une phrase facile")
     neighbour.get_by_role("button", name="Enregistrer le mot de passe").click()
-    assert "Votre mot de passe est enregistré" in neighbour.content()
+    expect(neighbour.locator("body")).to_contain_text("Votre mot de passe est enregistré")
     sign_in(neighbour, live_server, "linh@example.org", "une phrase facile")
-    assert neighbour.locator("h1").inner_text() == "Bonjour Linh Nguyen"
+    expect(neighbour.locator("h1")).to_have_text("Bonjour Linh Nguyen")
