@@ -2,11 +2,13 @@
 
 `Connection.execute` spends about 20 µs of Python per statement (execution context, parameter and
 result processing) where SQLite itself needs 1 to 5; saving an order runs six per request (the
-signed-in user, then five for the save). A `DriverStatement` keeps what SQLAlchemy works out for a statement (its SQL in the
-driver's parameter style, the order of the parameters, each column type's bind and result
-processors) and replays it on the same connection, inside the same transaction. SQLAlchemy still
+signed-in user, then five for the save). A `DriverStatement` keeps what SQLAlchemy works out for a
+statement (its SQL in the driver's parameter style, the order of the parameters, each column type's
+bind and result processors) and replays it on the same connection, inside the same transaction. SQLAlchemy still
 writes all the SQL and converts every value; only its per-call machinery is skipped. Driver errors
-are wrapped into SQLAlchemy's exceptions, so callers catch `IntegrityError` as usual.
+are wrapped into SQLAlchemy's exceptions, so callers catch `IntegrityError` as usual. On PostgreSQL
+the SQL is rewritten once with PostgreSQL's own `$1` placeholders and run on psycopg's `RawCursor`,
+which skips psycopg's parsing and reordering of the values on every call.
 
 Statements with Python-side defaults to compute (`default=`/`onupdate=` on a column the statement
 leaves out) are refused when first compiled: SQLAlchemy computes those per call, this does not.
@@ -15,6 +17,7 @@ does not show these statements.
 """
 from __future__ import annotations
 
+import re
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +41,9 @@ class _Parameter(NamedTuple):
 class _Plan:
     """A statement as compiled for one dialect (and one IN-list length)."""
 
-    sql: str
+    sql: str  # as SQLAlchemy wrote it, for listeners
+    query: str | bytes  # what the driver is given
+    raw: bool  # psycopg's RawCursor, with PostgreSQL's own $1 placeholders
     positional: bool
     parameters: tuple[_Parameter, ...]
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # the columns that have a result processor
@@ -103,14 +108,17 @@ class DriverStatement:
 
     def _run(self, conn: sa.Connection, plan: _Plan, parameters, many: bool = False):
         """Execute on the connection's driver cursor; driver errors come out as SQLAlchemy's."""
-        cursor = conn.connection.cursor()
+        if plan.raw:
+            cursor = conn.dialect.loaded_dbapi.RawCursor(conn.connection.driver_connection)
+        else:
+            cursor = conn.connection.cursor()
         for listener in conn.dispatch.before_cursor_execute:  # query counters and loggers still see it
             listener(conn, cursor, plan.sql, parameters, None, many)
         try:
             if many:
-                cursor.executemany(plan.sql, parameters)
+                cursor.executemany(plan.query, parameters)
             else:
-                cursor.execute(plan.sql, parameters)
+                cursor.execute(plan.query, parameters)
         except conn.dialect.loaded_dbapi.Error as error:
             raise sa.exc.DBAPIError.instance(plan.sql, parameters, error, conn.dialect.loaded_dbapi.Error,
                                              dialect=conn.dialect) from error
@@ -162,4 +170,23 @@ class DriverStatement:
             results = tuple((i, process) for i, process in enumerate(processors) if process is not None)
             # Repeated keys (two tables' "id") become _2, _3...: read those by position.
             row_type = namedtuple("Row", columns.keys(), rename=True)
-        return _Plan(str(compiled), compiled.positional, tuple(parameters), results, row_type)
+        sql = str(compiled)
+        if dialect.driver == "psycopg" and not compiled.positional:
+            query = _dollar_placeholders(sql, [p.name for p in parameters]).encode()
+            return _Plan(sql, query, True, True, tuple(parameters), results, row_type)
+        return _Plan(sql, sql, False, compiled.positional, tuple(parameters), results, row_type)
+
+
+_PYFORMAT = re.compile(r"%\((\w+)\)s|%%")
+
+
+def _dollar_placeholders(sql: str, names: Sequence[str]) -> str:
+    """psycopg's %(name)s placeholders as PostgreSQL's $1, $2... in the order of `names`.
+
+    psycopg's own cursor parses each query for its placeholders and reorders the values of each call
+    (it caches the parsing for queries of at most 50 parameters only). Done once here, psycopg's
+    RawCursor sends the query as it is, with the values in order. SQLAlchemy wrote a literal % as %%.
+    """
+    number = {name: i for i, name in enumerate(names, start=1)}
+    return _PYFORMAT.sub(lambda m: "%" if m.group(1) is None else f"${number[m.group(1)]}", sql)
+

@@ -103,3 +103,20 @@ def test_query_counters_see_the_statements(things, count_queries):
     with count_queries() as counter:
         statement.all(db.session.connection(), {"ids": [1, 2]})
     assert counter["n"] == 1 and "driver_sql_thing" in counter["statements"][0]
+
+
+def test_a_repeated_value_a_literal_percent_and_many_values_keep_their_places(things):
+    """PostgreSQL gets $1, $2... placeholders (psycopg's RawCursor): each value must land where it belongs."""
+    conn = db.session.connection()
+    low = sa.bindparam("low", type_=sa.Integer)
+    window = sa.select(THING.c.name).where(
+        THING.c.name.like(sa.literal_column("'%o%'")), THING.c.id >= low, THING.c.id < low + 2,
+        THING.c.name != sa.bindparam("not_this")).order_by(THING.c.id)
+    values = {"low": 1, "not_this": "pommes"}
+    expected = [row.name for row in conn.execute(window, values)]
+    assert expected == ["poires"]
+    assert [row.name for row in DriverStatement(window).all(conn, values)] == expected
+    # More than 50 values, where psycopg's own cursor stops caching its parsing of the query.
+    ids = [3, *range(100, 160), 1]
+    assert [row.name for row in DriverStatement(BY_IDS, expanding="ids").all(conn, {"ids": ids})] == [
+        "pommes", "coings"]
