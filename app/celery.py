@@ -7,6 +7,7 @@ from pathlib import Path
 from celery import Celery, Task
 from flask import Flask, has_app_context
 
+from app.celery_fs import use_for_filesystem_urls
 from config import filesystem_broker_options
 
 
@@ -25,6 +26,7 @@ def celery_init_app(app: Flask) -> Celery:
     broker_url = app.config["CELERY_BROKER_URL"]
     transport_options: dict = {}
     if broker_url.startswith("filesystem://"):
+        use_for_filesystem_urls()  # Kombu's own transport can hand a worker a half-written message
         instance = Path(app.config["INSTANCE_DIR"])
         transport_options = filesystem_broker_options(instance)
         for key in ("data_folder_in", "processed_folder", "control_folder"):
