@@ -145,7 +145,9 @@ def test_redis_outage_while_cycle_due_loses_nothing(redis_broker, app, smtp_serv
     db.session.commit()
     time.sleep(4)
     db.session.rollback()
-    assert _status(data.cycle_id) == "open"  # nobody could act without the broker
+    # Finalizing needs the broker. Closing is a database step: a close_due_cycles task the worker got
+    # just before the outage may still close the cycle (it happened on a loaded machine).
+    assert _status(data.cycle_id) in ("open", "closed")
     redis_broker.start()
     wait_until(lambda: _status(data.cycle_id) == "finalized", timeout=240, what="cycle finalized after outage")
     wait_until(_all_sent(3 + 1), what="every e-mail sent")
