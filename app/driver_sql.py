@@ -4,11 +4,11 @@
 result processing) where SQLite itself needs 1 to 5; saving an order runs six per request (the
 signed-in user, then five for the save). A `DriverStatement` keeps what SQLAlchemy works out for a
 statement (its SQL in the driver's parameter style, the order of the parameters, each column type's
-bind and result processors) and replays it on the same connection, inside the same transaction. SQLAlchemy still
-writes all the SQL and converts every value; only its per-call machinery is skipped. Driver errors
-are wrapped into SQLAlchemy's exceptions, so callers catch `IntegrityError` as usual. On PostgreSQL
-the SQL is rewritten once with PostgreSQL's own `$1` placeholders and run on psycopg's `RawCursor`,
-which skips psycopg's parsing and reordering of the values on every call.
+bind and result processors) and replays it on the same connection, inside the same transaction.
+SQLAlchemy still writes all the SQL and converts every value; only its per-call machinery is
+skipped. Driver errors are wrapped into SQLAlchemy's exceptions, so callers catch `IntegrityError`
+as usual. On PostgreSQL the SQL is rewritten once with PostgreSQL's own `$1` placeholders and run on
+psycopg's `RawCursor`, which skips psycopg's parsing and reordering of the values on every call.
 
 Statements with Python-side defaults to compute (`default=`/`onupdate=` on a column the statement
 leaves out) are refused when first compiled: SQLAlchemy computes those per call, this does not.
@@ -41,8 +41,8 @@ class _Parameter(NamedTuple):
 class _Plan:
     """A statement as compiled for one dialect (and one IN-list length)."""
 
-    sql: str  # as SQLAlchemy wrote it, for listeners
-    query: str | bytes  # what the driver is given
+    sql: str  # what the driver runs, as text (listeners and error messages show it with the values)
+    query: str | bytes  # the same, as the driver is given it
     raw: bool  # psycopg's RawCursor, with PostgreSQL's own $1 placeholders
     positional: bool
     parameters: tuple[_Parameter, ...]
@@ -172,8 +172,8 @@ class DriverStatement:
             row_type = namedtuple("Row", columns.keys(), rename=True)
         sql = str(compiled)
         if dialect.driver == "psycopg" and not compiled.positional:
-            query = _dollar_placeholders(sql, [p.name for p in parameters]).encode()
-            return _Plan(sql, query, True, True, tuple(parameters), results, row_type)
+            sql = _dollar_placeholders(sql, [p.name for p in parameters])
+            return _Plan(sql, sql.encode(), True, True, tuple(parameters), results, row_type)
         return _Plan(sql, sql, False, compiled.positional, tuple(parameters), results, row_type)
 
 
