@@ -75,11 +75,19 @@ class _Plan:
 class DriverStatement:
     """A Core SELECT, UPDATE or DELETE replayed on the DBAPI cursor of a SQLAlchemy connection."""
 
-    def __init__(self, statement: sa.Executable, expanding: str | None = None):
-        """`expanding` names the statement's one expanding IN parameter, if it has one."""
+    def __init__(self, statement: sa.Executable, expanding: str | None = None, postgresql_many: str | None = None):
+        """`expanding` names the statement's one expanding IN parameter, if it has one.
+
+        `postgresql_many` is the same write for a whole batch, as one PostgreSQL statement that reads
+        its rows from arrays (`unnest`), each statement parameter written `{name}` and given as the
+        array of that parameter's values (converted as for the statement). run_many uses it on
+        psycopg: one statement instead of one per row, each of which costs both processes a message.
+        """
         self.statement = statement
         self.expanding = expanding
+        self.postgresql_many = postgresql_many
         self._plans: dict[tuple[str, int], _Plan] = {}
+        self._batches: dict[str | bytes, tuple[_Plan, tuple[int, ...]]] = {}  # by the row plan's query
 
     def all(self, conn: sa.Connection, values: Mapping[str, Any]) -> list[tuple]:
         """Every row, converted."""
@@ -104,7 +112,22 @@ class DriverStatement:
         if not rows:
             return 0
         plan = self._plan_for(conn.dialect, rows[0])
+        if plan.raw and self.postgresql_many is not None:
+            batch, columns = self._batch_for(plan)
+            bound = [plan.bind(values) for values in rows]
+            return self._run(conn, batch, tuple([row[i] for row in bound] for i in columns)).rowcount
         return self._run(conn, plan, [plan.bind(values) for values in rows], many=True).rowcount
+
+    def _batch_for(self, plan: _Plan) -> tuple[_Plan, tuple[int, ...]]:
+        """postgresql_many as a plan with $1 placeholders, and which of `plan`'s parameters each one takes."""
+        batch = self._batches.get(plan.query)
+        if batch is None:
+            index = {p.key: i for i, p in enumerate(plan.parameters) if p.key is not None}
+            names = list(dict.fromkeys(re.findall(r"\{(\w+)\}", self.postgresql_many)))
+            sql = re.sub(r"\{(\w+)\}", lambda m: f"${names.index(m.group(1)) + 1}", self.postgresql_many)
+            batch = self._batches[plan.query] = (_Plan(sql, sql.encode(), True, True, plan.parameters, (), None),
+                                                 tuple(index[name] for name in names))
+        return batch
 
     def _run(self, conn: sa.Connection, plan: _Plan, parameters, many: bool = False):
         """Execute on the connection's driver cursor; driver errors come out as SQLAlchemy's."""

@@ -393,10 +393,19 @@ _RESERVED = sa.type_coerce(_OFFER.c.reserved, sa.BigInteger)
 _CAP = sa.type_coerce(_OFFER.c.stock_cap, sa.BigInteger)
 _DELTA = sa.bindparam("b_delta", type_=sa.BigInteger)
 #: Moves one offer's counter by a signed delta in thousandths; a rise must stay within the cap.
+#: On PostgreSQL a batch is one statement. Its sub-select locks the offers in id order, whatever join
+#: the planner picks, so two saves never wait on each other in a cycle; the UPDATE then re-reads each
+#: locked row as last committed and checks the cap against that.
 _Q_MOVE_RESERVED = DriverStatement(
     _OFFER.update().where(_OFFER.c.id == sa.bindparam("b_id"))
     .where(sa.or_(_DELTA <= 0, _CAP.is_(None), _RESERVED + _DELTA <= _CAP))
-    .values(reserved=_RESERVED + _DELTA))
+    .values(reserved=_RESERVED + _DELTA),
+    postgresql_many=(
+        "UPDATE offer SET reserved = offer.reserved + d.delta"
+        " FROM (SELECT o.id, u.delta FROM unnest({b_id}::integer[], {b_delta}::bigint[]) AS u (id, delta)"
+        " JOIN offer AS o ON o.id = u.id ORDER BY o.id FOR NO KEY UPDATE OF o) AS d"
+        " WHERE offer.id = d.id"
+        " AND (d.delta <= 0 OR offer.stock_cap IS NULL OR offer.reserved + d.delta <= offer.stock_cap)"))
 _Q_RESERVED = sa.select(_OFFER.c.id, _RESERVED, _CAP).where(_OFFER.c.id.in_(sa.bindparam("ids", expanding=True)))
 _Q_DELETE_LINES = sa.delete(_LINE).where(_LINE.c.id.in_(sa.bindparam("ids", expanding=True)))
 _Q_INSERT_LINES = sa.insert(_LINE)
@@ -406,7 +415,13 @@ _Q_UPDATE_LINE = DriverStatement(
         tolerance=sa.bindparam("b_tolerance", type_=_LINE.c.tolerance.type),
         unit_price_cents=sa.bindparam("b_unit"), base_price_cents=sa.bindparam("b_base"),
         ordered_at=sa.func.coalesce(sa.bindparam("b_ordered_at", type_=_LINE.c.ordered_at.type),
-                                    _LINE.c.ordered_at)))
+                                    _LINE.c.ordered_at)),
+    postgresql_many=(
+        "UPDATE order_line SET quantity = d.quantity, tolerance = d.tolerance, unit_price_cents = d.unit,"
+        " base_price_cents = d.base, ordered_at = coalesce(d.ordered_at, order_line.ordered_at)"
+        " FROM unnest({b_id}::integer[], {b_quantity}::bigint[], {b_tolerance}::bigint[], {b_unit}::integer[],"
+        " {b_base}::integer[], {b_ordered_at}::timestamptz[]) AS d (id, quantity, tolerance, unit, base, ordered_at)"
+        " WHERE order_line.id = d.id"))
 _Q_TAKE_SLOT = (sa.update(_SLOT)
                 .where(_SLOT.c.id == sa.bindparam("b_slot"), _SLOT.c.cycle_id == sa.bindparam("b_cycle"),
                        _SLOT.c.booked < _SLOT.c.capacity)
@@ -602,8 +617,9 @@ def _move_reserved(conn: sa.Connection, current: dict[int, _Line], wanted: dict[
             deltas[offer_id] = int((new - old) * 1000)  # thousandths, as stored
     if not deltas:
         return []
-    # One prebuilt UPDATE per offer, in offer id order so two saves never wait on each other in a cycle;
-    # raw thousandths on both sides so the Quantity type does not convert these SQL expressions.
+    # One prebuilt UPDATE per offer (one for all on PostgreSQL), locking in offer id order so two saves
+    # never wait on each other in a cycle; raw thousandths on both sides so the Quantity type does not
+    # convert these SQL expressions.
     if _Q_MOVE_RESERVED.run_many(conn, [{"b_id": k, "b_delta": v} for k, v in deltas.items()]) == len(deltas):
         return []
     # Some cap refused: say which (the savepoint, or the cart page's rollback, undoes the rows that did move).

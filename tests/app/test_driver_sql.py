@@ -120,3 +120,30 @@ def test_a_repeated_value_a_literal_percent_and_many_values_keep_their_places(th
     ids = [3, *range(100, 160), 1]
     assert [row.name for row in DriverStatement(BY_IDS, expanding="ids").all(conn, {"ids": ids})] == [
         "pommes", "coings"]
+
+
+def test_a_batch_write_runs_as_one_statement_on_postgresql_with_the_same_result(things, count_queries):
+    """postgresql_many: one statement over arrays (None and Decimal values converted as per row) on psycopg;
+    elsewhere the driver's executemany, one statement per row. Both write the same and count the rows matched."""
+    conn = db.session.connection()
+    update = DriverStatement(
+        sa.update(THING).where(THING.c.id == sa.bindparam("b_id")).values(
+            amount=sa.bindparam("b_amount", type_=Quantity),
+            seen_at=sa.func.coalesce(sa.bindparam("b_seen", type_=UTCDateTime), THING.c.seen_at),
+            touched_at=sa.bindparam("b_seen", type_=UTCDateTime)),
+        postgresql_many=("UPDATE driver_sql_thing SET amount = d.amount, seen_at = coalesce(d.seen, seen_at),"
+                         " touched_at = d.seen FROM unnest({b_id}::integer[], {b_amount}::bigint[],"
+                         " {b_seen}::timestamptz[]) AS d (id, amount, seen) WHERE driver_sql_thing.id = d.id"))
+    later = datetime(2026, 10, 25, 1, 30, tzinfo=timezone.utc)
+    rows = [{"b_id": 3, "b_amount": Decimal("7.25"), "b_seen": None},
+            {"b_id": 99, "b_amount": Decimal("1"), "b_seen": later},
+            {"b_id": 2, "b_amount": Decimal("0.001"), "b_seen": later}]
+    with count_queries() as counter:
+        matched = update.run_many(conn, rows)
+    assert matched == 2
+    on_postgresql = conn.dialect.name == "postgresql"
+    assert counter["n"] == 1
+    assert ("unnest" in counter["statements"][0]) is on_postgresql
+    assert update.run_many(conn, [{"b_id": 1, "b_amount": Decimal("4"), "b_seen": None}]) == 1  # all None
+    rows = conn.execute(sa.select(THING.c.amount, THING.c.seen_at).order_by(THING.c.id)).all()
+    assert rows == [(Decimal("4.000"), SEEN), (Decimal("0.001"), later), (Decimal("7.250"), SEEN)]
