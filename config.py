@@ -63,7 +63,9 @@ class Config:
     STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY") or None
     STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET") or None
 
-    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    #: Sign-in counters, shared by the web processes: unset, a file in the instance folder
+    #: (instance/ratelimit.db, app.ratelimit_store); redis://... when several machines serve the site.
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or None
     RATELIMIT_HEADERS_ENABLED = False
     #: Reverse proxies in front of gunicorn (0 = none): their X-Forwarded-For/-Proto are trusted,
     #: so the per-address login limit sees each visitor's address, not the proxy's.

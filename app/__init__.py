@@ -52,7 +52,7 @@ def _check_secret_key(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     """Bind db, migrations, CSRF, login, Babel, the rate limiter and Celery to the app."""
-    from app import db_setup
+    from app import db_setup, ratelimit_store  # noqa: F401  (ratelimit_store registers sqlite:// with limits)
     from app.celery import celery_init_app
     from app.extensions import babel, csrf, db, limiter, login_manager, migrate
     from app.i18n import select_locale, select_timezone
@@ -71,6 +71,8 @@ def register_extensions(app: Flask) -> None:
         timezone_selector=select_timezone,
         default_translation_directories=str(Path(__file__).resolve().parent / "translations"),
     )
+    if not app.config.get("RATELIMIT_STORAGE_URI"):
+        app.config["RATELIMIT_STORAGE_URI"] = f"sqlite:///{Path(app.config['INSTANCE_DIR']).resolve() / 'ratelimit.db'}"
     limiter.init_app(app)
     celery_init_app(app)
 

@@ -65,9 +65,15 @@ def _deliver_mail() -> None:
     request_delivery()
 
 
+def _failed(response) -> bool:
+    """A sign-in that did not let the person in (a success redirects): only those are counted, so
+    a café's shared address is not locked out by its members signing in."""
+    return response.status_code != 302
+
+
 @bp.route("/connexion", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"], error_message="login")
-@limiter.limit(_login_limit, key_func=_account_key, methods=["POST"], error_message="login")
+@limiter.limit(_login_limit, methods=["POST"], error_message="login", deduct_when=_failed)
+@limiter.limit(_login_limit, key_func=_account_key, methods=["POST"], error_message="login", deduct_when=_failed)
 def login():
     """Sign in with e-mail and password."""
     if current_user.is_authenticated:
