@@ -67,7 +67,11 @@ class TierTakings:
 
 
 def tier_takings(cycle_id: int) -> list[TierTakings]:
-    """Per tier, the sum of line totals of confirmed orders in a cycle, and the same at base price."""
+    """Per tier, the sum of line totals of confirmed orders in a cycle, and the same at base price.
+
+    A household without a tier of its own pays the default tier's prices, so it counts there. AMAP
+    baskets are left out: they are paid with the season's contract (their line is 0 € in the cycle).
+    """
     rows = db.session.execute(
         sa.select(
             PriceTier.name, Order.household_id, OrderLine.unit_price_cents, OrderLine.base_price_cents,
@@ -75,13 +79,15 @@ def tier_takings(cycle_id: int) -> list[TierTakings]:
         )
         .join(Order, OrderLine.order_id == Order.id)
         .join(Household, Household.id == Order.household_id)
-        .outerjoin(PriceTier, PriceTier.id == Household.price_tier_id)
-        .where(Order.cycle_id == cycle_id, Order.status == "confirmed")
+        .outerjoin(PriceTier, sa.or_(
+            PriceTier.id == Household.price_tier_id,
+            sa.and_(Household.price_tier_id.is_(None), PriceTier.is_default.is_(True))))
+        .where(Order.cycle_id == cycle_id, Order.status == "confirmed", OrderLine.contract_id.is_(None))
     ).all()
     by_tier: dict[str, TierTakings] = {}
     for name, household_id, unit, base, qty, allocated, prepared in rows:
         charged = prepared if prepared is not None else allocated if allocated is not None else qty
-        label = name or "Sans tarif (prix de base)"
+        label = name or _("Sans tarif (prix de base)")
         takings = by_tier.setdefault(label, TierTakings(label))
         takings._households.add(household_id)
         takings.lines += 1

@@ -108,3 +108,28 @@ def test_what_each_tier_brought_in(takings_cycle, client):
     login(client, boss.email)
     page = client.get(f"/commandes/cycles/{takings_cycle.id}/tarifs").get_data(as_text=True)
     assert "21,96" in page and "-4,98" in page.replace("\u202f", "").replace("\xa0", "")
+
+
+def test_takings_leave_amap_baskets_out_and_count_households_without_tier_in_the_default(app):
+    """An AMAP basket is 0 € in the cycle (paid with its contract): at base price it made a supporter
+    tier look as if it brought in less than cost. A household without a tier pays the default tier."""
+    from orders.contracts import subscribe
+    from tests.orders.test_contracts import NOW, Season
+
+    season = Season()
+    cycle = season.cycles[0]
+    PriceTierFactory(name="Habitant", is_default=True)
+    supporter = PriceTierFactory(name="Soutien", markup_bp=1000)
+    offer = OfferFactory(cycle_id=cycle.id, product=ProductFactory(price_cents=1000))
+    slot = SlotFactory(cycle_id=cycle.id)
+    member, untiered = HouseholdFactory(price_tier=supporter), HouseholdFactory(price_tier=None)
+    db.session.commit()
+    subscribe(season.offer.id, member.id, now=NOW)  # a 12 € basket in each cycle, 0 € in the order
+    for household in (member, untiered):
+        save_order(cycle.id, household.id, {offer.id: (D(2), D(0))}, slot.id, None, now=NOW)
+    db.session.commit()
+    rows = {r.tier_name: r for r in tier_takings(cycle.id)}
+    assert set(rows) == {"Soutien", "Habitant"}
+    assert (rows["Soutien"].total_cents, rows["Soutien"].base_total_cents, rows["Soutien"].lines) == (2200, 2000, 1)
+    habitant = rows["Habitant"]
+    assert (habitant.households, habitant.total_cents, habitant.difference_cents) == (1, 2000, 0)
