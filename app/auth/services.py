@@ -157,10 +157,16 @@ def _check_roles(roles: list[str]) -> set[str]:
     return wanted
 
 
-def _check_links(household_id: int | None, producer_id: int | None) -> None:
-    """The household and producer must exist."""
+def _check_links(household_id: int | None, producer_id: int | None, roles: set[str]) -> None:
+    """The household and producer must exist, and the roles that work through them need them."""
     from producers.models import Producer
 
+    if not roles:
+        raise AccountError(_("Choisissez au moins un rôle."))
+    if "member" in roles and not household_id:
+        raise AccountError(_("Un compte « membre » commande pour un foyer : choisissez son foyer."))
+    if "producer" in roles and not producer_id:
+        raise AccountError(_("Un compte « producteur » tient le catalogue d'un producteur : choisissez lequel."))
     if household_id and db.session.get(Household, household_id) is None:
         raise AccountError(_("Ce foyer n'existe pas."))
     if producer_id and db.session.get(Producer, producer_id) is None:
@@ -181,7 +187,7 @@ def invite_user(
     if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
         raise AccountError(_("Un compte existe déjà avec cette adresse e-mail."))
     wanted = _check_roles(roles)
-    _check_links(household_id, producer_id)
+    _check_links(household_id, producer_id, wanted)
     user = User(email=email, name=name.strip(), household_id=household_id or None,
                 producer_id=producer_id or None, locale=locale, active=True)
     user.set_roles(wanted)
@@ -229,7 +235,7 @@ def update_user(
     if user is None:
         raise LookupError(user_id)
     wanted = _check_roles(roles)
-    _check_links(household_id, producer_id)
+    _check_links(household_id, producer_id, wanted)
     if user.id == acting_user_id and ("coordinator" not in wanted or not active):
         # A coordinator locking themselves out could leave nobody to manage the accounts.
         raise AccountError(_("Vous ne pouvez pas retirer votre propre rôle de coordination ni fermer votre compte."))

@@ -11,7 +11,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from app.auth import services
 from app.extensions import db
 from app.models import Household, OutboxMessage, User
-from tests.factories import HouseholdFactory, PriceTierFactory, UserFactory
+from tests.factories import HouseholdFactory, PriceTierFactory, ProducerFactory, UserFactory
 from tests.helpers import PASSWORD, csrf_token, login, post_form
 
 NEW_PASSWORD = "un-nouveau-mot-de-passe"
@@ -305,16 +305,17 @@ def test_too_long_or_malformed_fields_are_refused_and_nothing_is_written(app, cl
 
 def test_coordinator_changes_roles_and_deactivates_an_account(app, client):
     _coordinator(client)
-    user = UserFactory(email="claire@example.org", name="Claire", roles=["member"])
+    user = UserFactory(email="claire@example.org", name="Claire", roles=["member"], household=HouseholdFactory())
     db.session.commit()
     url = f"/compte/utilisateurs/{user.id}"
+    home = str(user.household_id)
     page = post_form(client, url, {"name": "Claire Martin", "roles": ["member", "volunteer"],
-                                   "household_id": "0", "producer_id": "0", "active": "y"})
+                                   "household_id": home, "producer_id": "0", "active": "y"})
     assert "Compte enregistré." in text(page)
     db.session.expire_all()
     assert db.session.get(User, user.id).roles == {"member", "volunteer"}
 
-    post_form(client, url, {"name": "Claire Martin", "roles": ["member"], "household_id": "0", "producer_id": "0"})
+    post_form(client, url, {"name": "Claire Martin", "roles": ["member"], "household_id": home, "producer_id": "0"})
     db.session.expire_all()
     assert db.session.get(User, user.id).active is False
     other = app.test_client()
@@ -334,7 +335,7 @@ def test_deactivated_user_is_signed_out_of_open_sessions(app, client):
 def test_coordinator_cannot_lock_themselves_out(app, client):
     me = _coordinator(client)
     page = post_form(client, f"/compte/utilisateurs/{me.id}", {
-        "name": "Camille", "roles": ["member"], "household_id": "0", "producer_id": "0", "active": "y"})
+        "name": "Camille", "roles": ["volunteer"], "household_id": "0", "producer_id": "0", "active": "y"})
     assert "Vous ne pouvez pas retirer votre propre rôle de coordination" in text(page)
     db.session.expire_all()
     assert "coordinator" in db.session.get(User, me.id).roles
@@ -406,9 +407,11 @@ def test_cli_refuses_a_short_password(app, runner):
 
 def test_coordinator_resends_an_invitation_with_a_new_link(app, client):
     _coordinator(client)
+    home = HouseholdFactory()
+    db.session.commit()
     post_form(client, "/compte/utilisateurs", {
         "name": "Yasmine Benali", "email": "yasmine@example.org", "roles": ["member"],
-        "household_id": "0", "producer_id": "0", "locale": "fr"})
+        "household_id": str(home.id), "producer_id": "0", "locale": "fr"})
     user = db.session.scalar(sa.select(User).where(User.email == "yasmine@example.org"))
     url = f"/compte/utilisateurs/{user.id}"
     page = post_form(client, f"{url}/invitation", {}, form_url=url)
@@ -493,3 +496,24 @@ def test_ids_beyond_the_integer_range_are_404_or_refused(app, client):
         "household_id": "99999999999999999999", "producer_id": "0", "locale": "fr"})
     assert r.status_code == 200 and "Invitation envoyée" not in text(r)
     assert _count(User) == 1
+
+
+def test_an_account_whose_roles_cannot_work_is_refused(app, client):
+    """A member needs a household to order for, a producer the producer whose catalogue it keeps;
+    invited without, the person could sign in to no page at all."""
+    _coordinator(client)
+    producer = ProducerFactory()
+    db.session.commit()
+    for roles, household, producer_id, message in (
+            (["member"], "0", "0", "choisissez son foyer"),
+            (["producer"], "0", "0", "choisissez lequel"),
+            ([], "0", "0", "Choisissez au moins un rôle")):
+        page = post_form(client, "/compte/utilisateurs", {
+            "name": "Yasmine Benali", "email": "yasmine@example.org", "roles": roles,
+            "household_id": household, "producer_id": producer_id, "locale": "fr"})
+        assert message in text(page)
+    assert _count(User) == 1 and _mails("invitation") == []
+    page = post_form(client, "/compte/utilisateurs", {
+        "name": "Yasmine Benali", "email": "yasmine@example.org", "roles": ["producer"],
+        "household_id": "0", "producer_id": str(producer.id), "locale": "fr"})
+    assert len(_mails("invitation")) == 1
