@@ -6,8 +6,18 @@ import os
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from config import CONFIGS, Config
+
+
+class IdConverter(IntegerConverter):
+    """`<int:...>` in every route: at most 2**31 - 1, the largest id the databases store. A longer
+    number in a URL is then a 404, where it made SQLite raise OverflowError (a 500)."""
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**31 - 1,
+                 signed: bool = False) -> None:
+        super().__init__(map, fixed_digits, min, max, signed)
 
 
 def create_app(config: type[Config] | str | None = None, **overrides) -> Flask:
@@ -28,6 +38,7 @@ def create_app(config: type[Config] | str | None = None, **overrides) -> Flask:
     Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
 
     register_extensions(app)
+    app.url_map.converters["int"] = IdConverter
     register_blueprints(app)
     register_errorhandlers(app)
     register_template_helpers(app)

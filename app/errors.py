@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from flask import Flask, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
@@ -59,6 +60,17 @@ def register(app: Flask) -> None:
         """Any 4xx or 5xx raised with abort()."""
         message = error.description if getattr(error, "panier_message", False) else None
         return render_error(error.code or 500, message)
+
+    @app.errorhandler(OverflowError)
+    @app.errorhandler(sa.exc.DataError)
+    def value_out_of_range(error: Exception):
+        """A number no column can hold (a forged id of 20 digits, say): the request is wrong, not the
+        server. SQLite's driver raises OverflowError, PostgreSQL's a DataError."""
+        from app.extensions import db
+
+        db.session.rollback()
+        log.warning("value out of range on %s %s: %s", request.method, request.path, error)
+        return render_error(400)
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

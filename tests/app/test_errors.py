@@ -133,3 +133,54 @@ def test_nul_character_in_a_form_or_query_is_a_french_400_and_writes_nothing(app
     assert page.status_code == 400 and "Demande incorrecte" in text(page)
     assert client.get("/compte/utilisateurs?q=a%00b").status_code == 400
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Household)) == 0
+
+
+HUGE = "9" * 20
+
+
+def test_a_huge_number_in_any_url_is_a_404_not_a_server_error(app, client):
+    """Every route with an id, asked with an id of 20 digits (more than any column holds) by an account
+    with every role: no route may reach the database with it."""
+    import re
+
+    from werkzeug.routing import IntegerConverter
+
+    from tests.factories import ProducerFactory
+
+    UserFactory(email="tout@example.org", roles=["member", "volunteer", "coordinator", "producer"],
+                household=HouseholdFactory(), producer_id=ProducerFactory().id)
+    db.session.commit()
+    login(client, "tout@example.org")
+    token = csrf_token(client.get("/compte/utilisateurs").data)
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not any(isinstance(c, IntegerConverter) for c in rule._converters.values()):
+            continue
+
+        def value(match: re.Match) -> str:
+            kind = match.group(1) or ""
+            if kind.startswith("int"):
+                return HUGE
+            if kind.startswith("any("):
+                return kind[4:].split(",")[0].strip()
+            return "x"
+
+        path = re.sub(r"<(?:([^:>]+):)?[^>]+>", value, rule.rule)
+        if "GET" in rule.methods:
+            response = client.get(path)
+        else:
+            response = client.post(path, data={"csrf_token": token})
+        assert response.status_code == 404, (path, response.status_code)
+        checked += 1
+    assert checked > 40
+
+
+def test_a_huge_id_in_a_form_is_refused_without_a_server_error(app, client):
+    UserFactory(email="claire@example.org", roles=["member"], household=HouseholdFactory())
+    db.session.commit()
+    login(client, "claire@example.org")
+    token = csrf_token(client.get("/commandes/contrats").data)
+    response = client.post("/commandes/contrats/inscription", data={
+        "csrf_token": token, "offer_id": HUGE, "quantity": "1"})
+    assert 400 <= response.status_code < 500
+    assert "Erreur du serveur" not in text(response)
