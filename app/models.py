@@ -1,6 +1,7 @@
 """Accounts (users, roles, households, price tiers) and the shared records: documents, outbox."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Optional
 
@@ -90,6 +91,13 @@ class RoleHolder:
         return "coordinator" in held or any(r in held for r in roles)
 
 
+def login_id(user_id: int, password_hash: str | None) -> str:
+    """What a session keeps of its account: the id and a digest of the password hash. Changing the
+    password (a reset after a phone is lost, say) changes it, which signs out every other session."""
+    digest = hashlib.sha256((password_hash or "no-password").encode()).hexdigest()[:16]
+    return f"{user_id}.{digest}"
+
+
 class User(RoleHolder, UserMixin, db.Model):
     """A person who signs in; belongs to a household and/or a producer."""
 
@@ -137,6 +145,10 @@ class User(RoleHolder, UserMixin, db.Model):
     def is_active(self) -> bool:  # Flask-Login reads this
         """Disabled accounts cannot sign in."""
         return self.active
+
+    def get_id(self) -> str:  # Flask-Login keeps this in the session and the remember-me cookie
+        """The id with a digest of the password hash (see login_id)."""
+        return login_id(self.id, self.password_hash)
 
 
 class Document(db.Model):

@@ -517,3 +517,22 @@ def test_an_account_whose_roles_cannot_work_is_refused(app, client):
         "name": "Yasmine Benali", "email": "yasmine@example.org", "roles": ["producer"],
         "household_id": "0", "producer_id": str(producer.id), "locale": "fr"})
     assert len(_mails("invitation")) == 1
+
+
+def test_a_new_password_signs_out_every_other_session(app, client):
+    """A phone left signed in (or a stolen cookie, remember-me included) stops working once the
+    password is reset; the person signs in again with the new one."""
+    UserFactory(email="claire@example.org", name="Claire", household=HouseholdFactory())
+    db.session.commit()
+    phone = app.test_client()
+    token = csrf_token(phone.get("/compte/connexion").data)
+    phone.post("/compte/connexion", data={"email": "claire@example.org", "password": PASSWORD,
+                                          "remember": "y", "csrf_token": token})
+    assert phone.get("/commandes/panier").status_code == 200
+    post_form(client, "/compte/mot-de-passe-oublie", {"email": "claire@example.org"})
+    post_form(client, _link_path(_mails("password_reset")[0].body), {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    signed_out = phone.get("/commandes/panier")
+    assert signed_out.status_code == 302 and "/compte/connexion" in signed_out.headers["Location"]
+    phone.delete_cookie("session")  # the remember-me cookie alone does not bring the session back either
+    assert phone.get("/commandes/panier").status_code == 302
+    assert "Bonjour Claire" in text(login(client, "claire@example.org", NEW_PASSWORD))
