@@ -160,3 +160,10 @@ class ConfirmForm(PageForm):
     """A button that only carries the CSRF token."""
 
     submit = SubmitField(_l("Confirmer"))
+
+
+class ChangePasswordForm(NewPasswordForm):
+    """The account page: the current password, then the new one twice."""
+
+    current = PasswordField(_l("Mot de passe actuel"),
+                            validators=[DataRequired(_l("Tapez votre mot de passe actuel."))])

@@ -11,6 +11,7 @@ from app.auth.decorators import roles_required
 from app.auth.forms import (
     ROLE_LABELS,
     AttachMemberForm,
+    ChangePasswordForm,
     ConfirmForm,
     HouseholdForm,
     InviteForm,
@@ -97,6 +98,30 @@ def logout():
     logout_user()
     flash(_("Vous êtes déconnecté·e."), "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/mon-compte", methods=["GET", "POST"])
+@login_required
+def account():
+    """Who I am (e-mail, household, roles) and a new password, typed after the current one."""
+    user = db.session.get(User, current_user.id)
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            user = services.change_password(user.id, form.current.data, form.password.data)
+        except AccountError as error:
+            form.current.errors.append(str(error))
+        else:
+            db.session.commit()
+            # This session goes on with the new password; every other one is signed out.
+            remembered = request.cookies.get(current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token"))
+            login_user(user, remember=remembered is not None)
+            flash(_("Votre mot de passe est changé. Vos autres appareils devront se reconnecter."), "success")
+            return redirect(url_for("auth.account"))
+    household = db.session.get(Household, user.household_id) if user.household_id else None
+    status = 400 if form.errors else 200
+    return render_template("auth/account.html", form=form, user=user, household=household,
+                           role_labels=ROLE_LABELS), status
 
 
 @bp.route("/mot-de-passe-oublie", methods=["GET", "POST"])

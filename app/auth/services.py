@@ -341,3 +341,15 @@ def create_coordinator(email: str, name: str, password: str) -> User:
     user.set_roles(user.roles | {"coordinator"})
     user.active = True
     return user
+
+
+def change_password(user_id: int, current: str, new: str) -> User:
+    """Replace a signed-in person's password after checking the current one; the caller commits.
+    Every other session of the account ends with it (app.models.login_id)."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        raise LookupError(user_id)
+    if not user.check_password(current):
+        raise AccountError(_("Le mot de passe actuel n'est pas le bon."))
+    user.set_password(new)
+    return user

@@ -536,3 +536,26 @@ def test_a_new_password_signs_out_every_other_session(app, client):
     phone.delete_cookie("session")  # the remember-me cookie alone does not bring the session back either
     assert phone.get("/commandes/panier").status_code == 302
     assert "Bonjour Claire" in text(login(client, "claire@example.org", NEW_PASSWORD))
+
+
+def test_a_member_changes_their_password_on_the_account_page(app, client):
+    """The name in the header leads to « Mon compte »; the current password is asked first; this
+    session goes on, another device is signed out."""
+    UserFactory(email="claire@example.org", name="Claire", household=HouseholdFactory(name="Foyer Martin"))
+    db.session.commit()
+    other_device = app.test_client()
+    login(other_device, "claire@example.org")
+    home = text(login(client, "claire@example.org"))
+    assert 'href="/compte/mon-compte"' in home
+    page = text(client.get("/compte/mon-compte"))
+    assert "claire@example.org" in page and "Foyer Martin" in page and "Adhérent·e (foyer)" in page
+    wrong = post_form(client, "/compte/mon-compte", {"current": "pas-le-bon", "password": NEW_PASSWORD,
+                                                    "confirm": NEW_PASSWORD})
+    assert wrong.status_code == 400 and "Le mot de passe actuel n'est pas le bon." in text(wrong)
+    changed = post_form(client, "/compte/mon-compte", {"current": PASSWORD, "password": NEW_PASSWORD,
+                                                      "confirm": NEW_PASSWORD})
+    assert "Votre mot de passe est changé" in text(changed)
+    assert client.get("/commandes/panier").status_code == 200
+    assert other_device.get("/commandes/panier").status_code == 302
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(User).where(User.email == "claire@example.org")).check_password(NEW_PASSWORD)

@@ -25,6 +25,7 @@ ACCESS: dict[str, object] = {
     # Accounts
     "auth.login": PUBLIC,
     "auth.logout": SIGNED_IN,
+    "auth.account": SIGNED_IN,
     "auth.reset_request": PUBLIC,
     "auth.reset_password": PUBLIC,
     "auth.accept_invitation": PUBLIC,
