@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("producers", __name__, template_folder="templates")
 
-from producers import routes  # noqa: F401
+from producers import routes  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """Pages of the producers package: catalogue, per-cycle offers, demand, coordinator's producer admin."""
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,11 +17,11 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 
 from app.auth.decorators import roles_required
 from app.extensions import db
-from app.money import parse_euros
 from app.templating import local_time
 from orders.models import Cycle
 from producers import bp
@@ -30,10 +30,15 @@ from producers.models import Offer, Producer, Product
 from producers.services import (
     CatalogueError,
     ProductData,
+    cycles_around,
     demand,
     demand_csv,
     export_catalogue,
-    import_catalogue,
+    households_ordering,
+    import_catalogue_file,
+    parse_decimal,
+    parse_price,
+    photo_suffix,
     save_producer,
     save_product,
     set_offer,
@@ -53,20 +58,6 @@ def _producer_id() -> int:
     if current_user.producer_id:
         return current_user.producer_id
     abort(403)
-
-
-def _decimal_or_none(text: str | None) -> Decimal | None:
-    """An optional decimal typed with a comma; ValueError if unreadable."""
-    text = (text or "").strip().replace(",", ".")
-    if not text:
-        return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(text) from None
-    if not value.is_finite():
-        raise ValueError(text)
-    return value
 
 
 @bp.route("/catalogue")
@@ -93,7 +84,12 @@ def _scope_args(producer_id: int) -> dict:
 @roles_required("producer")
 def product_edit(product_id: int | None = None):
     """Create or edit a product of the producer (another producer's product is not found)."""
-    producer_id = _producer_id()
+    coordinator = current_user.has_role("coordinator")
+    if product_id is not None and coordinator and not request.args.get("producer_id"):
+        # A coordinator follows a link to a product: the product says whose it is.
+        producer_id = db.session.scalar(sa.select(Product.producer_id).where(Product.id == product_id)) or abort(404)
+    else:
+        producer_id = _producer_id()
     product = None
     if product_id is not None:
         product = db.session.scalar(sa.select(Product).where(Product.id == product_id,
@@ -105,15 +101,18 @@ def product_edit(product_id: int | None = None):
         _fill_product_form(form, product)
     if form.validate_on_submit():
         try:
-            data = _product_data(form)
-            saved = save_product(producer_id, data, product_id)
             upload = form.photo.data
-            if upload and getattr(upload, "filename", ""):
-                store_photo(saved.id, upload.filename, upload.read(), current_app.config["INSTANCE_DIR"])
+            photo = upload.read() if upload and getattr(upload, "filename", "") else None
+            if photo is not None:
+                photo_suffix(photo)  # a bad photo is refused before anything is saved
+            saved = save_product(producer_id, _product_data(form), product_id, withdraw_ordered=coordinator)
+            if photo is not None:
+                store_photo(saved.id, photo, current_app.config["INSTANCE_DIR"])
             db.session.commit()
         except CatalogueError as error:
             db.session.rollback()
-            form.name.errors = [*form.name.errors, str(error)]
+            where = getattr(form, error.field or "name", form.name)
+            where.errors = [*where.errors, str(error)]
         else:
             flash(_("Produit enregistré."), "success")
             return redirect(url_for("producers.catalogue", **_scope_args(producer_id)))
@@ -125,7 +124,7 @@ def _fill_product_form(form: ProductForm, product: Product) -> None:
     def fmt(value):
         return "" if value is None else format(Decimal(value).normalize(), "f").replace(".", ",")
     form.name.data, form.unit.data = product.name, product.unit
-    form.price.data = fmt(Decimal(product.price_cents) / 100)
+    form.price.data = f"{product.price_cents // 100},{product.price_cents % 100:02d}"
     form.vat.data = fmt(Decimal(product.vat_rate_bp) / 100)
     form.sold_by_weight.data, form.active.data = product.sold_by_weight, product.active
     form.case_size.data, form.portion_step.data = fmt(product.case_size), fmt(product.portion_step)
@@ -133,19 +132,20 @@ def _fill_product_form(form: ProductForm, product: Product) -> None:
 
 
 def _product_data(form: ProductForm) -> ProductData:
-    """ProductData from the form; CatalogueError with a French reason."""
+    """ProductData from the form; CatalogueError with a French reason, on the field it is about."""
     try:
-        price = parse_euros(form.price.data)
-    except (ValueError, InvalidOperation):
-        raise CatalogueError(_("Prix illisible (exemple : 2,50).")) from None
-    try:
-        vat = _decimal_or_none(form.vat.data) or Decimal(0)
-        case_size = _decimal_or_none(form.case_size.data)
-        step = _decimal_or_none(form.portion_step.data)
-    except ValueError as error:
-        raise CatalogueError(_("« %(v)s » n'est pas un nombre.", v=str(error))) from None
-    if vat < 0 or vat > 100 or (vat * 100) % 1:
-        raise CatalogueError(_("La TVA doit être entre 0 et 100 %."))
+        price = parse_price(form.price.data)
+    except ValueError:
+        raise CatalogueError(_("Prix illisible (exemple : 2,50)."), "price") from None
+    numbers = {}
+    for name in ("vat", "case_size", "portion_step"):
+        try:
+            numbers[name] = parse_decimal(getattr(form, name).data)
+        except ValueError as error:
+            raise CatalogueError(_("« %(v)s » n'est pas un nombre.", v=str(error)), name) from None
+    vat, case_size, step = numbers["vat"] or Decimal(0), numbers["case_size"], numbers["portion_step"]
+    if vat > 100 or (vat * 100) % 1:
+        raise CatalogueError(_("La TVA doit être entre 0 et 100 %."), "vat")
     return ProductData(name=form.name.data, unit=form.unit.data, price_cents=price, vat_rate_bp=int(vat * 100),
                        sold_by_weight=form.sold_by_weight.data, case_size=case_size, portion_step=step,
                        active=form.active.data, description=form.description.data)
@@ -171,43 +171,57 @@ def offers(cycle_id: int):
     form = OffersForm()
     errors: list[str] = []
     if form.validate_on_submit():
-        errors = _save_offers(cycle_id, producer_id, products)
+        errors, withdrawn = _save_offers(cycle_id, producer_id, products, current)
         if not errors:
             db.session.commit()
             flash(_("Offre enregistrée."), "success")
+            for name, households in withdrawn:
+                flash(ngettext("%(name)s est retiré alors que %(num)d foyer l'avait commandé : à la clôture, il ne "
+                               "lui sera ni livré ni facturé. Prévenez-le.",
+                               "%(name)s est retiré alors que %(num)d foyers l'avaient commandé : à la clôture, il "
+                               "ne leur sera ni livré ni facturé. Prévenez-les.", households, name=name), "warning")
             return redirect(url_for("producers.offers", cycle_id=cycle_id, **_scope_args(producer_id)))
         db.session.rollback()
     return render_template("producers/offers.html", cycle=cycle, products=products, current=current, form=form,
                            errors=errors, posted=request.form), 422 if errors else 200
 
 
-def _save_offers(cycle_id: int, producer_id: int, products: list[Product]) -> list[str]:
-    """Apply the offer table; French errors (nothing is kept if there are any)."""
-    errors = []
+def _save_offers(cycle_id: int, producer_id: int, products: list[Product],
+                 current: dict[int, Offer]) -> tuple[list[str], list[tuple[str, int]]]:
+    """Apply the offer table; French errors (nothing is kept if there are any), and the ordered offers
+    a coordinator withdrew, with how many households ordered each."""
+    errors, withdrawn = [], []
+    coordinator = current_user.has_role("coordinator")
     for product in products:
         key = str(product.id)
         offered = request.form.get(f"o-{key}") == "1"
         try:
-            price = parse_euros(request.form.get(f"price-{key}", "")) if offered else None
-            cap = _decimal_or_none(request.form.get(f"cap-{key}"))
-            set_offer(cycle_id, product.id, producer_id, offered, price, cap)
+            price = parse_price(request.form.get(f"price-{key}", "")) if offered else None
+            cap = parse_decimal(request.form.get(f"cap-{key}"))
+            offer = current.get(product.id)
+            withdrawing = coordinator and offer is not None and offer.active and not offered
+            households = households_ordering(offer_id=offer.id) if withdrawing else 0
+            set_offer(cycle_id, product.id, producer_id, offered, price, cap, withdraw_ordered=coordinator)
         except CatalogueError as error:  # a ValueError too: catch it first
             errors.append(str(error))
-        except (ValueError, InvalidOperation):
+        except ValueError:
             errors.append(_("%(p)s : prix ou stock illisible.", p=product.name))
-    return errors
+        else:
+            if households:
+                withdrawn.append((product.name, households))
+    return errors, withdrawn
 
 
-def _demand_cycle() -> Cycle:
-    """The cycle asked for, else the open one."""
+def _demand_cycle() -> Cycle | None:
+    """The cycle asked for (404 if there is none such), else the open one, else None."""
     # Imported here: orders.services imports this package's models.
     from orders.services import current_cycle
 
     raw = request.args.get("cycle_id", "")
-    cycle = db.session.get(Cycle, int(raw)) if raw.isdigit() and len(raw) <= 9 else current_cycle()
-    if cycle is None:
-        abort(404)
-    return cycle
+    if not raw:
+        return current_cycle()
+    cycle = db.session.get(Cycle, int(raw)) if raw.isdigit() and len(raw) <= 9 else None
+    return cycle or abort(404)
 
 
 @bp.route("/demande", endpoint="demand")
@@ -217,6 +231,10 @@ def demand_view():
     cycle = _demand_cycle()
     producer_id = None if current_user.has_role("coordinator") and not request.args.get("producer_id") \
         else _producer_id()
+    if cycle is None:
+        last, upcoming = cycles_around()
+        return render_template("producers/demand_none.html", last=last, upcoming=upcoming,
+                               scope=_scope_args(producer_id) if producer_id else {})
     producer = db.session.get(Producer, producer_id) if producer_id else None
     with_names = current_user.has_role("coordinator") or bool(producer and producer.show_household_names)
     rows, slots = demand(cycle.id, producer_id, with_names=with_names)
@@ -266,12 +284,7 @@ def admin_import(producer_id: int):
     if not form.validate_on_submit() or not form.file.data:
         flash(_("Choisissez un fichier CSV."), "error")
         return redirect(url_for("producers.admin_producers", producer_id=producer_id))
-    raw = form.file.data.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-    report = import_catalogue(producer_id, text)
+    report = import_catalogue_file(producer_id, form.file.data.read())
     db.session.commit()
     return render_template("producers/import_report.html", producer=producer, report=report)
 

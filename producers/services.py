@@ -3,30 +3,73 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 import uuid
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from flask_babel import ngettext
 
+from app.db import utcnow
 from app.extensions import db
-from app.money import parse_euros
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
-from producers.models import UNITS, Offer, Producer, Product
+from producers.models import DIVISIBLE_UNITS, UNITS, Offer, Producer, Product
 
 CSV_COLUMNS = ("nom", "unite", "prix", "tva", "au_poids", "colis", "pas", "actif", "description")
 UNIT_WORDS = {"piece": "piece", "pièce": "piece", "kg": "kg", "l": "l", "litre": "l", "bunch": "bunch",
               "botte": "bunch", "basket": "basket", "panier": "basket"}
 YES = {"1", "oui", "o", "yes", "y", "vrai", "true", "x"}
 NO = {"", "0", "non", "n", "no", "faux", "false"}
-PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+#: Image formats a photo may have (as Pillow names them), and the suffix it is stored under.
+PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+#: A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Plain numbers as people type them: "2", "2,5", "0.125", ",5"; no sign, no exponent.
+_PLAIN_NUMBER = re.compile(r"(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)")
+#: Workbooks, not CSV: .xlsx/.ods (a zip) and the old .xls (an OLE2 file).
+_WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 
 
 class CatalogueError(ValueError):
-    """A catalogue change is refused (message in French)."""
+    """A catalogue change is refused (message in French); field names the form field it is about."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def parse_decimal(text: str | None) -> Decimal | None:
+    """An optional plain decimal as typed ("2,5"); ValueError for anything else ("1e3", "-2", "inf")."""
+    cleaned = (text or "").strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "")
+    if not cleaned:
+        return None
+    if not _PLAIN_NUMBER.fullmatch(cleaned) or len(cleaned) > 20:
+        raise ValueError(text)
+    return Decimal(cleaned.replace(",", "."))
+
+
+def parse_price(text: str | None) -> int:
+    """Cents from a price as typed ("2,50", "12 €"); ValueError unless a plain amount with 2 decimals at most."""
+    amount = parse_decimal((text or "").replace("€", ""))
+    if amount is None or amount.as_tuple().exponent < -2:
+        raise ValueError(text)
+    return int(amount * 100)
+
+
+def control_characters(text: str | None, allow: str = "") -> bool:
+    """True if text holds an invisible control character (NUL, escape...) other than those allowed."""
+    return any(unicodedata.category(char) == "Cc" and char not in allow for char in text or "")
+
+
+def name_key(name: str) -> str:
+    """What makes two product names the same: case, accents' composition and spaces do not count."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
 @dataclass
@@ -47,32 +90,51 @@ class ProductData:
 def check_product(data: ProductData) -> None:
     """Refuse inconsistent product data with a French reason."""
     if not data.name.strip():
-        raise CatalogueError(_("Le nom est obligatoire."))
+        raise CatalogueError(_("Le nom est obligatoire."), "name")
     if len(data.name) > 120:
-        raise CatalogueError(_("Le nom est trop long (120 caractères au plus)."))
+        raise CatalogueError(_("Le nom est trop long (120 caractères au plus)."), "name")
+    # PostgreSQL refuses NUL, and other control characters are invisible on screen and on paper.
+    if control_characters(data.name):
+        raise CatalogueError(_("Le nom contient un caractère invisible (caractère de contrôle) : retapez-le."), "name")
+    if control_characters(data.description, allow="\t\n\r"):
+        raise CatalogueError(_("La description contient un caractère invisible (caractère de contrôle) : "
+                               "retapez-la."), "description")
     if data.unit not in UNITS:
-        raise CatalogueError(_("Unité inconnue « %(unit)s » : pièce, kg, l, botte ou panier.", unit=data.unit))
+        raise CatalogueError(_("Unité inconnue « %(unit)s » : pièce, kg, l, botte ou panier.", unit=data.unit), "unit")
     if data.price_cents < 0 or data.price_cents > 10_000_00:
-        raise CatalogueError(_("Le prix doit être entre 0 et 10 000 €."))
+        raise CatalogueError(_("Le prix doit être entre 0 et 10 000 €."), "price")
     if not 0 <= data.vat_rate_bp <= 10000:
-        raise CatalogueError(_("Le taux de TVA doit être entre 0 et 100 %."))
-    for value, label in ((data.case_size, "La taille du colis"), (data.portion_step, "Le pas de portion")):
+        raise CatalogueError(_("Le taux de TVA doit être entre 0 et 100 %."), "vat")
+    for value, label, where in ((data.case_size, _("La taille du colis"), "case_size"),
+                                (data.portion_step, _("Le pas de portion"), "portion_step")):
         if value is not None and (value <= 0 or value > 10000 or value.as_tuple().exponent < -3):
-            raise CatalogueError(_("%(label)s doit être un nombre positif (trois décimales au plus).", label=label))
-    if data.portion_step is not None and data.unit not in ("kg", "l") and data.portion_step % 1 != 0:
-        raise CatalogueError(_("Le pas de portion d'un produit à l'unité est un nombre entier."))
+            raise CatalogueError(_("%(label)s doit être un nombre positif (trois décimales au plus).", label=label),
+                                 where)
+    # Only kilos and litres split: a case of pieces, bunches or baskets holds a whole number of them.
+    if data.portion_step is not None and data.unit not in DIVISIBLE_UNITS and data.portion_step % 1 != 0:
+        raise CatalogueError(_("Le pas de portion d'un produit à l'unité est un nombre entier."), "portion_step")
+    if data.case_size is not None and data.unit not in DIVISIBLE_UNITS and data.case_size % 1 != 0:
+        raise CatalogueError(_("La taille du colis d'un produit à l'unité est un nombre entier."), "case_size")
     if data.case_size is not None and data.portion_step is not None and data.case_size % data.portion_step != 0:
-        raise CatalogueError(_("La taille du colis doit être un multiple du pas de portion."))
+        raise CatalogueError(_("La taille du colis doit être un multiple du pas de portion."), "case_size")
 
 
-def save_product(producer_id: int, data: ProductData, product_id: int | None = None) -> Product:
-    """Create or update a product of this producer (a product of another producer is not found)."""
+def save_product(producer_id: int, data: ProductData, product_id: int | None = None,
+                 withdraw_ordered: bool = False, by_name: dict[str, Product] | None = None) -> Product:
+    """Create or update a product of this producer (a product of another producer is not found).
+
+    Names are unique per producer whatever their case and spaces; by_name (the producer's products by
+    name_key) spares an import a query per row. Deactivating a product that households ordered withdraws
+    it from their orders at close: refused unless withdraw_ordered (the coordinator's decision).
+    """
     check_product(data)
-    clash = db.session.scalar(sa.select(Product.id).where(
-        Product.producer_id == producer_id, Product.name == data.name.strip(),
-        Product.id != (product_id or 0)))
-    if clash:
-        raise CatalogueError(_("Un produit s'appelle déjà « %(name)s ».", name=data.name.strip()))
+    name = " ".join(data.name.split())
+    if by_name is None:
+        by_name = {name_key(other.name): other for other in db.session.scalars(
+            sa.select(Product).where(Product.producer_id == producer_id))}
+    clash = by_name.get(name_key(name))
+    if clash is not None and clash.id != product_id:
+        raise CatalogueError(_("Un produit s'appelle déjà « %(name)s ».", name=name), "name")
     if product_id is None:
         product = Product(producer_id=producer_id)
         db.session.add(product)
@@ -81,7 +143,11 @@ def save_product(producer_id: int, data: ProductData, product_id: int | None = N
                                                              Product.producer_id == producer_id))
         if product is None:
             raise LookupError("product not found")
-    product.name = data.name.strip()
+        if product.active and not data.active and not withdraw_ordered:
+            households = households_ordering(product_id=product_id)
+            if households:
+                raise CatalogueError(_withdraw_refused(product.name, households), "active")
+    product.name = name
     product.unit = data.unit
     product.price_cents = data.price_cents
     product.vat_rate_bp = data.vat_rate_bp
@@ -94,13 +160,26 @@ def save_product(producer_id: int, data: ProductData, product_id: int | None = N
     return product
 
 
-def store_photo(product_id: int, filename: str, content: bytes, instance_dir: str) -> str:
-    """Keep a product photo under instance/photos with a random name; returns that name."""
-    suffix = Path(filename or "").suffix.lower()
-    if suffix not in PHOTO_TYPES:
-        raise CatalogueError(_("La photo doit être un fichier JPEG, PNG ou WebP."))
+def photo_suffix(content: bytes) -> str:
+    """The suffix a photo is stored under, from what the bytes are (not the name); CatalogueError if no image."""
+    from PIL import Image
+
     if len(content) > 2 * 1024 * 1024:
-        raise CatalogueError(_("La photo est trop lourde (2 Mo au plus)."))
+        raise CatalogueError(_("La photo est trop lourde (2 Mo au plus)."), "photo")
+    try:
+        with Image.open(io.BytesIO(content), formats=list(PHOTO_FORMATS)) as image:
+            kind = image.format
+            image.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        kind = None
+    if kind not in PHOTO_FORMATS:
+        raise CatalogueError(_("La photo doit être une image JPEG, PNG ou WebP."), "photo")
+    return PHOTO_FORMATS[kind]
+
+
+def store_photo(product_id: int, content: bytes, instance_dir: str) -> str:
+    """Keep a product photo under instance/photos with a random name; returns that name."""
+    suffix = photo_suffix(content)
     folder = Path(instance_dir) / "photos"
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{product_id}-{uuid.uuid4().hex[:12]}{suffix}"
@@ -135,80 +214,153 @@ def _yes_no(text: str, label: str) -> bool:
 
 def _decimal(text: str, label: str) -> Decimal | None:
     """An optional decimal from a CSV cell ("2,5")."""
-    value = (text or "").strip().replace(",", ".")
-    if not value:
-        return None
     try:
-        number = Decimal(value)
-    except InvalidOperation:
+        return parse_decimal(text)
+    except ValueError:
         raise CatalogueError(_("%(label)s : « %(text)s » n'est pas un nombre.", label=label, text=text)) from None
-    if not number.is_finite():
-        raise CatalogueError(_("%(label)s : « %(text)s » n'est pas un nombre.", label=label, text=text))
-    return number
 
 
-def row_to_product(row: dict) -> ProductData:
-    """ProductData from a CSV row (French column names and words)."""
-    unit_word = (row.get("unite") or "").strip().lower()
-    if unit_word not in UNIT_WORDS:
-        raise CatalogueError(_("Unité inconnue « %(unit)s » : pièce, kg, l, botte ou panier.", unit=row.get("unite") or ""))
+def header_key(cell: str) -> str:
+    """A header cell as a column name: « Unité », « UNITE », « Au poids », « Prix (€) » -> unite, au_poids, prix."""
+    letters = "".join(c for c in unicodedata.normalize("NFKD", cell) if not unicodedata.combining(c))
+    return "_".join(re.findall(r"[a-z0-9]+", letters.lower()))
+
+
+def _text_in(cell: str | None) -> str:
+    """A text cell as imported: trimmed, without the quote an export put before a formula-like start."""
+    text = (cell or "").strip()
+    if len(text) > 1 and text[0] == "'" and text[1] in FORMULA_STARTS:
+        return text[1:]
+    return text
+
+
+def _text_out(value: str | None) -> str:
+    """A text cell as exported: a spreadsheet must not run it as a formula (OWASP CSV injection)."""
+    text = value or ""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def product_data(product: Product) -> ProductData:
+    """What a product says now, as ProductData (the base a partial CSV row changes)."""
+    return ProductData(**{f.name: getattr(product, f.name) for f in fields(ProductData)})
+
+
+def row_to_product(row: dict, base: ProductData | None = None) -> ProductData:
+    """ProductData from a CSV row (French column names and words); columns absent from the file keep base's values."""
+    data = ProductData(**vars(base)) if base is not None else ProductData(name="", unit="", price_cents=0)
+    if "nom" in row:
+        data.name = _text_in(row["nom"])
+    if "unite" in row:
+        unit_word = (row["unite"] or "").strip().lower()
+        if unit_word not in UNIT_WORDS:
+            raise CatalogueError(_("Unité inconnue « %(unit)s » : pièce, kg, l, botte ou panier.",
+                                   unit=row["unite"] or ""))
+        data.unit = UNIT_WORDS[unit_word]
+    if "prix" in row:
+        try:
+            data.price_cents = parse_price(row["prix"])
+        except ValueError:
+            raise CatalogueError(_("Prix illisible « %(price)s » (exemple : 2,50).", price=row["prix"] or "")) from None
+    if "tva" in row and ((row["tva"] or "").strip() or base is None):
+        vat = _decimal(row["tva"] or "5,5", "TVA")
+        if vat is None or vat > 100 or (vat * 100) % 1 != 0:
+            raise CatalogueError(_("TVA illisible « %(vat)s » (exemple : 5,5).", vat=row["tva"]))
+        data.vat_rate_bp = int(vat * 100)
+    if "au_poids" in row:
+        data.sold_by_weight = _yes_no(row["au_poids"] or "", _("Au poids"))
+    if "colis" in row:
+        data.case_size = _decimal(row["colis"] or "", _("Colis"))
+    if "pas" in row:
+        data.portion_step = _decimal(row["pas"] or "", _("Pas"))
+    if "actif" in row and (row["actif"] or "").strip():
+        data.active = _yes_no(row["actif"], _("Actif"))
+    if "description" in row:
+        data.description = _text_in(row["description"]) or None
+    return data
+
+
+def import_catalogue_file(producer_id: int, raw: bytes) -> ImportReport:
+    """Import an uploaded file: UTF-8 (with or without BOM) or Windows-1252 CSV; a workbook is sent back."""
+    if raw.startswith(_WORKBOOK_MAGIC):
+        report = ImportReport()
+        report.rejected.append((1, _("Ce fichier est un classeur (Excel, LibreOffice), pas un CSV : ouvrez-le dans "
+                                     "le tableur, enregistrez le fichier au format CSV (séparateur point-virgule), "
+                                     "puis importez ce fichier CSV.")))
+        return report
     try:
-        price = parse_euros(row.get("prix") or "")
-    except (ValueError, InvalidOperation):
-        raise CatalogueError(_("Prix illisible « %(price)s » (exemple : 2,50).", price=row.get("prix") or "")) from None
-    vat = _decimal(row.get("tva") or "5,5", "TVA")
-    if vat is None or vat < 0 or vat > 100 or (vat * 100) % 1 != 0:
-        raise CatalogueError(_("TVA illisible « %(vat)s » (exemple : 5,5).", vat=row.get("tva")))
-    active_text = row.get("actif")
-    return ProductData(
-        name=(row.get("nom") or "").strip(), unit=UNIT_WORDS[unit_word], price_cents=price,
-        vat_rate_bp=int(vat * 100), sold_by_weight=_yes_no(row.get("au_poids") or "", "Au poids"),
-        case_size=_decimal(row.get("colis") or "", "Colis"), portion_step=_decimal(row.get("pas") or "", "Pas"),
-        active=True if active_text is None or not active_text.strip() else _yes_no(active_text, "Actif"),
-        description=(row.get("description") or "").strip() or None,
-    )
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    return import_catalogue(producer_id, text)
+
+
+def _delimiter(header_line: str) -> str:
+    """The separator the header uses (descriptions further down may hold commas): ; , or tab."""
+    counts = {delimiter: header_line.count(delimiter) for delimiter in ";,\t"}
+    best = max(counts, key=counts.get)  # ties go to ";", the first: the import format's own
+    return best if counts[best] else ";"
 
 
 def import_catalogue(producer_id: int, text: str) -> ImportReport:
     """Create or update products from CSV text (by name); bad rows are reported, good rows kept."""
     report = ImportReport()
-    sample = text[:2048]
-    delimiter = ";" if sample.count(";") > sample.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter)
+    text = text.lstrip("\ufeff")
+    delimiter = _delimiter(text.splitlines()[0] if text else "")
+    # strict: an unclosed or misplaced quote stops the reading instead of swallowing the next lines into a cell.
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter, strict=True)
     try:
-        headers = [h.strip().lower() for h in (reader.fieldnames or [])]
+        headers = [header_key(h) for h in (reader.fieldnames or [])]
     except csv.Error:
         headers = []
-    if "nom" not in headers or "prix" not in headers or "unite" not in headers:
-        report.rejected.append((1, "En-tête attendu : " + delimiter.join(CSV_COLUMNS)))
+    if not {"nom", "unite", "prix"} <= set(headers):
+        report.rejected.append((1, _("En-tête attendu : %(columns)s (nom, unite et prix au moins, en première ligne).",
+                                     columns=";".join(CSV_COLUMNS))))
         return report
     reader.fieldnames = headers
-    existing = {p.name: p.id for p in db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id))}
+    existing = {name_key(p.name): p for p in
+                db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id))}
     seen: set[str] = set()
     rows = iter(reader)
     while True:
+        start = reader.line_num + 1
         try:
             row = next(rows)
         except StopIteration:
             break
-        except csv.Error:
-            # A broken file (NUL bytes, an unclosed quote): keep what was read, say where it stopped.
-            report.rejected.append((reader.line_num + 1, _("Fichier illisible à partir de cette ligne.")))
+        except csv.Error as error:
+            # A broken file (an unclosed quote, an endless field): keep what was read, say where it stopped.
+            reason = _("Fichier illisible à partir de cette ligne.")
+            if '"' in str(error) or "end of data" in str(error):
+                reason += " " + _("Un guillemet (\") n'est pas fermé ou est mal placé.")
+            report.rejected.append((start, reason))
             break
         line = reader.line_num
+        extra = [cell for cell in row.pop(None, None) or [] if cell.strip()]
+        if not extra and not any((cell or "").strip() for cell in row.values()):
+            continue  # an empty row (";;;", spaces): spreadsheets leave them, they mean nothing
         try:
-            data = row_to_product(row)
-            if data.name in seen:
+            if extra:
+                raise CatalogueError(_("Cette ligne a plus de colonnes que l'en-tête : mettez entre guillemets un "
+                                       "texte qui contient « %(d)s ».", d=delimiter))
+            if any(control_characters(cell, allow="\t\n\r") for cell in row.values()):
+                raise CatalogueError(_("Cette ligne contient un caractère invisible (caractère de contrôle) : "
+                                       "retapez-la dans le tableur."))
+            key = name_key(_text_in(row.get("nom")))
+            product = existing.get(key)
+            data = row_to_product(row, product_data(product) if product is not None else None)
+            if key in seen:
                 raise CatalogueError(_("« %(name)s » apparaît deux fois dans le fichier.", name=data.name))
             with db.session.begin_nested():
-                save_product(producer_id, data, existing.get(data.name))
+                saved = save_product(producer_id, data, product.id if product is not None else None,
+                                     by_name=existing)
         except CatalogueError as error:
             report.rejected.append((line, str(error)))
             continue
-        seen.add(data.name)
-        if data.name in existing:
+        seen.add(key)
+        if product is not None:
             report.updated += 1
         else:
+            existing[key] = saved
             report.created += 1
     return report
 
@@ -218,6 +370,11 @@ def _fmt_decimal(value: Decimal | None) -> str:
     return "" if value is None else format(value.normalize(), "f").replace(".", ",")
 
 
+def _fmt_cents(cents: int) -> str:
+    """A price in euros with two decimals and a French comma: 310 -> 3,10."""
+    return f"{cents // 100},{cents % 100:02d}"
+
+
 def export_catalogue(producer_id: int) -> str:
     """The producer's catalogue as CSV text in the import format."""
     out = io.StringIO()
@@ -225,9 +382,9 @@ def export_catalogue(producer_id: int) -> str:
     writer.writerow(CSV_COLUMNS)
     for p in db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id).order_by(Product.name)):
         writer.writerow([
-            p.name, p.unit, _fmt_decimal(Decimal(p.price_cents) / 100), _fmt_decimal(Decimal(p.vat_rate_bp) / 100),
+            _text_out(p.name), p.unit, _fmt_cents(p.price_cents), _fmt_decimal(Decimal(p.vat_rate_bp) / 100),
             "oui" if p.sold_by_weight else "non", _fmt_decimal(p.case_size), _fmt_decimal(p.portion_step),
-            "oui" if p.active else "non", p.description or "",
+            "oui" if p.active else "non", _text_out(p.description),
         ])
     return out.getvalue()
 
@@ -235,9 +392,36 @@ def export_catalogue(producer_id: int) -> str:
 # --------------------------------------------------------------------------- offers per cycle
 
 
+def households_ordering(offer_id: int | None = None, product_id: int | None = None) -> int:
+    """How many households confirmed an order holding this offer, or this product in a cycle not yet finalized."""
+    query = (sa.select(sa.func.count(sa.distinct(Order.household_id)))
+             .join(OrderLine, OrderLine.order_id == Order.id)
+             .where(Order.status == "confirmed", OrderLine.quantity > Decimal(0)))
+    if offer_id is not None:
+        query = query.where(OrderLine.offer_id == offer_id)
+    else:
+        # Allocation at finalize gives nothing for a withdrawn product: a closed cycle still counts.
+        query = (query.join(Offer, Offer.id == OrderLine.offer_id).join(Cycle, Cycle.id == Offer.cycle_id)
+                 .where(Offer.product_id == product_id, Offer.active.is_(True),
+                        Cycle.status.in_(("draft", "open", "closed"))))
+    return db.session.scalar(query) or 0
+
+
+def _withdraw_refused(name: str, households: int) -> str:
+    """Why an ordered product cannot be withdrawn by its producer."""
+    return ngettext("%(name)s : %(num)d foyer l'a déjà commandé ; le retirer changerait sa commande. "
+                    "Si vous ne pouvez pas le livrer, contactez la coordination.",
+                    "%(name)s : %(num)d foyers l'ont déjà commandé ; le retirer changerait leurs commandes. "
+                    "Si vous ne pouvez pas le livrer, contactez la coordination.", households, name=name)
+
+
 def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
-              price_cents: int | None, stock_cap: Decimal | None) -> Offer | None:
-    """Offer (or stop offering) a product of this producer in a cycle, at a price, with a cap."""
+              price_cents: int | None, stock_cap: Decimal | None, withdraw_ordered: bool = False) -> Offer | None:
+    """Offer (or stop offering) a product of this producer in a cycle, at a price, with a cap.
+
+    Withdrawing an offer households already ordered is refused unless withdraw_ordered (the coordinator's
+    decision): at close their lines then get nothing and cost nothing.
+    """
     product = db.session.scalar(sa.select(Product).where(Product.id == product_id, Product.producer_id == producer_id))
     if product is None:
         raise LookupError("product not found")
@@ -246,13 +430,18 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
         raise CatalogueError(_("Cette commande de la semaine est close : l'offre ne peut plus changer."))
     offer = db.session.scalar(sa.select(Offer).where(Offer.cycle_id == cycle_id, Offer.product_id == product_id))
     if not offered:
-        if offer is not None:
+        if offer is not None and offer.active:
+            households = households_ordering(offer_id=offer.id)
+            if households and not withdraw_ordered:
+                raise CatalogueError(_withdraw_refused(product.name, households))
             offer.active = False
+            db.session.flush()
         return offer
     if price_cents is None or price_cents < 0 or price_cents > 10_000_00:
         raise CatalogueError(_("%(name)s : indiquez un prix entre 0 et 10 000 €.", name=product.name))
     if stock_cap is not None and (stock_cap < 0 or stock_cap > 100_000 or stock_cap % product.step != 0):
-        raise CatalogueError(_("%(name)s : le stock doit être positif et un multiple du pas de portion.", name=product.name))
+        raise CatalogueError(_("%(name)s : le stock doit être positif et un multiple du pas de portion.",
+                               name=product.name))
     if offer is None:
         offer = Offer(cycle_id=cycle_id, product_id=product_id, price_cents=price_cents, stock_cap=stock_cap,
                       reserved=Decimal(0), active=True)
@@ -352,6 +541,17 @@ def demand(cycle_id: int, producer_id: int | None, with_names: bool = False) -> 
     return list(rows.values()), slots
 
 
+def cycles_around(now: datetime | None = None) -> tuple[Cycle | None, Cycle | None]:
+    """When no cycle is open: the last one that closed and the next one to open (either may be None)."""
+    now = now or utcnow()
+    last = db.session.scalar(sa.select(Cycle).where(Cycle.status.notin_(("draft", "cancelled")),
+                                                    Cycle.closes_at <= now)
+                             .order_by(Cycle.closes_at.desc()).limit(1))
+    upcoming = db.session.scalar(sa.select(Cycle).where(Cycle.status.in_(("draft", "open")), Cycle.closes_at > now)
+                                 .order_by(Cycle.opens_at).limit(1))
+    return last, upcoming
+
+
 def demand_csv(rows: list[DemandRow], slots: list[Slot], local_time) -> str:
     """Demand as CSV: one row per product, one column per slot."""
     out = io.StringIO()
@@ -359,7 +559,7 @@ def demand_csv(rows: list[DemandRow], slots: list[Slot], local_time) -> str:
     writer.writerow(["produit", "unite", "quantite", "tolerance", "colis_complets"]
                     + [f"creneau {local_time(s.starts_at)}" for s in slots])
     for row in rows:
-        writer.writerow([row.product, row.unit, _fmt_decimal(row.quantity), _fmt_decimal(row.tolerance),
+        writer.writerow([_text_out(row.product), row.unit, _fmt_decimal(row.quantity), _fmt_decimal(row.tolerance),
                          "" if row.full_cases is None else row.full_cases]
                         + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots])
     return out.getvalue()

@@ -12,6 +12,7 @@ from producers.models import Producer, Product
 from producers.services import export_catalogue, import_catalogue
 from tests.factories import ProducerFactory, ProductFactory, UserFactory
 from tests.helpers import csrf_token, login, post_form
+from tests.producers.images import png_bytes
 
 
 @pytest.fixture()
@@ -52,7 +53,7 @@ def test_photo_is_stored_under_instance(app, client, farm):
     page = client.get("/producteurs/catalogue/produit")
     client.post("/producteurs/catalogue/produit", data={
         "csrf_token": csrf_token(page.data), "name": "Radis", "unit": "bunch", "price": "1,20", "vat": "5,5",
-        "active": "y", "photo": (io.BytesIO(b"\x89PNG\r\n\x1a\nfake"), "radis.png")},
+        "active": "y", "photo": (io.BytesIO(png_bytes()), "radis.png")},
         content_type="multipart/form-data")
     product = db.session.scalar(sa.select(Product).where(Product.name == "Radis"))
     assert product.photo_filename.endswith(".png")
@@ -117,7 +118,7 @@ def test_export_then_import_round_trips(app):
     import_catalogue(supplier.id, CSV)
     text = export_catalogue(supplier.id)
     assert text.splitlines()[0].startswith("nom;unite;prix")
-    assert "Riz complet;kg;3,2;5,5;non;25;0,5;oui;Sac de 25 kg" in text
+    assert "Riz complet;kg;3,20;5,5;non;25;0,5;oui;Sac de 25 kg" in text
     report = import_catalogue(supplier.id, text)
     assert report.updated == 2 and report.created == 0 and report.rejected == []
 
