@@ -1,6 +1,7 @@
 """Money helpers: integer cents, exact line totals, and the one display format."""
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
@@ -23,15 +24,18 @@ def apply_basis_points(cents: int, basis_points: int) -> int:
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+_AMOUNT = re.compile(r"[+-]?(\d{1,9}(\.\d{0,2})?|\.\d{1,2})")
+
+
 def parse_euros(text: str) -> int:
     """Cents from what a person types ("12", "12,50", "12.5 €"); ValueError if it is not money."""
     cleaned = (text or "").replace("€", "").replace("\u00a0", "").replace(" ", "").replace(",", ".")
     if not cleaned:
         raise ValueError("empty amount")
-    amount = Decimal(cleaned)
-    if not amount.is_finite() or amount.as_tuple().exponent < -2:
+    # Digits with at most two decimals: Decimal alone also reads "1e3" (1,000 €), "NaN" and "Infinity".
+    if _AMOUNT.fullmatch(cleaned) is None:
         raise ValueError("not an amount in euros and cents")
-    return int((amount * 100).to_integral_value())
+    return int((Decimal(cleaned) * 100).to_integral_value())
 
 
 def format_cents(cents: int | None, locale: str = "fr_FR") -> str:
