@@ -15,14 +15,15 @@ from flask_login import current_user, login_required
 from app.auth.services import set_user_locale
 from app.extensions import db
 from app.main import bp
-from app.main.services import week_summary
+from app.main.services import next_pickup, week_summary
 
 
 @bp.route("/")
 @login_required
 def home():
     """The signed-in user's home page."""
-    return render_template("main/home.html", week=week_summary(current_user.household_id))
+    return render_template("main/home.html", week=week_summary(current_user.household_id),
+                           pickup=next_pickup(current_user.household_id))
 
 
 def _back() -> str:

@@ -36,3 +36,45 @@ def week_summary(household_id: int | None, now: datetime | None = None) -> WeekS
             Order.cycle_id == cycle.id, Order.household_id == household_id, Order.status == "confirmed"))
     return WeekSummary(cycle.closes_at, cycle.distribution_starts_at, order is not None,
                        order.total_cents if order is not None else 0)
+
+
+@dataclass
+class NextPickup:
+    """The household's next bag once ordering has closed: when, where, and what is left to pay."""
+
+    order_id: int
+    distribution_starts_at: datetime
+    distribution_ends_at: datetime
+    site_name: str
+    slot_starts_at: datetime | None
+    slot_ends_at: datetime | None
+    bag_number: int | None
+    total_cents: int
+    due_cents: int
+
+
+def next_pickup(household_id: int | None, now: datetime | None = None) -> NextPickup | None:
+    """The confirmed order of the first distribution still to come whose ordering has closed, or None
+    (after the deadline the cart page has nothing open; this is what the household wants to know)."""
+    from app.db import utcnow
+    from orders.models import Cycle, Order
+    from orders.payment_models import Payment
+    from pickup.models import Site, Slot
+
+    if not household_id:
+        return None
+    now = now or utcnow()
+    paid = (sa.select(sa.func.coalesce(sa.func.sum(Payment.amount_cents - Payment.refunded_cents), 0))
+            .where(Payment.order_id == Order.id, Payment.status == "succeeded").scalar_subquery())
+    row = db.session.execute(
+        sa.select(Order.id, Cycle.distribution_starts_at, Cycle.distribution_ends_at, Site.name, Slot.starts_at,
+                  Slot.ends_at, Order.bag_number, Order.total_cents, paid)
+        .join(Cycle, Cycle.id == Order.cycle_id).join(Site, Site.id == Cycle.site_id)
+        .outerjoin(Slot, Slot.id == Order.slot_id)
+        .where(Order.household_id == household_id, Order.status == "confirmed",
+               Cycle.status.in_(("closed", "finalized")), Cycle.distribution_ends_at > now)
+        .order_by(Cycle.distribution_starts_at).limit(1)
+    ).first()
+    if row is None:
+        return None
+    return NextPickup(*row[:8], due_cents=max(0, row.total_cents - int(row[8] or 0)))
