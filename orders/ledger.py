@@ -110,12 +110,13 @@ def order_target_cents(order: Order) -> int:
     return sum(line.total_cents for line in order.lines)
 
 
-def sync_order_charge(order_id: int) -> int:
+def sync_order_charge(order_id: int, *, credit_note: str | None = None) -> int:
     """Make the order's charge equal its total with one entry for the difference; returns the delta.
 
     The delta is what the household owes more (positive, a ``charge``) or less (negative, a
     ``credit``). Order.total_cents is refreshed from the lines first, by the same rule as the
-    order service (sum of line totals).
+    order service (sum of line totals). ``credit_note`` replaces the note of a credit written now
+    (e.g. ``CANCELLED_NOTE`` when the distribution is cancelled).
     """
     # Lock the order row (PostgreSQL) so two syncs of the same order cannot both add the delta.
     # populate_existing: bulk UPDATEs elsewhere (allocation, close) may have left stale objects.
@@ -150,13 +151,15 @@ def sync_order_charge(order_id: int) -> int:
         _entry(order, target - ordered, "credit", 2, target, note=_CREDIT_NOTE)
         return delta
     kind = "charge" if delta > 0 else "credit"
-    note = _CREDIT_NOTE if kind == "credit" else ("complément de commande" if seq else None)
+    note = (credit_note or _CREDIT_NOTE) if kind == "credit" else ("complément de commande" if seq else None)
     _entry(order, delta, kind, seq + 1, target, note=note)
     return delta
 
 
 #: The note on a credit: what the household got less of (shown on its account page).
 _CREDIT_NOTE = "avoir : produits manquants ou attribués en moins"
+#: The note on the credit that takes back the charge of an order whose distribution was cancelled.
+CANCELLED_NOTE = "avoir : distribution annulée"
 
 
 def _entry(order: Order, delta: int, kind: str, seq: int, state: int, *, note: str | None) -> None:

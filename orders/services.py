@@ -81,17 +81,24 @@ def generate_cycles(today: date | None = None, now: datetime | None = None) -> l
     now = now or utcnow()
     today = today or local_today(now)
     created: list[Cycle] = []
+    # Schedule rows locked in id order: a move of one of their distributions (move_cycle) waits, so a
+    # week cannot get a distribution moved into it and a generated one at the same time.
     schedules = db.session.execute(
         sa.select(Schedule, Site.timezone).join(Site, Site.id == Schedule.site_id).where(Schedule.active.is_(True))
+        .order_by(Schedule.id).with_for_update(of=Schedule)
     ).all()
     for schedule, tz in schedules:
         zone = ZoneInfo(tz) if tz else local_zone()
-        existing = set(db.session.scalars(sa.select(Cycle.week).where(Cycle.schedule_id == schedule.id)))
+        # One distribution a week per schedule: a week is taken by the cycle made for it (Cycle.week,
+        # kept when moved) and by any cycle moved into it (its distribution date).
+        existing: set[str] = set()
+        for made_for, day in db.session.execute(
+                sa.select(Cycle.week, Cycle.distribution_date).where(Cycle.schedule_id == schedule.id)):
+            existing.update((made_for, _iso_week(day)))
         first = today + timedelta(days=(schedule.distribution_weekday - today.weekday()) % 7)
         for k in range(schedule.weeks_ahead):
             day = first + timedelta(weeks=k)
-            iso = day.isocalendar()
-            week = f"{iso.year}-W{iso.week:02d}"
+            week = _iso_week(day)
             if week in existing:
                 continue
             opens_day, closes_day = _cycle_dates(schedule, day)
@@ -163,34 +170,294 @@ def open_due_cycles(now: datetime | None = None) -> int:
 
 
 def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
-               distribution_starts_at: datetime, distribution_ends_at: datetime) -> Cycle:
-    """Move a distribution (and its slots) to other dates or times; only before it closes."""
+               distribution_starts_at: datetime, distribution_ends_at: datetime,
+               now: datetime | None = None) -> Cycle:
+    """Move a distribution and rebuild its slots for the new window; only before it closes.
+
+    Times are aware datetimes; wall-clock times (from the move form) that do not exist on a DST
+    change are refused. When the distribution keeps its length, every slot moves with it; when the
+    window changes, slots keep their clock time on the new day where they still fit, the others are
+    removed and their bags go to the nearest slot with room (CycleRefused if there is none). The
+    schedule keeps one distribution a week. Households whose pickup time changed are written to
+    (outbox, sent after commit). The caller commits, or rolls back on CycleRefused.
+    """
+    now = now or utcnow()
+    labels = (_("Ouverture des commandes"), _("Date limite de commande"), _("Début de la distribution"),
+              _("Fin de la distribution"))  # as the move form names them
+    for label, moment in zip(labels, (opens_at, closes_at, distribution_starts_at, distribution_ends_at)):
+        _check_wall_clock(label, moment)
     if not (opens_at < closes_at <= distribution_starts_at < distribution_ends_at):
         raise CycleRefused(_("Les dates doivent se suivre : ouverture, date limite, début puis fin de distribution."))
     cycle = db.session.get(Cycle, cycle_id)
     if cycle is None:
         raise CycleRefused(_("Cette distribution n'existe pas."))
-    shift = distribution_starts_at - cycle.distribution_starts_at
+    # Schedule before cycle, as generate_cycles: a move and a generation of the same rhythm take turns,
+    # and saves of the cycle's orders (FOR SHARE of the cycle) wait for the move.
+    schedule = None
+    if cycle.schedule_id is not None:
+        schedule = db.session.scalar(sa.select(Schedule).where(Schedule.id == cycle.schedule_id).with_for_update())
+    cycle = db.session.scalar(sa.select(Cycle).where(Cycle.id == cycle_id).with_for_update()
+                              .execution_options(populate_existing=True))
+    if cycle.status not in ("draft", "open"):
+        raise CycleRefused(_("Cette distribution est déjà close ou annulée : elle ne peut plus être déplacée."))
+    zone = _site_zone(cycle.site_id)
+    new_day = distribution_starts_at.astimezone(zone).date()
+    if schedule is not None:
+        _check_free_week(cycle, new_day)
+    old_window = (cycle.distribution_starts_at, cycle.distribution_ends_at)
+    plan = _plan_slots(cycle, schedule, zone, distribution_starts_at, distribution_ends_at)
+    before = _pickup_times(cycle.id, old_window)
     result = db.session.execute(
         sa.update(Cycle)
         .where(Cycle.id == cycle_id, Cycle.status.in_(("draft", "open")))
         .values(opens_at=opens_at, closes_at=closes_at, distribution_starts_at=distribution_starts_at,
-                distribution_ends_at=distribution_ends_at,
-                distribution_date=local_today(distribution_starts_at))
+                distribution_ends_at=distribution_ends_at, distribution_date=new_day)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         raise CycleRefused(_("Cette distribution est déjà close ou annulée : elle ne peut plus être déplacée."))
-    if shift:
-        for slot in db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id)):
-            slot.starts_at += shift
-            slot.ends_at += shift
+    _apply_slot_plan(cycle.id, plan)
     db.session.refresh(cycle)
+    after = _pickup_times(cycle.id, (distribution_starts_at, distribution_ends_at))
+    changed = {order_id: times for order_id, times in after.items() if before.get(order_id) != times}
+    _notify_moved(cycle, changed, before, now)
     return cycle
 
 
-def cancel_cycle(cycle_id: int) -> Cycle:
-    """Cancel a distribution before it closes: its orders are cancelled and their stock released."""
+def _check_wall_clock(label: str, moment: datetime) -> None:
+    """Refuse a local time skipped by a DST change (02:30 on the last Sunday of March in Paris).
+
+    An ambiguous time (the October hour lived twice) is taken at its first occurrence (fold=0), as
+    Python does, and kept.
+    """
+    if moment.tzinfo is None:
+        raise CycleRefused(_("%(label)s : heure sans fuseau horaire.", label=label))
+    back = moment.astimezone(UTC).astimezone(moment.tzinfo)
+    if back.replace(tzinfo=None) != moment.replace(tzinfo=None):
+        raise CycleRefused(_("%(label)s : le %(day)s à %(time)s, cette heure n'existe pas ce jour-là "
+                             "(changement d'heure).", label=label, day=f"{moment:%d/%m/%Y}",
+                             time=f"{moment:%H:%M}"))
+
+
+def _site_zone(site_id: int) -> ZoneInfo:
+    """The zone of a pickup site (the installation's when the site names none)."""
+    name = db.session.scalar(sa.select(Site.timezone).where(Site.id == site_id))
+    return ZoneInfo(name) if name else local_zone()
+
+
+def _iso_week(day: date) -> str:
+    """'2026-W50': the ISO week of a day, as Cycle.week writes it."""
+    iso = day.isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+def _check_free_week(cycle: Cycle, new_day: date) -> None:
+    """Refuse a move into a week where the same schedule already has another (not cancelled) distribution."""
+    monday = new_day - timedelta(days=new_day.weekday())
+    other = db.session.scalar(
+        sa.select(Cycle.distribution_date)
+        .where(Cycle.schedule_id == cycle.schedule_id, Cycle.id != cycle.id, Cycle.status != "cancelled",
+               Cycle.distribution_date >= monday, Cycle.distribution_date < monday + timedelta(days=7))
+        .order_by(Cycle.distribution_date).limit(1)
+    )
+    if other is not None:
+        raise CycleRefused(_("Ce rythme a déjà une distribution cette semaine-là (le %(day)s) : une seule par "
+                             "semaine. Déplacez ou annulez d'abord celle-là.", day=f"{other:%d/%m/%Y}"))
+
+
+@dataclass
+class _SlotPlan:
+    """How a moved distribution's slots change (times in UTC)."""
+
+    #: Slot id -> its new (starts_at, ends_at).
+    kept: dict[int, tuple[datetime, datetime]]
+    #: Slots that no longer fit.
+    removed: list[int]
+    #: New slots: (starts_at, ends_at, capacity).
+    added: list[tuple[datetime, datetime, int]]
+    #: Order id -> start of the slot it goes to (a kept or an added one); orders of removed slots.
+    moved_orders: dict[int, datetime]
+    #: Cancelled orders still pointing at a removed slot: they lose it.
+    dropped_orders: list[int]
+
+
+def _plan_slots(cycle: Cycle, schedule: Schedule | None, zone: ZoneInfo,
+                starts_at: datetime, ends_at: datetime) -> _SlotPlan:
+    """Decide which slots are kept, removed and added, and where the bags of removed ones go; writes nothing."""
+    slots = list(db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle.id).order_by(Slot.starts_at)))
+    if schedule is None and not slots:
+        return _SlotPlan({}, [], [], {}, [])  # a distribution made by hand without slots keeps none
+
+    def local(moment: datetime) -> datetime:
+        return moment.astimezone(zone).replace(tzinfo=None)
+
+    def utc(wall: datetime) -> datetime:
+        return wall.replace(tzinfo=zone).astimezone(UTC)
+
+    # The distribution's own slots are the model (its schedule may have changed since it was made).
+    if slots:
+        step, capacity = slots[0].ends_at - slots[0].starts_at, max(s.capacity for s in slots)
+    else:
+        step, capacity = timedelta(minutes=schedule.slot_minutes), schedule.slot_capacity
+    new_start, new_end = local(starts_at), local(ends_at)
+    grid = []
+    while new_start + step * (len(grid) + 1) <= new_end:
+        grid.append(new_start + step * len(grid))
+    if not grid:
+        raise CycleRefused(_("La distribution est plus courte qu'un créneau (%(n)s minutes).",
+                             n=int(step.total_seconds() // 60)))
+    old_start, old_end = local(cycle.distribution_starts_at), local(cycle.distribution_ends_at)
+    if new_end - new_start == old_end - old_start:
+        delta = new_start - old_start  # the same distribution, earlier or later: slots move with it
+    else:
+        delta = timedelta(days=(new_start.date() - old_start.date()).days)  # slots keep their clock time
+    on_grid = set(grid)
+    kept: dict[int, tuple[datetime, datetime]] = {}
+    free: dict[datetime, int] = {}
+    removed: list[Slot] = []
+    for slot in slots:
+        target = local(slot.starts_at) + delta
+        if target in on_grid and target not in free:
+            kept[slot.id] = (utc(target), utc(target + step))
+            free[target] = slot.capacity - slot.booked
+        else:
+            removed.append(slot)
+    added = [(utc(t), utc(t + step), capacity) for t in grid if t not in free]
+    for t in grid:
+        free.setdefault(t, capacity)
+    moved: dict[int, datetime] = {}
+    dropped: list[int] = []
+    for slot in removed:
+        orders = db.session.execute(
+            sa.select(Order.id, Order.status).where(Order.slot_id == slot.id).order_by(Order.id)).all()
+        target = local(slot.starts_at) + delta
+        nearest = sorted(grid, key=lambda t: (abs(t - target), t))
+        for order_id, status in orders:
+            if status == "cancelled":
+                dropped.append(order_id)
+                continue
+            place = next((t for t in nearest if free[t] > 0), None)
+            if place is None:
+                bags = sum(1 for _id, st in orders if st != "cancelled")
+                raise CycleRefused(_(
+                    "Le créneau de %(start)s à %(end)s a %(n)s sac(s) à placer ailleurs, mais les créneaux de la "
+                    "nouvelle plage n'ont plus assez de places. Gardez une plage plus longue ou augmentez la "
+                    "capacité des créneaux.", start=f"{local(slot.starts_at):%H:%M}",
+                    end=f"{local(slot.ends_at):%H:%M}", n=bags))
+            free[place] -= 1
+            moved[order_id] = utc(place)
+    return _SlotPlan(kept, [s.id for s in removed], added, moved, dropped)
+
+
+def _apply_slot_plan(cycle_id: int, plan: _SlotPlan) -> None:
+    """Write a slot plan without ever holding two slots at one start (uq_slot_cycle_start), on any database."""
+    if plan.moved_orders or plan.dropped_orders:
+        # Off the removed slots first (foreign key); the moved ones get their new slot below.
+        db.session.execute(sa.update(Order).where(Order.id.in_([*plan.moved_orders, *plan.dropped_orders]))
+                           .values(slot_id=None).execution_options(synchronize_session=False))
+    if plan.removed:
+        db.session.execute(sa.delete(Slot).where(Slot.id.in_(plan.removed))
+                           .execution_options(synchronize_session=False))
+    current = dict(db.session.execute(sa.select(Slot.id, Slot.starts_at).where(Slot.id.in_(list(plan.kept)))).all())
+    # Every kept slot moves by the same amount and keeps its rank, so moving the ones going earlier
+    # first (earliest first), then the ones going later (latest first), each lands on a free start.
+    # One UPDATE per slot: a single statement may check the unique key row by row (PostgreSQL).
+    earlier = sorted((i for i in plan.kept if plan.kept[i][0] < current[i]), key=lambda i: current[i])
+    later = sorted((i for i in plan.kept if plan.kept[i][0] > current[i]), key=lambda i: current[i], reverse=True)
+    for slot_id in [*earlier, *later]:
+        starts, ends = plan.kept[slot_id]
+        db.session.execute(sa.update(Slot).where(Slot.id == slot_id).values(starts_at=starts, ends_at=ends)
+                           .execution_options(synchronize_session=False))
+    for slot_id in set(plan.kept) - set(earlier) - set(later):  # same start, maybe another end
+        db.session.execute(sa.update(Slot).where(Slot.id == slot_id).values(ends_at=plan.kept[slot_id][1])
+                           .execution_options(synchronize_session=False))
+    if plan.added:
+        db.session.execute(sa.insert(Slot), [{"cycle_id": cycle_id, "starts_at": s, "ends_at": e, "capacity": c,
+                                              "booked": 0} for s, e, c in plan.added])
+    if plan.moved_orders:
+        ids = dict(db.session.execute(sa.select(Slot.starts_at, Slot.id).where(Slot.cycle_id == cycle_id)).all())
+        by_slot: dict[int, list[int]] = {}
+        for order_id, starts in plan.moved_orders.items():
+            by_slot.setdefault(ids[starts], []).append(order_id)
+        for slot_id, order_ids in sorted(by_slot.items()):
+            taken = db.session.execute(
+                sa.update(Slot).where(Slot.id == slot_id, Slot.booked + len(order_ids) <= Slot.capacity)
+                .values(booked=Slot.booked + len(order_ids)).execution_options(synchronize_session=False))
+            if taken.rowcount != 1:
+                raise CycleRefused(_("Les créneaux viennent de changer : réessayez."))
+            db.session.execute(sa.update(Order).where(Order.id.in_(order_ids)).values(slot_id=slot_id)
+                               .execution_options(synchronize_session=False))
+    # The Core statements bypassed the session: forget what it holds of slots and orders (reading an
+    # attribute here could load a deleted slot, so every one is expired).
+    for obj in list(db.session.identity_map.values()):
+        if isinstance(obj, (Slot, Order)):
+            db.session.expire(obj)
+
+
+def _pickup_times(cycle_id: int, window: tuple[datetime, datetime]) -> dict[int, tuple[int, datetime, datetime]]:
+    """Each live order's household and pickup time: its slot's, else the distribution's window."""
+    rows = db.session.execute(
+        sa.select(Order.id, Order.household_id, Slot.starts_at, Slot.ends_at)
+        .outerjoin(Slot, Slot.id == Order.slot_id)
+        .where(Order.cycle_id == cycle_id, Order.status != "cancelled")
+    ).all()
+    return {order_id: (household_id, starts or window[0], ends or window[1])
+            for order_id, household_id, starts, ends in rows}
+
+
+def _notify_moved(cycle: Cycle, changed: dict[int, tuple[int, datetime, datetime]],
+                  before: dict[int, tuple[int, datetime, datetime]], now: datetime) -> int:
+    """Queue an e-mail to each household whose pickup time changed; returns messages queued."""
+    from flask import render_template
+    from flask_babel import force_locale
+
+    from app.models import Household
+    from app.outbox import MessageSpec, queue_messages
+
+    site = db.session.get(Site, cycle.site_id)
+    specs = []
+    for order_id, (household_id, starts, ends) in sorted(changed.items()):
+        household = db.session.get(Household, household_id)
+        recipients = household.contact_emails()
+        if not recipients:
+            continue
+        old = before.get(order_id)
+        with force_locale(_household_locale(household)):
+            body = render_template("orders/cycle_moved_email.txt", household=household, cycle=cycle, site=site,
+                                   starts=starts, ends=ends, old_starts=old[1] if old else None,
+                                   old_ends=old[2] if old else None)
+            subject = _("Votre retrait change : distribution du %(day)s", day=_day_words(cycle.distribution_date))
+        for recipient in recipients:
+            specs.append(MessageSpec(
+                f"cycle:{cycle.id}:household:{household_id}:moved:{int(starts.timestamp())}:{int(now.timestamp())}"
+                f":{recipient.lower()}", recipient, subject, body, kind="cycle_moved", cycle_id=cycle.id))
+    return queue_messages(specs) if specs else 0
+
+
+def _household_locale(household) -> str:
+    """The language to write to a household in: its first member's choice, else French."""
+    return next((u.locale for u in household.members if u.active and u.locale), None) or "fr"
+
+
+def _day_words(day: date) -> str:
+    """A distribution day in words ("jeudi 10 décembre")."""
+    from app.templating import local_date
+
+    return local_date(day)
+
+
+def cancel_cycle(cycle_id: int, now: datetime | None = None) -> Cycle:
+    """Cancel a distribution before it closes; the caller commits.
+
+    Its orders are cancelled, their stock and slot places released, and each order's charge is taken
+    back through the ledger (payments already made stay: they become credit on the household's
+    balance). The week's AMAP baskets follow orders.contracts: they go to another distribution of
+    the site that week if there is one; absences declared for this one are given back. Each household
+    with an order is written to (outbox, sent after commit).
+    """
+    from orders import ledger
+
+    now = now or utcnow()
     result = db.session.execute(
         sa.update(Cycle)
         .where(Cycle.id == cycle_id, Cycle.status.in_(("draft", "open")))
@@ -199,15 +466,87 @@ def cancel_cycle(cycle_id: int) -> Cycle:
     )
     if result.rowcount != 1:
         raise CycleRefused(_("Cette distribution est déjà close ou annulée."))
+    orders = db.session.execute(
+        sa.select(Order.id, Order.household_id, Order.status).where(Order.cycle_id == cycle_id).order_by(Order.id)
+    ).all()
+    with_lines = set(db.session.scalars(
+        sa.select(OrderLine.order_id).join(Order, Order.id == OrderLine.order_id).where(Order.cycle_id == cycle_id)))
+    with_basket = set(db.session.scalars(
+        sa.select(OrderLine.order_id).join(Order, Order.id == OrderLine.order_id)
+        .where(Order.cycle_id == cycle_id, OrderLine.contract_id.is_not(None))))
     db.session.execute(sa.update(Order).where(Order.cycle_id == cycle_id)
                        .values(status="cancelled").execution_options(synchronize_session=False))
     db.session.execute(sa.update(Offer).where(Offer.cycle_id == cycle_id)
                        .values(reserved=Decimal(0)).execution_options(synchronize_session=False))
     db.session.execute(sa.update(Slot).where(Slot.cycle_id == cycle_id)
                        .values(booked=0).execution_options(synchronize_session=False))
+    credited = {order_id: -ledger.sync_order_charge(order_id, credit_note=ledger.CANCELLED_NOTE)
+                for order_id, _household, _status in orders}
     cycle = db.session.get(Cycle, cycle_id)
     db.session.refresh(cycle)
+    replacement = _move_week_baskets(cycle, now)
+    live = [(order_id, household_id) for order_id, household_id, status in orders
+            if status != "cancelled" and order_id in with_lines]
+    _notify_cancelled(cycle, live, credited, with_basket, replacement)
     return cycle
+
+
+def _move_week_baskets(cycle: Cycle, now: datetime) -> Cycle | None:
+    """Hand the cancelled week's AMAP baskets to the site's other distribution that week, if any; returns it."""
+    from orders.contract_models import ContractAbsence
+    from orders.contracts import GENERATE_STATUSES, cycle_monday, generate_contract_lines
+
+    monday = cycle_monday(cycle)
+    others = [c for c in db.session.scalars(
+        sa.select(Cycle).where(Cycle.site_id == cycle.site_id, Cycle.id != cycle.id, Cycle.status != "cancelled",
+                               Cycle.distribution_date >= monday - timedelta(days=14),
+                               Cycle.distribution_date <= monday + timedelta(days=21))
+        # The rank of orders.contracts: a regular distribution before one added by hand, then the earliest.
+        .order_by(Cycle.schedule_id.is_(None), Cycle.distribution_date, Cycle.id)) if cycle_monday(c) == monday]
+    replacement = others[0] if others and others[0].status in GENERATE_STATUSES and others[0].closes_at > now \
+        else None
+    absences = db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.cycle_id == cycle.id)).all()
+    for absence in absences:
+        # An absence follows the basket; with no basket this week it no longer counts against the allowance.
+        taken = replacement is not None and db.session.scalar(sa.select(ContractAbsence.id).where(
+            ContractAbsence.contract_id == absence.contract_id, ContractAbsence.cycle_id == replacement.id))
+        if replacement is not None and not taken:
+            absence.cycle_id = replacement.id
+        else:
+            db.session.delete(absence)
+    db.session.flush()
+    if replacement is not None:
+        generate_contract_lines(replacement.id, now)
+    return replacement
+
+
+def _notify_cancelled(cycle: Cycle, live: list[tuple[int, int]], credited: dict[int, int],
+                      with_basket: set[int], replacement: Cycle | None) -> int:
+    """Queue an e-mail to each household that had an order in the cancelled distribution."""
+    from flask import render_template
+    from flask_babel import force_locale
+
+    from app.models import Household
+    from app.outbox import MessageSpec, queue_messages
+    from orders.ledger import balance_cents
+
+    site = db.session.get(Site, cycle.site_id)
+    specs = []
+    for order_id, household_id in live:
+        household = db.session.get(Household, household_id)
+        recipients = household.contact_emails()
+        if not recipients:
+            continue
+        with force_locale(_household_locale(household)):
+            body = render_template("orders/cycle_cancelled_email.txt", household=household, cycle=cycle,
+                                   site=site, order_id=order_id, credited_cents=max(credited.get(order_id, 0), 0),
+                                   balance_cents=balance_cents(household_id), basket=order_id in with_basket,
+                                   replacement=replacement)
+            subject = _("Distribution du %(day)s annulée", day=_day_words(cycle.distribution_date))
+        for recipient in recipients:
+            specs.append(MessageSpec(f"cycle:{cycle.id}:household:{household_id}:cancelled:{recipient.lower()}",
+                                     recipient, subject, body, kind="cycle_cancelled", cycle_id=cycle.id))
+    return queue_messages(specs) if specs else 0
 
 
 def current_cycle(now: datetime | None = None) -> Cycle | None:
