@@ -24,7 +24,7 @@ from orders.forms import (
     TierForm,
     read_cart,
 )
-from orders.models import Cycle
+from orders.models import Cycle, Order
 from orders.pricing import tier_takings
 from orders.services import (
     CycleRefused,
@@ -217,29 +217,45 @@ def cycle_edit(cycle_id: int):
             db.session.rollback()
             flash(str(refused), "error")
         else:
+            _deliver_mail()  # households whose pickup time changed
             flash(_("Distribution déplacée."), "success")
             return redirect(url_for("orders.cycles"))
     elif request.method == "GET":
         form.opens_at.data, form.closes_at.data = _local_naive(cycle.opens_at), _local_naive(cycle.closes_at)
         form.starts_at.data = _local_naive(cycle.distribution_starts_at)
         form.ends_at.data = _local_naive(cycle.distribution_ends_at)
-    return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm())
+    orders = db.session.scalar(sa.select(sa.func.count(Order.id)).where(
+        Order.cycle_id == cycle_id, Order.status == "confirmed"))
+    return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm(), orders=orders)
 
 
 @bp.route("/cycles/<int(max=2147483647):cycle_id>/annuler", methods=["POST"])
 @roles_required("coordinator")
 def cycle_cancel(cycle_id: int):
-    """Cancel a distribution that has not closed."""
+    """Cancel a distribution that has not closed, once the box saying so is ticked (no JavaScript
+    needed: a button alone cancelled every order of the week in one tap)."""
     if not ConfirmForm().validate_on_submit():
         abort(400)
+    if request.form.get("sure") != "y":
+        flash(_("Cochez la case pour confirmer l'annulation : rien n'a été annulé."), "error")
+        return redirect(url_for("orders.cycle_edit", cycle_id=cycle_id))
     try:
         cancel_cycle(cycle_id)
         db.session.commit()
-        flash(_("Distribution annulée."), "success")
     except CycleRefused as refused:
         db.session.rollback()
         flash(str(refused), "error")
+    else:
+        _deliver_mail()  # each household is told
+        flash(_("Distribution annulée."), "success")
     return redirect(url_for("orders.cycles"))
+
+
+def _deliver_mail() -> None:
+    """Ask a worker to send the mail just committed to the outbox (beat would within a minute)."""
+    from app.outbox import request_delivery
+
+    request_delivery()
 
 
 # --------------------------------------------------------------------------- coordinator: price tiers

@@ -190,7 +190,7 @@ def test_cancel_page_credits_and_queues_the_mail(week, client):
     db.session.commit()
     login(client, boss.email)
     url = f"/commandes/cycles/{cycle.id}"
-    assert post_form(client, f"{url}/annuler", {}, form_url=url).status_code == 200
+    assert post_form(client, f"{url}/annuler", {"sure": "y"}, form_url=url).status_code == 200
     assert balance_cents(order.household_id) == 1200
     [mail] = messages("cycle_cancelled")
     assert mail.recipient == "page@example.org" and mail.body.startswith("Bonjour")

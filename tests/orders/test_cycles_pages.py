@@ -55,7 +55,11 @@ def test_move_and_cancel_a_distribution(app, client):
     moved = db.session.get(Cycle, cycle.id)
     assert moved.closes_at == datetime(2026, 12, 2, 19, 0, tzinfo=UTC)
     assert moved.distribution_starts_at == datetime(2026, 12, 4, 16, 0, tzinfo=UTC)
-    response = post_form(client, f"{url}/annuler", {}, form_url=url)
+    response = post_form(client, f"{url}/annuler", {}, form_url=url)  # the box is not ticked
+    assert "Cochez la case pour confirmer" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Cycle, cycle.id).status == "draft"
+    response = post_form(client, f"{url}/annuler", {"sure": "y"}, form_url=url)
     assert "Distribution annulée" in response.get_data(as_text=True)
     response = post_form(client, url, {"opens_at": "2026-11-27T08:00", "closes_at": "2026-12-02T20:00",
                                        "starts_at": "2026-12-04T17:00", "ends_at": "2026-12-04T20:00"})
