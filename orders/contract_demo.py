@@ -35,7 +35,8 @@ SMALL = ("Petit panier de légumes AMAP", 1000)
 LARGE = ("Panier de légumes AMAP", 1500)
 SEASON_WEEKS = 26
 
-#: (household, basket "small"/"large", quantity, co-holder of a shared basket)
+#: (household, basket "small"/"large", quantity, co-holder of a shared basket). The coordination
+#: subscribes them, as at the café: only a volunteer or coordinator links two households.
 SUBSCRIBERS = [
     ("Famille Martin", "large", 1, None),
     ("Famille Bernard", "small", 1, None),
@@ -155,12 +156,14 @@ def _bulk_orders(now: datetime, cycle: Cycle | None) -> None:
         )
         if household is None or offer is None:
             continue
-        order = db.session.scalar(sa.select(Order).where(Order.cycle_id == cycle.id, Order.household_id == household.id))
+        order = db.session.scalar(
+            sa.select(Order).where(Order.cycle_id == cycle.id, Order.household_id == household.id))
         if order is not None and db.session.scalar(
             sa.select(OrderLine.id).where(OrderLine.order_id == order.id, OrderLine.offer_id == offer.id)
         ):
             continue
-        slot_id = order.slot_id if order is not None and order.slot_id else (slots[index % len(slots)] if slots else None)
+        slot_id = (order.slot_id if order is not None and order.slot_id
+                   else (slots[index % len(slots)] if slots else None))
         try:
             save_order(cycle.id, household.id, {offer.id: (Decimal(quantity), Decimal(tolerance))}, slot_id, None,
                        now=max(now, cycle.opens_at) + timedelta(minutes=index))

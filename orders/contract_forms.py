@@ -16,6 +16,7 @@ from wtforms import (
     StringField,
     SubmitField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     DataRequired,
     InputRequired,
@@ -51,7 +52,8 @@ class ContractOfferForm(PageForm):
     first_date = DateField(_l("Première distribution"), validators=[InputRequired(_l("Indiquez une date."))])
     last_date = DateField(_l("Dernière distribution"), validators=[InputRequired(_l("Indiquez une date."))])
     every_weeks = SelectField(_l("Fréquence"), coerce=int,
-                              choices=[(1, _l("Chaque semaine")), (2, _l("Une semaine sur deux"))])
+                              choices=[SelectChoice(1, _l("Chaque semaine")),
+                                       SelectChoice(2, _l("Une semaine sur deux"))])
     price = StringField(_l("Prix par distribution (€)"), validators=[DataRequired(), _euros])
     absences_allowed = IntegerField(_l("Absences autorisées"), default=2,
                                     validators=[InputRequired(), NumberRange(min=0, max=52)])
@@ -64,36 +66,81 @@ class ContractOfferForm(PageForm):
             raise ValidationError(_l("La dernière distribution doit être après la première."))
 
 
-class SubscribeForm(PageForm):
-    """A household (or a volunteer for it) subscribes to a season offer."""
+#: What a member reads instead of naming another household: linking two households needs both to agree.
+SHARE_BY_VOLUNTEER = _l("Pour partager ce panier avec un autre foyer, demandez-le à la coordination ou à un·e "
+                        "bénévole au café : les deux foyers doivent être d'accord.")
+HANDOVER_BY_VOLUNTEER = _l("Pour donner votre panier à un autre foyer, demandez-le à la coordination ou à un·e "
+                           "bénévole au café : le foyer qui le récupère doit être d'accord.")
+
+
+def _optional_id(value) -> int | None:
+    """A household id from a select whose first choice is "none"."""
+    if value in (None, "", "None"):
+        return None
+    return int(value)
+
+
+class MemberSubscribeForm(PageForm):
+    """A household subscribes itself: it names no other household (sharing is arranged by a volunteer)."""
 
     offer_id = HiddenField(validators=[DataRequired()])
-    household_name = StringField(_l("Foyer"), validators=[Optional(), Length(max=120)])
-    quantity = IntegerField(_l("Nombre de paniers"), default=1,
-                            validators=[InputRequired(), NumberRange(min=1, max=10, message=_l("Entre 1 et 10 paniers."))])
-    co_holder_name = StringField(_l("Partagé avec le foyer (facultatif)"), validators=[Optional(), Length(max=120)])
+    quantity = IntegerField(_l("Nombre de paniers"), default=1, validators=[
+        InputRequired(), NumberRange(min=1, max=10, message=_l("Entre 1 et 10 paniers."))])
     submit = SubmitField(_l("M'inscrire"))
 
 
+class SubscribeForm(MemberSubscribeForm):
+    """A volunteer subscribes a household, and may pick the household that shares its basket."""
+
+    household_name = StringField(_l("Foyer"), validators=[Optional(), Length(max=120)])
+    #: Choices (active households) are set by the page.
+    co_holder_id = SelectField(_l("Partagé avec le foyer (facultatif)"), coerce=_optional_id, default=None)
+    submit = SubmitField(_l("Inscrire ce foyer"))
+
+
 class AbsenceForm(PageForm):
-    """A household will be away for one distribution."""
+    """A household will be away for one distribution: its basket is not brought."""
 
     contract_id = HiddenField(validators=[DataRequired()])
     cycle_id = HiddenField(validators=[DataRequired()])
-    kind = RadioField(_l("Mon panier"), default="skip", choices=[
-        ("skip", _l("Ne pas le prendre (le producteur en apporte un de moins)")),
-        ("handover", _l("Le donner à un autre foyer")),
+    kind = RadioField(_l("Mon panier"), default="skip", validate_choice=False, choices=[
+        SelectChoice("skip", _l("Ne pas le prendre (le producteur en apporte un de moins)")),
     ])
-    handed_to_name = StringField(_l("Nom du foyer qui le récupère"), validators=[Optional(), Length(max=120)])
     submit = SubmitField(_l("Déclarer l'absence"))
+
+    def validate_kind(self, field) -> None:
+        """A member cannot put its basket in another household's order by itself."""
+        if field.data != "skip":
+            raise ValidationError(HANDOVER_BY_VOLUNTEER)
+
+
+class VolunteerAbsenceForm(PageForm):
+    """A volunteer declares an absence for a household: skip the basket or hand it to a chosen household."""
+
+    contract_id = HiddenField(validators=[DataRequired()])
+    cycle_id = HiddenField(validators=[DataRequired()])
+    household_id = HiddenField(validators=[DataRequired()])
+    kind = RadioField(_l("Le panier"), default="skip", choices=[
+        SelectChoice("skip", _l("Ne pas prendre le panier")),
+        SelectChoice("handover", _l("Le donner à un autre foyer")),
+    ])
+    #: Choices (active households) are set by the page.
+    handed_to_id = SelectField(_l("Foyer qui le récupère"), coerce=_optional_id, default=None)
+    submit = SubmitField(_l("Déclarer l'absence"))
+
+    def validate_handed_to_id(self, field) -> None:
+        """A hand-over names the household that collects the basket."""
+        if self.kind.data == "handover" and field.data is None:
+            raise ValidationError(_l("Choisissez le foyer qui récupère le panier."))
 
 
 class InstalmentRow(Form):
     """One cheque or payment of the season."""
 
     amount = StringField(_l("Montant (€)"), validators=[Optional(), _euros])
-    method = SelectField(_l("Moyen"), default="cheque", choices=[("cheque", _l("Chèque")), ("cash", _l("Espèces")),
-                                               ("transfer", _l("Virement"))])
+    method = SelectField(_l("Moyen"), default="cheque", choices=[
+        SelectChoice("cheque", _l("Chèque")), SelectChoice("cash", _l("Espèces")),
+        SelectChoice("transfer", _l("Virement"))])
     cheque_number = StringField(_l("N° de chèque"), validators=[Optional(), Length(max=40)])
     bank = StringField(_l("Banque"), validators=[Optional(), Length(max=80)])
     cashing_month = MonthField(_l("Mois d'encaissement"), validators=[Optional()])

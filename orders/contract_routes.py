@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from wtforms.fields.choices import SelectChoice
 
 from app.auth.decorators import roles_required
 from app.extensions import db
@@ -17,12 +18,16 @@ from orders.bulk import (
     repackaging_rows,
 )
 from orders.contract_forms import (
+    HANDOVER_BY_VOLUNTEER,
+    SHARE_BY_VOLUNTEER,
     AbsenceForm,
     ConfirmForm,
     ContractOfferForm,
     HouseholdSearchForm,
     InstalmentPlanForm,
+    MemberSubscribeForm,
     SubscribeForm,
+    VolunteerAbsenceForm,
 )
 from orders.contract_models import Contract, ContractInstalment, ContractOffer
 from orders.contracts import (
@@ -35,12 +40,14 @@ from orders.contracts import (
     create_contract_offer,
     declare_absence,
     find_household,
+    household_choices,
     household_contracts,
     mark_instalment_passed_on,
     mark_instalment_received,
     open_offers,
     producer_distributions,
     record_instalments,
+    search_households,
     season_subscribers,
     set_subscriptions_open,
     subscribe,
@@ -103,25 +110,25 @@ def contracts():
         Product.id.in_([o.product_id for o in offers] or [0])))}
     return render_template(
         "orders/contracts/index.html", views=views, offers=offers, products=products,
-        received=baskets_received(household_id), subscribe_form=SubscribeForm(),
+        received=baskets_received(household_id), subscribe_form=MemberSubscribeForm(),
         absence_form=AbsenceForm(), cancel_form=ConfirmForm(),
+        share_hint=SHARE_BY_VOLUNTEER, handover_hint=HANDOVER_BY_VOLUNTEER,
     )
 
 
 @bp.route("/contrats/inscription", methods=["POST"])
 @roles_required("member")
 def contract_subscribe():
-    """A household subscribes itself (with an optional household to share the basket with)."""
-    form = SubscribeForm()
+    """A household subscribes itself, alone: a shared basket is set up by a volunteer with both households."""
+    form = MemberSubscribeForm()
     if not current_user.household_id:
         abort(403)
     if not form.validate_on_submit():
         _form_errors(form)
         return redirect(url_for("orders.contracts"))
     try:
-        partner = find_household(form.co_holder_name.data) if form.co_holder_name.data else None
         subscribe(int(form.offer_id.data), current_user.household_id, quantity=form.quantity.data,
-                  co_holder_id=partner.id if partner else None, subscribed_by_id=current_user.id)
+                  subscribed_by_id=current_user.id)
     except (ContractError, ValueError) as error:
         db.session.rollback()
         _flash_error(error)
@@ -134,7 +141,11 @@ def contract_subscribe():
 @bp.route("/contrats/absence", methods=["POST"])
 @roles_required("member")
 def contract_absence():
-    """A household declares it will miss a distribution (skip or hand over)."""
+    """A household declares it will miss a distribution: its basket is not brought.
+
+    Handing the basket to another household would put it in that household's order: a volunteer
+    does it, with the household that collects it (see contract_absence_for).
+    """
     form = AbsenceForm()
     if not current_user.household_id:
         abort(403)
@@ -142,18 +153,14 @@ def contract_absence():
         _form_errors(form)
         return redirect(url_for("orders.contracts"))
     try:
-        other = find_household(form.handed_to_name.data) if form.kind.data == "handover" else None
         declare_absence(int(form.contract_id.data), int(form.cycle_id.data), current_user.household_id,
-                        form.kind.data, handed_to_id=other.id if other else None, declared_by_id=current_user.id)
+                        "skip", declared_by_id=current_user.id)
     except (ContractError, ValueError) as error:
         db.session.rollback()
         _flash_error(error)
         return redirect(url_for("orders.contracts"))
     db.session.commit()
-    if other:
-        flash(_("Absence enregistrée : le foyer %(name)s récupérera votre panier.", name=other.name), "success")
-    else:
-        flash(_("Absence enregistrée : le producteur apportera un panier de moins."), "success")
+    flash(_("Absence enregistrée : le producteur apportera un panier de moins."), "success")
     return redirect(url_for("orders.contracts"))
 
 
@@ -183,8 +190,8 @@ def _offer_form() -> ContractOfferForm:
     baskets = db.session.scalars(
         sa.select(Product).where(Product.is_contract_basket.is_(True), Product.active.is_(True)).order_by(Product.name)
     ).all()
-    form.product_id.choices = [(p.id, f"{p.name} ({p.producer.name})") for p in baskets]
-    form.site_id.choices = [(s.id, s.name) for s in db.session.scalars(sa.select(Site).order_by(Site.name))]
+    form.product_id.choices = [SelectChoice(p.id, f"{p.name} ({p.producer.name})") for p in baskets]
+    form.site_id.choices = [SelectChoice(s.id, s.name) for s in db.session.scalars(sa.select(Site).order_by(Site.name))]
     return form
 
 
@@ -222,13 +229,14 @@ def contract_offer_detail(offer_id: int):
     """A season offer's subscribers; a volunteer subscribes a household on its behalf here."""
     offer = db.session.get(ContractOffer, offer_id) or abort(404)
     form = SubscribeForm(offer_id=str(offer.id))
+    form.co_holder_id.choices = _household_select(_("— personne —"))
     search = HouseholdSearchForm(request.args)
     if form.validate_on_submit():
         try:
             household = find_household(form.household_name.data or "")
-            partner = find_household(form.co_holder_name.data) if form.co_holder_name.data else None
-            subscribe(offer.id, household.id, quantity=form.quantity.data,
-                      co_holder_id=partner.id if partner else None, subscribed_by_id=current_user.id)
+            # Only volunteers link two households: they check with both that they agree to share.
+            subscribe(offer.id, household.id, quantity=form.quantity.data, co_holder_id=form.co_holder_id.data,
+                      subscribed_by_id=current_user.id)
         except ContractError as error:
             db.session.rollback()
             form.household_name.errors.append(str(error))
@@ -236,12 +244,11 @@ def contract_offer_detail(offer_id: int):
             db.session.commit()
             flash(_("Foyer %(name)s inscrit.", name=household.name), "success")
             return redirect(url_for("orders.contract_offer_detail", offer_id=offer.id))
-    from orders.contracts import search_households
-
     found = search_households(search.q.data) if search.q.data else []
-    return render_template("orders/contracts/offer.html", offer=offer, product=db.session.get(Product, offer.product_id),
-                           subscribers=season_subscribers(offer.id), form=form, search=search, found=found,
-                           confirm=ConfirmForm())
+    status = 400 if form.errors else 200
+    return render_template("orders/contracts/offer.html", offer=offer,
+                           product=db.session.get(Product, offer.product_id), subscribers=season_subscribers(offer.id),
+                           form=form, search=search, found=found, confirm=ConfirmForm()), status
 
 
 @bp.route("/contrats/contrat/<int:contract_id>", methods=["GET", "POST"])
@@ -252,7 +259,8 @@ def contract_detail(contract_id: int):
     form = InstalmentPlanForm()
     if form.validate_on_submit():
         rows = [
-            InstalmentInput(getattr(r.amount, "cents", None) or 0, r.method.data, r.cheque_number.data, r.bank.data, r.cashing_month.data)
+            InstalmentInput(getattr(r.amount, "cents", None) or 0, r.method.data, r.cheque_number.data, r.bank.data,
+                            r.cashing_month.data)
             for r in (entry.form for entry in form.rows)
         ]
         try:
@@ -269,7 +277,19 @@ def contract_detail(contract_id: int):
     ids = [contract.household_id] + ([contract.co_holder_id] if contract.co_holder_id else [])
     views = [(db.session.get(Household, hid), contract_view(contract, hid)) for hid in ids]
     return render_template("orders/contracts/contract.html", contract=contract, views=views, form=form,
-                           confirm=ConfirmForm(), absence_form=AbsenceForm())
+                           confirm=ConfirmForm(), absence_form=_volunteer_absence_form())
+
+
+def _volunteer_absence_form() -> VolunteerAbsenceForm:
+    """The volunteer's absence form, with the households that may collect a basket."""
+    form = VolunteerAbsenceForm()
+    form.handed_to_id.choices = _household_select(_("— choisir un foyer —"))
+    return form
+
+
+def _household_select(none_label: str) -> list[SelectChoice]:
+    """A "none" choice, then every active household by name (volunteer pages only)."""
+    return [SelectChoice("", none_label)] + [SelectChoice(hid, name) for hid, name in household_choices()]
 
 
 @bp.route("/contrats/contrat/<int:contract_id>/absence", methods=["POST"])
@@ -277,21 +297,25 @@ def contract_detail(contract_id: int):
 def contract_absence_for(contract_id: int):
     """A volunteer declares an absence for one of the contract's households (at the café)."""
     contract = db.session.get(Contract, contract_id) or abort(404)
-    form = AbsenceForm()
+    form = _volunteer_absence_form()
     household_id = request.form.get("household_id", type=int)
     if not form.validate_on_submit() or household_id not in (contract.household_id, contract.co_holder_id):
         _form_errors(form)
         return redirect(url_for("orders.contract_detail", contract_id=contract.id))
+    handed_to_id = form.handed_to_id.data if form.kind.data == "handover" else None
     try:
-        other = find_household(form.handed_to_name.data) if form.kind.data == "handover" else None
         declare_absence(contract.id, int(form.cycle_id.data), household_id, form.kind.data,
-                        handed_to_id=other.id if other else None, declared_by_id=current_user.id)
+                        handed_to_id=handed_to_id, declared_by_id=current_user.id)
     except (ContractError, ValueError) as error:
         db.session.rollback()
         _flash_error(error)
     else:
         db.session.commit()
-        flash(_("Absence enregistrée."), "success")
+        if handed_to_id:
+            flash(_("Absence enregistrée : le foyer %(name)s récupérera le panier.",
+                    name=db.session.get(Household, handed_to_id).name), "success")
+        else:
+            flash(_("Absence enregistrée."), "success")
     return redirect(url_for("orders.contract_detail", contract_id=contract.id))
 
 

@@ -334,22 +334,34 @@ def create_contract_offer(
 
 
 def find_household(name: str) -> Household:
-    """The one active household with this name (exact, else a unique partial match)."""
+    """The one active household with exactly this name (case and surrounding spaces aside), for volunteers.
+
+    No partial match: a name typed on a form must not pick, or reveal, a household whose name merely
+    contains it. Members never reach this lookup (they cannot name another household).
+    """
     wanted = (name or "").strip()
     if not wanted:
         raise ContractError(_("Indiquez le nom du foyer."))
-    active = sa.select(Household).where(Household.active.is_(True))
-    exact = db.session.scalars(active.where(sa.func.lower(Household.name) == wanted.lower())).all()
-    if len(exact) == 1:
-        return exact[0]
-    partial = db.session.scalars(
-        active.where(sa.func.lower(Household.name).contains(wanted.lower(), autoescape=True)).limit(2)
+    exact = db.session.scalars(
+        sa.select(Household).where(Household.active.is_(True), sa.func.lower(Household.name) == wanted.lower())
+        .limit(2)
     ).all()
-    if len(exact) > 1 or len(partial) > 1:
-        raise ContractError(_("Plusieurs foyers correspondent à « %(name)s » : précisez le nom.", name=wanted))
-    if not partial:
+    if len(exact) > 1:
+        raise ContractError(_("Plusieurs foyers portent le nom « %(name)s » : précisez le nom.", name=wanted))
+    if not exact:
         raise ContractError(_("Aucun foyer ne porte le nom « %(name)s ».", name=wanted))
-    return partial[0]
+    return exact[0]
+
+
+def household_choices() -> list[tuple[int, str]]:
+    """(id, name) of every active household, by name, for the volunteers' household selects."""
+    return list(
+        db.session.execute(
+            sa.select(Household.id, Household.name)
+            .where(Household.active.is_(True))
+            .order_by(Household.name, Household.id)
+        ).tuples()
+    )
 
 
 def search_households(text: str, limit: int = 20) -> list[Household]:
@@ -475,7 +487,8 @@ def cancel_contract(contract_id: int) -> bool:
 def _regenerate_open_cycles(offer: ContractOffer, now: datetime) -> None:
     """Bring the open cycles of an offer's season in line with its contracts and absences."""
     for monday, cycle in _site_cycles(offer.site_id, offer.first_date, offer.last_date).items():
-        if cycle.status in GENERATE_STATUSES and cycle.closes_at > now and distribution_index(offer, monday) is not None:
+        if (cycle.status in GENERATE_STATUSES and cycle.closes_at > now
+                and distribution_index(offer, monday) is not None):
             generate_contract_lines(cycle.id)
 
 
@@ -517,7 +530,8 @@ def declare_absence(
     ):
         raise ContractError(_("Votre foyer n'a pas de panier à cette distribution."))
     if cycle.status not in GENERATE_STATUSES or cycle.closes_at <= now:
-        raise ContractError(_("La date limite de cette distribution est passée : l'absence ne peut plus être déclarée."))
+        raise ContractError(
+            _("La date limite de cette distribution est passée : l'absence ne peut plus être déclarée."))
     if kind not in ("skip", "handover"):
         raise ContractError(_("Choisissez : ne pas prendre le panier, ou le donner à un autre foyer."))
     if kind == "handover":
@@ -529,7 +543,8 @@ def declare_absence(
     else:
         handed_to_id = None
     existing = db.session.scalar(
-        sa.select(ContractAbsence).where(ContractAbsence.contract_id == contract.id, ContractAbsence.cycle_id == cycle.id)
+        sa.select(ContractAbsence)
+        .where(ContractAbsence.contract_id == contract.id, ContractAbsence.cycle_id == cycle.id)
     )
     if existing is not None:
         raise ContractError(_("Une absence est déjà déclarée pour cette distribution."))
@@ -621,7 +636,8 @@ def planned_baskets(cycle: Cycle) -> list[PlannedBasket]:
         if absence is not None and absence.household_id == holder:
             kind = absence.kind
             collector = absence.handed_to_id if absence.kind == "handover" else holder
-        planned.append(PlannedBasket(contract.id, offer.product_id, collector, contract.quantity, offer.price_cents, kind))
+        planned.append(
+            PlannedBasket(contract.id, offer.product_id, collector, contract.quantity, offer.price_cents, kind))
     return planned
 
 
@@ -915,7 +931,8 @@ def season_subscribers(contract_offer_id: int) -> list[Subscriber]:
     contracts = db.session.scalars(
         sa.select(Contract).where(Contract.contract_offer_id == contract_offer_id, Contract.status == "active")
     ).all()
-    names = _household_names({c.household_id for c in contracts} | {c.co_holder_id for c in contracts if c.co_holder_id})
+    names = _household_names(
+        {c.household_id for c in contracts} | {c.co_holder_id for c in contracts if c.co_holder_id})
     rows = []
     for contract in contracts:
         count = len(household_dates(contract, contract.household_id))

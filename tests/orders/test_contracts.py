@@ -231,6 +231,17 @@ def test_handover_gives_the_basket_to_the_named_household(app):
     assert contract_lines(season.cycles[1].id) == [("Martin", contract.id, Decimal(1))]
 
 
+def test_household_lookup_takes_whole_names_only(app):
+    """A volunteer's typed name finds a household only by its whole name: no guess, no other name shown."""
+    HouseholdFactory(name="Famille Dupont")
+    HouseholdFactory(name="Famille Abadie")
+    assert find_household("  famille DUPONT ").name == "Famille Dupont"
+    for typed in ("Dupont", "a", "Famille"):
+        with pytest.raises(ContractError, match="Aucun foyer ne porte le nom") as refused:
+            find_household(typed)
+        assert "Famille Dupont" not in str(refused.value)
+
+
 def rows_written():
     """Rows a refused operation must not add."""
     return tuple(db.session.scalar(sa.select(sa.func.count()).select_from(m))

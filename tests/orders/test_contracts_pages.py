@@ -26,7 +26,7 @@ from tests.factories import (
     UserFactory,
 )
 from tests.helpers import csrf_token, login
-from tests.orders.test_contracts import NOW, Season
+from tests.orders.test_contracts import NOW, Season, contract_lines
 
 
 def member(name: str):
@@ -51,28 +51,143 @@ def test_member_subscribes_and_sees_the_season_total(app, client):
     assert db.session.scalar(sa.select(Contract.quantity)) == Decimal(2)
 
 
-def test_member_hands_a_basket_to_a_neighbour_by_name(app, client):
+def contract_rows(household_id: int) -> tuple[int, int]:
+    """(contracts held or shared, orders) of a household."""
+    shared = sa.or_(Contract.household_id == household_id, Contract.co_holder_id == household_id)
+    return (db.session.scalar(sa.select(sa.func.count()).select_from(Contract).where(shared)),
+            db.session.scalar(sa.select(sa.func.count()).select_from(Order).where(Order.household_id == household_id)))
+
+
+SHARE_SENTENCE = ("Pour partager ce panier avec un autre foyer, demandez-le à la coordination ou à un·e "
+                  "bénévole au café : les deux foyers doivent être d'accord.")
+
+
+def test_member_cannot_make_another_household_co_holder(app, client):
+    """Naming a household on the member page neither links it, nor finds it, nor tells its full name."""
+    season = Season()
+    _household, user = member("Martin")
+    dupont, dupont_user = member("Famille Dupont")
+    HouseholdFactory(name="Famille Abadie")
+    db.session.commit()
+    login(client, user.email)
+    page = client.get("/commandes/contrats")
+    assert SHARE_SENTENCE in page.text
+    assert 'name="co_holder_name"' not in page.text and "Partagé avec le foyer" not in page.text
+    token = csrf_token(page.data)
+    for typed in ("a", "Dupont"):  # several partial matches, one partial match
+        probe = client.post("/commandes/contrats/inscription", data={
+            "csrf_token": token, "offer_id": season.large_offer.id, "quantity": "1", "co_holder_name": typed},
+            follow_redirects=True)
+        assert "Plusieurs foyers" not in probe.text and "Famille Dupont" not in probe.text
+        assert "Aucun foyer" not in probe.text
+    done = client.post("/commandes/contrats/inscription", data={
+        "csrf_token": token, "offer_id": season.offer.id, "quantity": "1", "co_holder_name": "Famille Dupont"},
+        follow_redirects=True)
+    assert "Inscription enregistrée" in done.text
+    assert "96,00" in done.text  # all 8 distributions are Martin's: 8 x 12,00 €
+    assert "Famille Dupont" not in done.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract).where(
+        Contract.co_holder_id.is_not(None))) == 0
+    assert contract_rows(dupont.id) == (0, 0)
+    # Famille Dupont still subscribes itself.
+    client.post("/compte/deconnexion", data={"csrf_token": token})
+    login(client, dupont_user.email)
+    own = client.post("/commandes/contrats/inscription", data={
+        "csrf_token": csrf_token(client.get("/commandes/contrats").data), "offer_id": season.offer.id,
+        "quantity": "1"}, follow_redirects=True)
+    assert "Inscription enregistrée" in own.text
+    assert contract_rows(dupont.id)[0] == 1
+
+
+def test_member_cannot_hand_a_basket_to_another_household(app, client):
+    """A member's absence only skips the basket: nothing lands in another household's order."""
     season = Season()
     household, user = member("Martin")
     neighbour = HouseholdFactory(name="Lefèvre")
     contract = subscribe(season.offer.id, household.id, now=NOW)
     db.session.commit()
     login(client, user.email)
-    token = csrf_token(client.get("/commandes/contrats").data)
+    page = client.get("/commandes/contrats")
+    assert "Pour donner votre panier à un autre foyer, demandez-le à la coordination" in page.text
+    assert 'name="handed_to_name"' not in page.text
+    token = csrf_token(page.data)
     refused = client.post("/commandes/contrats/absence", data={
         "csrf_token": token, "contract_id": contract.id, "cycle_id": season.cycles[1].id,
-        "kind": "handover", "handed_to_name": "Dupont-Inconnu"}, follow_redirects=True)
-    assert "Aucun foyer ne porte le nom" in refused.text
+        "kind": "handover", "handed_to_name": "lef"}, follow_redirects=True)
+    assert "Pour donner votre panier à un autre foyer" in refused.text
+    assert "Lefèvre" not in refused.text
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 0
-    done = client.post("/commandes/contrats/absence", data={
+    assert contract_rows(neighbour.id) == (0, 0)
+    skipped = client.post("/commandes/contrats/absence", data={
         "csrf_token": token, "contract_id": contract.id, "cycle_id": season.cycles[1].id,
-        "kind": "handover", "handed_to_name": "lefèvre"}, follow_redirects=True)
-    assert "Lefèvre récupérera votre panier" in done.text
-    assert "panier donné à Lefèvre" in done.text
+        "kind": "skip"}, follow_redirects=True)
+    assert "le producteur apportera un panier de moins" in skipped.text
+    assert "absent·e, panier non apporté" in skipped.text
+    assert contract_rows(neighbour.id) == (0, 0)
+
+
+def test_volunteer_hands_a_basket_to_a_neighbour_chosen_in_a_list(app, client):
+    """At the café, a volunteer gives an absent household's basket to a household picked from a list.
+
+    (Was a member flow with a typed name; hand-overs are now done by volunteers only.)
+    """
+    season = Season()
+    household, user = member("Martin")
+    neighbour = HouseholdFactory(name="Lefèvre")
+    contract = subscribe(season.offer.id, household.id, now=NOW)
+    volunteer = UserFactory(roles=["volunteer"])
+    contract_id, neighbour_id = contract.id, neighbour.id
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/contrats/contrat/{contract_id}"
+    page = client.get(url)
+    assert f'<option value="{neighbour_id}">Lefèvre</option>' in page.text
+    token = csrf_token(page.data)
+    data = {"csrf_token": token, "contract_id": contract_id, "cycle_id": season.cycles[1].id,
+            "household_id": household.id, "kind": "handover"}
+    refused = client.post(url + "/absence", data=data, follow_redirects=True)
+    assert "Choisissez le foyer qui récupère le panier." in refused.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 0
+    done = client.post(url + "/absence", data={**data, "handed_to_id": neighbour_id}, follow_redirects=True)
+    assert "Lefèvre récupérera le panier" in done.text
     names = db.session.execute(
         sa.select(Order.household_id).join(OrderLine).where(Order.cycle_id == season.cycles[1].id,
-                                                             OrderLine.contract_id == contract.id)).scalars().all()
-    assert names == [neighbour.id]
+                                                             OrderLine.contract_id == contract_id)).scalars().all()
+    assert names == [neighbour_id]
+    assert db.session.scalar(sa.select(ContractAbsence.declared_by_id)) == volunteer.id
+    client.post("/compte/deconnexion", data={"csrf_token": token})
+    login(client, user.email)
+    assert "panier donné à Lefèvre" in client.get("/commandes/contrats").text
+
+
+def test_volunteer_shares_a_basket_between_two_households(app, client):
+    """A volunteer picks the co-holder from a list; the two households take alternate distributions."""
+    season = Season()
+    holder = HouseholdFactory(name="Mme Roussel")
+    partner, partner_user = member("Famille Dupont")
+    volunteer = UserFactory(roles=["volunteer"])
+    partner_id = partner.id
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/contrats/offre/{season.offer.id}"
+    page = client.get(url)
+    assert f'<option value="{partner_id}">Famille Dupont</option>' in page.text
+    done = client.post(url, data={"csrf_token": csrf_token(page.data), "household_name": "Mme Roussel",
+                                  "quantity": "1", "co_holder_id": partner_id}, follow_redirects=True)
+    assert "Foyer Mme Roussel inscrit" in done.text
+    assert "Mme Roussel</a> + Famille Dupont" in done.text
+    contract = db.session.scalar(sa.select(Contract))
+    assert (contract.household_id, contract.co_holder_id) == (holder.id, partner_id)
+    assert contract.subscribed_by_id == volunteer.id
+    holder_lines = [name for name, *_ in contract_lines(season.cycles[0].id)]
+    partner_lines = [name for name, *_ in contract_lines(season.cycles[1].id)]
+    assert (holder_lines, partner_lines) == (["Mme Roussel"], ["Famille Dupont"])
+    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(page.data)})
+    login(client, partner_user.email)
+    mine = client.get("/commandes/contrats").text
+    assert "Partagé avec" in mine and "Mme Roussel" in mine
+    assert mine.count('class="schedule-row"') == 4  # every other of the 8 distributions
+    assert "48,00" in mine
 
 
 def test_member_cannot_open_the_management_pages(app, client):
@@ -97,7 +212,8 @@ def test_coordinator_opens_an_offer_and_bad_dates_are_refused(app, client):
     assert refused.status_code == 400
     assert "La dernière distribution doit être après la première." in refused.text
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractOffer)) == 2
-    created = client.post("/commandes/contrats/gestion", data={**data, "last_date": "2030-06-27"}, follow_redirects=True)
+    created = client.post("/commandes/contrats/gestion", data={**data, "last_date": "2030-06-27"},
+                          follow_redirects=True)
     assert "Printemps" in created.text and "ouvert aux inscriptions" in created.text
     offer = db.session.scalar(sa.select(ContractOffer).where(ContractOffer.name == "Printemps"))
     assert (offer.price_cents, offer.every_weeks, offer.absences_allowed, offer.shareable) == (1350, 2, 3, True)
@@ -130,9 +246,11 @@ def test_volunteer_subscribes_a_household_and_records_three_cheques(app, client)
     ok = client.post(detail, data=rows, follow_redirects=True)
     assert "Versements enregistrés" in ok.text
     first = db.session.scalar(sa.select(ContractInstalment).order_by(ContractInstalment.position))
-    received = client.post(f"/commandes/contrats/versement/{first.id}/recu", data={"csrf_token": token}, follow_redirects=True)
+    received = client.post(f"/commandes/contrats/versement/{first.id}/recu", data={"csrf_token": token},
+                           follow_redirects=True)
     assert "Versement reçu" in received.text
-    passed = client.post(f"/commandes/contrats/versement/{first.id}/remis", data={"csrf_token": token}, follow_redirects=True)
+    passed = client.post(f"/commandes/contrats/versement/{first.id}/remis", data={"csrf_token": token},
+                         follow_redirects=True)
     assert "remis au producteur" in passed.text
 
 
@@ -150,7 +268,8 @@ def test_producer_sees_baskets_per_distribution_and_subscribers(app, client):
     assert '<td class="num" data-basket="Grand panier">2</td>' in page
     assert '<td class="num" data-basket="Petit panier">1</td>' in page
     assert "Martin" in page and "Abadie" in page
-    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/commandes/contrats/producteur").data)})
+    token = csrf_token(client.get("/commandes/contrats/producteur").data)
+    client.post("/compte/deconnexion", data={"csrf_token": token})
     login(client, other_user.email)
     other = client.get("/commandes/contrats/producteur").text
     assert "Martin" not in other and "Grand panier" not in other

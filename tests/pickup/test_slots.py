@@ -66,7 +66,7 @@ def test_member_chooses_then_changes_slot(client, member):
     login(client, "marie@example.org")
     order, (first, second, _third) = member["order"], member["slots"]
     page = text(client.get("/retrait/mon-creneau"))
-    assert "pas encore choisi de créneau" in page and "16:30–17:00" in page and "2 place(s)" in page
+    assert "pas encore choisi de créneau" in page and "16:30–17:00" in page and "(2 places)" in page
     response = post_form(client, f"/retrait/mon-creneau/{order.id}", {f"o{order.id}-slot": str(first.id)},
                          form_url="/retrait/mon-creneau")
     page = text(response)
@@ -76,6 +76,37 @@ def test_member_chooses_then_changes_slot(client, member):
               form_url="/retrait/mon-creneau")
     assert (_booked(first.id), _booked(second.id)) == (0, 1)
     assert db.session.get(Order, order.id).slot_id == second.id
+
+
+def test_one_place_left_is_written_in_the_singular(client, member):
+    first = member["slots"][0]
+    db.session.execute(sa.update(Slot).where(Slot.id == first.id).values(booked=Slot.capacity - 1))
+    db.session.commit()
+    login(client, "marie@example.org")
+    page = text(client.get("/retrait/mon-creneau"))
+    assert "(1 place)" in page and "(2 places)" in page
+
+
+def test_the_cart_links_to_the_slot_page_and_its_calendar_file(client, member):
+    """Once the order is confirmed, the cart leads to "Mon créneau de retrait", then to the .ics file."""
+    order, slot = member["order"], member["slots"][0]
+    slot_page = f'href="/retrait/mon-creneau#commande-{order.id}"'
+    ics = f'href="/retrait/mon-creneau/{order.id}/creneau.ics"'
+    order.status = "cancelled"
+    db.session.commit()
+    login(client, "marie@example.org")
+    assert slot_page not in text(client.get("/commandes/panier"))
+    order = db.session.get(Order, order.id)
+    order.status = "confirmed"
+    db.session.commit()
+    page = text(client.get("/commandes/panier"))
+    assert slot_page in page and "Mon créneau de retrait" in page
+    assert ics not in page  # no slot chosen yet
+    order.slot_id = slot.id
+    db.session.commit()
+    page = text(client.get("/commandes/panier"))
+    assert ics in page and "Ajouter le créneau à mon agenda" in page
+    assert client.get(f"/retrait/mon-creneau/{order.id}/creneau.ics").status_code == 200
 
 
 def test_full_slot_is_refused(client, member):
