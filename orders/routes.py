@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 
 from app.auth.decorators import roles_required
@@ -48,7 +49,7 @@ from pickup.models import Site
 def _slot_label(slot) -> str:
     """'16:30 – 17:00 (3 places)' for the slot select."""
     left = slot.capacity - slot.booked
-    places = _("complet") if left <= 0 else _("%(n)s places", n=left)
+    places = _("complet") if left <= 0 else ngettext("%(num)d place", "%(num)d places", left)
     return f"{to_local(slot.starts_at):%H:%M} – {to_local(slot.ends_at):%H:%M} ({places})"
 
 

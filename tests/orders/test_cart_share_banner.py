@@ -58,3 +58,14 @@ def test_an_invalid_share_is_told_at_the_top_of_the_cart(client, pay_what_you_ca
     assert page.index(BANNER) < page.index("Commande en cours : 2,80") < page.index("Carottes")
     db.session.expire_all()
     assert db.session.scalar(sa.select(Order.total_cents)) == 280
+
+
+def test_a_slot_with_one_place_left_says_place_in_the_singular(app):
+    from orders.routes import _slot_label
+    from tests.factories import SlotFactory
+
+    slot = SlotFactory(capacity=3, booked=2)
+    with app.test_request_context():
+        assert _slot_label(slot).endswith("(1 place)")
+        slot.booked = 1
+        assert _slot_label(slot).endswith("(2 places)")
