@@ -77,17 +77,25 @@ NAVIGATION = (
 )
 
 
+def _acts_as(role: str) -> bool:
+    """Whether the signed-in user holds a role and what it needs: a household for a member, a producer
+    for a producer (an entry shared by producers and volunteers stays for a volunteer)."""
+    if not current_user.has_role(role):
+        return False
+    if role == "member":
+        return bool(current_user.household_id)
+    if role == "producer":
+        return bool(current_user.producer_id)
+    return True
+
+
 def navigation() -> list[tuple[str, str]]:
     """Menu entries (url, label) for the signed-in user's roles."""
     if not current_user.is_authenticated:
         return []
     items = []
     for roles, endpoint, label in NAVIGATION:
-        if not current_user.has_role(*roles):
-            continue
-        if "member" in roles and not current_user.household_id:
-            continue
-        if "producer" in roles and not current_user.producer_id:
+        if not any(_acts_as(role) for role in roles):
             continue
         url = nav_url(endpoint)
         if url:

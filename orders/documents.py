@@ -378,6 +378,9 @@ def render_purchase_order(cycle_id: int, producer_id: int) -> list[Document]:
 
 def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> bytes:
     """The purchase order as a CSV a French spreadsheet opens (semicolons, decimal commas, BOM)."""
+    # The producer reads units in French, as on the PDF ("panier", not "basket").
+    from orders.routes import unit_label
+
     def number(value) -> str:
         return format(Decimal(value).normalize(), "f").replace(".", ",") if value is not None else ""
 
@@ -388,7 +391,7 @@ def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> 
     for row in rows:
         cases = row.cases
         writer.writerow([
-            row.name, row.unit, number(row.case_size), number(row.quantity),
+            row.name, unit_label(row.unit), number(row.case_size), number(row.quantity),
             cases[0] if cases else "", number(cases[1]) if cases else "",
             number(Decimal(row.price_cents) / 100), number(Decimal(row.total_cents) / 100),
         ] + [number(row.per_slot.get(s, Decimal(0))) for s in slot_ids])

@@ -89,6 +89,8 @@ class DeskPaymentForm(PageForm):
     # No Optional() here: it would stop the chain before the cheque checks below.
     cheque_number = StringField(_l("Numéro du chèque"), validators=[Length(max=40)])
     cheque_bank = StringField(_l("Banque"), validators=[Length(max=80)])
+    #: A token made when the form is shown: the same form sent twice records one payment.
+    token = HiddenField()
     submit = SubmitField(_l("Enregistrer le paiement"))
 
     def validate_cheque_number(self, field):

@@ -25,6 +25,7 @@ from orders.models import Cycle, Order
 from orders.payment_forms import DeskPaymentForm, PayForm, RefundForm, TopupForm
 from orders.payment_models import Payment, Receipt
 from orders.payments import (
+    PaymentAlreadyRecorded,
     PaymentError,
     amount_due_cents,
     balances_csv,
@@ -274,10 +275,17 @@ def desk_payment(order_id: int):
     order = db.session.get(Order, order_id) or abort(404)
     household = db.session.get(Household, order.household_id)
     form = DeskPaymentForm()
+    if request.method == "GET":
+        form.token.data = secrets.token_hex(16)
     if form.validate_on_submit():
         try:
             record_desk_payment(order.id, form.method.data, form.amount.cents, received_by_id=current_user.id,
-                                cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data)
+                                cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data,
+                                token=form.token.data or "")
+        except PaymentAlreadyRecorded as error:
+            db.session.rollback()
+            flash(str(error), "warning")
+            return redirect(url_for("orders.desk_payment", order_id=order.id))
         except PaymentError as error:
             db.session.rollback()
             form.amount.errors.append(str(error))

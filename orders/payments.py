@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
 from app.extensions import db
@@ -22,6 +23,18 @@ MAX_DESK_PAYMENT_CENTS = 200_000
 
 class PaymentError(ValueError):
     """A payment that cannot be recorded; the message is shown to the person as is (French)."""
+
+
+class PaymentAlreadyRecorded(PaymentError):
+    """The same form was sent again (double tap, slow connection): the first payment stands, nothing new."""
+
+
+def _form_token(token: str | None) -> str:
+    """The one-time token of a form, checked (8 to 64 letters or digits)."""
+    token = (token or "").strip()
+    if not (8 <= len(token) <= 64 and token.isalnum()):
+        raise PaymentError(_("Le formulaire a expiré. Rechargez la page."))
+    return token
 
 
 def paid_cents(order_id: int) -> int:
@@ -89,11 +102,14 @@ def record_desk_payment(
     cheque_number: str | None = None,
     cheque_bank: str | None = None,
     household_id: int | None = None,
+    token: str | None = None,
 ) -> Payment:
     """Record a payment taken at the café (cash, cheque) or from the household balance.
 
     Validates everything before writing; raises PaymentError with a French message. When
-    ``household_id`` is given the order must be that household's. The caller commits.
+    ``household_id`` is given the order must be that household's. ``token`` is the one-time
+    token of the form that was shown: the same form sent twice records one payment and raises
+    PaymentAlreadyRecorded the second time. The caller commits.
     """
     if method not in DESK_METHODS:
         raise PaymentError(_("Moyen de paiement inconnu."))
@@ -105,9 +121,12 @@ def record_desk_payment(
     cheque_bank = (cheque_bank or "").strip() or None
     if method == "cheque" and (not cheque_number or not cheque_bank):
         raise PaymentError(_("Pour un chèque, indiquez son numéro et sa banque."))
+    key = f"desk:{order_id}:{_form_token(token)}" if token is not None else None
     order = _locked_order(order_id)
     if household_id is not None and order.household_id != household_id:
         raise PaymentError(_("Cette commande n'est pas celle de ce foyer."))
+    if key is not None and db.session.scalar(sa.select(Payment.id).where(Payment.idempotency_key == key)):
+        raise PaymentAlreadyRecorded(_("Ce paiement est déjà enregistré."))
     if order.status != "confirmed":
         raise PaymentError(_("Cette commande est annulée.") if order.status == "cancelled"
                            else _("Cette commande n'est pas encore confirmée."))
@@ -136,9 +155,14 @@ def record_desk_payment(
         cheque_bank=cheque_bank,
         received_by_id=received_by_id,
         completed_at=utcnow(),
+        idempotency_key=key,
     )
-    db.session.add(payment)
-    db.session.flush()
+    # Two copies of one form racing past the check above: the unique key lets one through.
+    try:
+        with db.session.begin_nested():
+            db.session.add(payment)
+    except IntegrityError:
+        raise PaymentAlreadyRecorded(_("Ce paiement est déjà enregistré.")) from None
     if method != "balance":
         ledger.record_entry(
             order.household_id,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from wtforms import BooleanField, IntegerField, RadioField, StringField, SubmitField
+from wtforms import BooleanField, HiddenField, IntegerField, RadioField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     DataRequired,
@@ -88,6 +88,8 @@ class PaymentForm(PageForm):
     amount = StringField(_l("Montant (€)"), validators=[DataRequired(_l("Écrivez le montant.")), _euros])
     cheque_number = StringField(_l("Numéro du chèque"), validators=[Optional(), Length(max=40)])
     cheque_bank = StringField(_l("Banque du chèque"), validators=[Optional(), Length(max=80)])
+    #: A token made when the form is shown: the same form sent twice records one payment.
+    token = HiddenField()
     submit = SubmitField(_l("Encaisser"))
 
 
@@ -98,9 +100,9 @@ class CollectForm(PageForm):
 
 
 class EndDistributionForm(PageForm):
-    """Close the afternoon: bags not collected become no-shows."""
+    """Close the afternoon: bags not collected become no-shows (sent from the confirmation page)."""
 
-    submit = SubmitField(_l("Terminer la distribution"))
+    submit = SubmitField(_l("Oui, terminer la distribution"))
 
 
 NO_SHOW_OUTCOMES = {

@@ -1,6 +1,8 @@
 """Pages of the pickup package (thin: form in, service call, redirect or render)."""
 from __future__ import annotations
 
+import secrets
+
 import sqlalchemy as sa
 from flask import (
     Response,
@@ -37,7 +39,10 @@ from pickup.forms import (
     SlotForm,
     WeightForm,
 )
-from pickup.services import NeedsConfirmation, NotInDistribution, PickupError
+from pickup.services import AlreadyRecorded, NeedsConfirmation, NotInDistribution, PickupError
+
+#: The desk's slot filter for households that chose no slot.
+NO_SLOT = "aucun"
 
 
 def _refuse(status: int, message: str):
@@ -163,8 +168,22 @@ def _render_bag(order_id: int, status: int = 200, forms: dict | None = None, tic
     return render_template(
         "pickup/prepare_bag.html", cycle=cycle, bag=bag, weight_forms=weight_forms,
         shortage_forms=shortage_forms, prepared_form=forms.get("prepared") or PreparedForm(),
-        ticked=ticked or set(), expected=services.expected_quantity,
+        ticked=ticked or set(), expected=services.expected_quantity, refusals=_undrawn_errors(bag, forms),
     ), status
+
+
+def _undrawn_errors(bag: services.Bag, forms: dict) -> list[str]:
+    """Errors of submitted forms the page does not draw for this bag (a bag handed out shows no form)."""
+    drawn = set()
+    if bag.status != "collected":
+        drawn = {key for key in forms if key != "prepared"}
+        if bag.status in ("todo", "prepared"):
+            drawn.add("prepared")
+    messages = []
+    for key, form in forms.items():
+        if key not in drawn:
+            messages.extend(str(e) for errors in form.errors.values() for e in errors)
+    return messages
 
 
 @bp.route("/preparation/sac/<int:order_id>")
@@ -265,12 +284,14 @@ def desk():
     cycle = services.current_distribution()
     form = SearchForm(request.args)
     slot_id = request.args.get("slot", type=int)
+    # Households with only an AMAP basket may have no slot: "?slot=aucun" lists them.
+    no_slot = request.args.get("slot") == NO_SLOT
     groups = services.bags_by_slot(cycle.id) if cycle else []
     results = None
-    if cycle and (form.q.data or slot_id):
-        results = services.find_bags(cycle.id, form.q.data or "", slot_id)
+    if cycle and (form.q.data or slot_id or no_slot):
+        results = services.find_bags(cycle.id, form.q.data or "", slot_id, no_slot=no_slot)
     return render_template("pickup/desk.html", cycle=cycle, form=form, groups=groups, results=results,
-                           slot_id=slot_id, end_form=EndDistributionForm())
+                           slot_id=NO_SLOT if no_slot else slot_id, no_slot=NO_SLOT)
 
 
 def _card_payments_enabled() -> bool:
@@ -295,6 +316,7 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
     due = amount_due_cents(order_id)
     if payment_form is None:
         payment_form = PaymentForm(formdata=None)
+        payment_form.token.data = secrets.token_hex(16)
         payment_form.method.data = "cash"
         if due:
             payment_form.amount.data = f"{due // 100},{due % 100:02d}"
@@ -326,10 +348,15 @@ def desk_pay(order_id: int):
             services.desk_payment(
                 order_id, cycle_id=cycle.id, method=form.method.data, amount_cents=form.amount.cents,
                 user_id=current_user.id, cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data,
+                token=form.token.data or "",
             )
         except NotInDistribution as error:
             db.session.rollback()
             _refuse(404, error.message)
+        except AlreadyRecorded as error:
+            db.session.rollback()
+            flash(error.message, "warning")
+            return redirect(url_for("pickup.desk_bag", order_id=order_id))
         except PickupError as error:
             db.session.rollback()
             form.submit.errors = [error.message]
@@ -343,13 +370,13 @@ def desk_pay(order_id: int):
 @bp.route("/accueil/sac/<int:order_id>/remis", methods=["POST"])
 @roles_required("volunteer")
 def collect(order_id: int):
-    """The bag is handed over (once only)."""
+    """The bag is handed over (once only), even unprepared or unpaid, with a warning saying so."""
     cycle = _current_cycle_or_404()
     form = CollectForm()
     if not form.validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
     try:
-        services.collect_bag(order_id, cycle_id=cycle.id, user_id=current_user.id)
+        pickup = services.collect_bag(order_id, cycle_id=cycle.id, user_id=current_user.id)
     except NotInDistribution as error:
         db.session.rollback()
         _refuse(404, error.message)
@@ -358,17 +385,26 @@ def collect(order_id: int):
         flash(error.message, "error")
         return redirect(url_for("pickup.desk_bag", order_id=order_id))
     db.session.commit()
-    flash(_("Sac remis. Bonne semaine !"), "success")
+    # Handing out is allowed anyway (the café decides); the volunteer is told what is left to settle.
+    warnings = services.handover_warnings(pickup)
+    if warnings:
+        flash(_("Sac remis. Attention : %(what)s.", what=" ; ".join(warnings)), "warning")
+    else:
+        flash(_("Sac remis. Bonne semaine !"), "success")
     return redirect(url_for("pickup.desk"))
 
 
-@bp.route("/distribution/<int:cycle_id>/fin", methods=["POST"])
+@bp.route("/distribution/<int:cycle_id>/fin", methods=["GET", "POST"])
 @roles_required("volunteer")
 def end_distribution(cycle_id: int):
-    """End of the afternoon: bags not collected become no-shows."""
+    """End of the afternoon: bags not collected become no-shows, once the volunteer has confirmed."""
     cycle = _current_cycle_or_404()
     if cycle.id != cycle_id:
         _refuse(404, _("Cette distribution n'est pas celle en cours."))
+    if request.method == "GET":
+        # One tap marks many bags: the volunteer first sees how many and which.
+        return render_template("pickup/end_distribution.html", cycle=cycle, bags=services.bags_left(cycle.id),
+                               end_form=EndDistributionForm())
     if not EndDistributionForm().validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
     count = services.end_distribution(cycle_id)
@@ -389,7 +425,7 @@ def board():
     cycle = services.current_distribution()
     data = services.board(cycle.id) if cycle else None
     page = render_template("pickup/board.html", cycle=cycle, board=data,
-                           labels=services.PAYMENT_METHOD_LABELS, end_form=EndDistributionForm())
+                           labels=services.PAYMENT_METHOD_LABELS)
     # The header reloads the board even where a browser ignores the meta tag in the body.
     return page, 200, {"Refresh": "30"}
 

@@ -69,6 +69,10 @@ class NeedsConfirmation(PickupError):
     """The value looks wrong; the volunteer must confirm it."""
 
 
+class AlreadyRecorded(PickupError):
+    """The same form was sent twice; the first submission stands and nothing more was written."""
+
+
 # ---------------------------------------------------------------------------
 # Helpers
 
@@ -214,8 +218,8 @@ def get_bag(order_id: int, cycle_id: int) -> Bag:
     return Bag(*row)
 
 
-def find_bags(cycle_id: int, query: str = "", slot_id: int | None = None) -> list[Bag]:
-    """Bags of the distribution by household name, bag number or slot."""
+def find_bags(cycle_id: int, query: str = "", slot_id: int | None = None, no_slot: bool = False) -> list[Bag]:
+    """Bags of the distribution by household name, bag number or slot (or those without a slot)."""
     stmt = _bag_query().where(Order.cycle_id == cycle_id)
     text = (query or "").strip()
     if text.isdigit():
@@ -224,6 +228,8 @@ def find_bags(cycle_id: int, query: str = "", slot_id: int | None = None) -> lis
         stmt = stmt.where(Household.name.icontains(text, autoescape=True))
     if slot_id is not None:
         stmt = stmt.where(Order.slot_id == slot_id)
+    if no_slot:
+        stmt = stmt.where(Order.slot_id.is_(None))
     return [Bag(*row) for row in db.session.execute(stmt)]
 
 
@@ -406,33 +412,39 @@ def mark_prepared(order_id: int, ticked_line_ids: set[int], *, cycle_id: int, us
 
 
 def shortfalls(cycle_id: int | None = None, producer_id: int | None = None) -> list[dict]:
-    """What each producer did not deliver, per cycle and product (coordinator: all; producer: its own)."""
+    """What each producer did not deliver, per cycle and product (coordinator: all; producer: its own).
+
+    The value is at the producer's base price, what the producer is not paid for; the household's
+    credit (at the price it paid, solidarity tier included) is on its order and ledger.
+    """
     from producers.models import Producer, Product
 
     stmt = (
         sa.select(
             Cycle.id, Cycle.distribution_date, Producer.id, Producer.name, Product.name, Product.unit,
-            sa.func.sum(Shortfall.quantity_missing), sa.func.sum(Shortfall.amount_cents),
-            sa.func.count(Shortfall.id),
+            Shortfall.quantity_expected, Shortfall.quantity_missing, OrderLine.base_price_cents,
         )
         .join(Cycle, Cycle.id == Shortfall.cycle_id)
         .join(Producer, Producer.id == Shortfall.producer_id)
         .join(Product, Product.id == Shortfall.product_id)
-        .group_by(Cycle.id, Cycle.distribution_date, Producer.id, Producer.name, Product.name, Product.unit)
-        .order_by(Cycle.distribution_date.desc(), Producer.name, Product.name)
+        .join(OrderLine, OrderLine.id == Shortfall.order_line_id)
+        .order_by(Cycle.distribution_date.desc(), Producer.name, Product.name, Shortfall.id)
     )
     if cycle_id is not None:
         stmt = stmt.where(Shortfall.cycle_id == cycle_id)
     if producer_id is not None:
         stmt = stmt.where(Shortfall.producer_id == producer_id)
-    rows = []
-    for cid, day, pid, pname, product, unit, qty, amount, count in db.session.execute(stmt):
-        rows.append({
+    rows: dict[tuple, dict] = {}
+    for cid, day, pid, pname, product, unit, expected, missing, base_price in db.session.execute(stmt):
+        row = rows.setdefault((cid, pid, product, unit), {
             "cycle_id": cid, "distribution_date": day, "producer_id": pid, "producer": pname,
-            "product": product, "unit": unit, "quantity": to_quantity(qty), "amount_cents": int(amount or 0),
-            "households": count,
+            "product": product, "unit": unit, "quantity": to_quantity(0), "amount_cents": 0, "households": 0,
         })
-    return rows
+        row["quantity"] = to_quantity(row["quantity"] + missing)
+        # Each line is rounded once, as the household's line and the producer's bill are.
+        row["amount_cents"] += line_total_cents(base_price, expected) - line_total_cents(base_price, expected - missing)
+        row["households"] += 1
+    return list(rows.values())
 
 
 # ---------------------------------------------------------------------------
@@ -440,9 +452,13 @@ def shortfalls(cycle_id: int | None = None, producer_id: int | None = None) -> l
 
 
 def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int, user_id: int,
-                 cheque_number: str | None = None, cheque_bank: str | None = None) -> Payment:
-    """Take a payment at the desk for a bag of the distribution (through the payments service)."""
-    from orders.payments import PaymentError, record_desk_payment
+                 cheque_number: str | None = None, cheque_bank: str | None = None,
+                 token: str | None = None) -> Payment:
+    """Take a payment at the desk for a bag of the distribution (through the payments service).
+
+    ``token`` is the desk form's one-time token: the same form sent twice raises AlreadyRecorded.
+    """
+    from orders.payments import PaymentAlreadyRecorded, PaymentError, record_desk_payment
 
     get_bag(order_id, cycle_id)
     if method not in ("cash", "cheque", "balance"):
@@ -450,8 +466,10 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
     try:
         return record_desk_payment(
             order_id, method, amount_cents, received_by_id=user_id,
-            cheque_number=cheque_number, cheque_bank=cheque_bank,
+            cheque_number=cheque_number, cheque_bank=cheque_bank, token=token,
         )
+    except PaymentAlreadyRecorded as error:
+        raise AlreadyRecorded(str(error)) from error
     except PaymentError as error:
         raise PickupError(str(error)) from error
 
@@ -473,6 +491,24 @@ def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | N
               when=format_datetime(pickup.collected_at, "EEEE d MMMM HH:mm"), who=who.name if who else "?")
         )
     return pickup
+
+
+def handover_warnings(pickup: Pickup) -> list[str]:
+    """What the volunteer handing a bag out should know: money still owed, bag never prepared."""
+    from orders.payments import amount_due_cents
+
+    warnings = []
+    due = amount_due_cents(pickup.order_id)
+    if due > 0:
+        warnings.append(_("il reste %(due)s à payer", due=format_cents(due)))
+    if pickup.prepared_at is None:
+        warnings.append(_("sac non préparé"))
+    return warnings
+
+
+def bags_left(cycle_id: int) -> list[Bag]:
+    """Bags neither handed out nor already noted as not collected: what ending the distribution marks."""
+    return [bag for group in bags_by_slot(cycle_id) for bag in group.bags if bag.status in ("todo", "prepared")]
 
 
 def end_distribution(cycle_id: int) -> int:

@@ -110,6 +110,8 @@ def test_thursday_on_a_phone(app, live_server, page):
 
     # End of the afternoon: the Leroy bag (17:00 slot) was never collected.
     page.get_by_role("button", name="Terminer la distribution").click()
+    expect(page.get_by_text("1 sac n'a pas été remis.")).to_be_visible()  # asked first, nothing done yet
+    page.get_by_role("button", name="Oui, terminer la distribution").click()
     expect(page.get_by_text("Distribution terminée : 1 sac(s) non récupéré(s).")).to_be_visible()
     expect(page.get_by_role("heading", name="Sac n° 3 · Foyer Leroy")).to_be_visible()
     expect(page.get_by_role("heading", name="Sac n° 1 · Foyer Dupont")).to_have_count(0)

@@ -132,3 +132,23 @@ def test_settle_balance_payments_at_finalize_is_idempotent(app):
     assert amount_due_cents(second.id) == 700
     assert balance_cents(rich.id) == 800
     assert balance_cents(poor.id) == -700
+
+
+def test_same_form_token_records_one_payment(app):
+    from orders.payments import PaymentAlreadyRecorded
+
+    order = make_order(2000)
+    record_desk_payment(order.id, "cash", 500, received_by_id=None, token="a1b2c3d4e5f6")
+    db.session.commit()
+    before = counts()
+    with pytest.raises(PaymentAlreadyRecorded, match="Ce paiement est déjà enregistré."):
+        record_desk_payment(order.id, "cash", 500, received_by_id=None, token="a1b2c3d4e5f6")
+    db.session.rollback()
+    assert counts() == before and amount_due_cents(order.id) == 1500
+    # Another form (another token) is another payment; a token that is not one is refused.
+    record_desk_payment(order.id, "cash", 500, received_by_id=None, token="f6e5d4c3b2a1")
+    db.session.commit()
+    with pytest.raises(PaymentError, match="Le formulaire a expiré"):
+        record_desk_payment(order.id, "cash", 500, received_by_id=None, token="")
+    db.session.rollback()
+    assert amount_due_cents(order.id) == 1000

@@ -22,6 +22,11 @@ from tests.factories import (
 from tests.helpers import csrf_token, login
 
 
+def _form_token(page) -> str:
+    """The one-time token of the form on a page."""
+    return page.get_data(as_text=True).split('name="token" type="hidden" value="')[1].split('"')[0]
+
+
 def make_order(total_cents, **kwargs):
     """A confirmed order with one line worth total_cents."""
     order = OrderFactory(**kwargs)
@@ -155,21 +160,45 @@ def test_desk_payment_form_refuses_cheque_without_number_then_records_cash(clien
     login(client, volunteer.email)
     url = f"/commandes/{order.id}/paiement-accueil"
     page = client.get(url)
+    token = _form_token(page)
     bad = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cheque", "amount": "14,90",
-                                 "cheque_bank": "Crédit Agricole"})
+                                 "cheque_bank": "Crédit Agricole", "token": token})
     assert "Indiquez le numéro du chèque." in bad.get_data(as_text=True)
     assert db.session.query(Payment).count() == 0
-    too_much = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "20"})
+    too_much = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "20",
+                                      "token": token})
     assert "dépasse ce qui reste à payer" in too_much.get_data(as_text=True)
     assert db.session.query(Payment).count() == 0
-    done = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "14,90"},
+    done = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "14,90",
+                                  "token": token},
                        follow_redirects=True).get_data(as_text=True)
     assert "Paiement enregistré." in done
     assert "Reçu R-000001" in done
-    again = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "1"},
+    again = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "1",
+                                   "token": token},
                         follow_redirects=True).get_data(as_text=True)
     assert db.session.query(Payment).count() == 1
     assert "Payée" in again
+
+
+def test_desk_payment_page_sent_twice_records_one_payment(client, app):
+    volunteer = UserFactory(email="benevole@example.org", roles=["volunteer"])
+    order = make_order(1490)
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/{order.id}/paiement-accueil"
+    page = client.get(url)
+    data = {"csrf_token": csrf_token(page.data), "method": "cash", "amount": "5", "token": _form_token(page)}
+    first = client.post(url, data=data, follow_redirects=True).get_data(as_text=True)
+    second = client.post(url, data=data, follow_redirects=True).get_data(as_text=True)
+    assert "Paiement enregistré." in first
+    assert "Ce paiement est déjà enregistré." in second and "9,90" in second
+    assert db.session.query(Payment).count() == 1
+    # Without the form's token (a page from before, a script) nothing is recorded.
+    page = client.get(url)
+    stale = client.post(url, data={"csrf_token": csrf_token(page.data), "method": "cash", "amount": "5"})
+    assert "Le formulaire a expiré. Rechargez la page." in stale.get_data(as_text=True)
+    assert db.session.query(Payment).count() == 1
 
 
 def test_money_view_per_cycle_with_producers_and_csv(client, coordinator):

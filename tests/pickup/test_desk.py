@@ -19,6 +19,21 @@ def _desk_url(order):
     return f"/retrait/accueil/sac/{order.id}"
 
 
+def _form_fields(client, url):
+    """The CSRF token and the one-time form token of the payment form on a page."""
+    from tests.helpers import csrf_token
+
+    page = client.get(url).get_data(as_text=True)
+    token = re.search(r'name="token" type="hidden" value="([^"]+)"', page).group(1)
+    return {"csrf_token": csrf_token(page), "token": token}
+
+
+def _pay(client, order, data):
+    """Fill the desk's payment form of a bag, as shown by a fresh page, and send it."""
+    return client.post(f"{_desk_url(order)}/paiement", data={**_form_fields(client, _desk_url(order)), **data},
+                       follow_redirects=True)
+
+
 def test_find_household_by_name_bag_number_or_slot(client, thursday):
     login(client, thursday.volunteer_email)
     page = text(client.get("/retrait/accueil?q=dup"))
@@ -36,21 +51,18 @@ def test_cash_then_cheque_payment_lowers_amount_due(client, thursday):
     order = thursday.martin  # 2 boxes of eggs and a salad: 7,50 €
     page = client.get(_desk_url(order)).get_data(as_text=True)
     assert "Reste à payer" in page and "7,50" in page
-    response = post_form(client, f"{_desk_url(order)}/paiement",
-                         {"method": "cash", "amount": "5"}, form_url=_desk_url(order))
+    response = _pay(client, order, {"method": "cash", "amount": "5"})
     page = text(response)
     assert "Paiement enregistré." in page and '<strong id="reste-a-payer">2,50' in page
 
     # A cheque without its number is refused on the form, nothing recorded.
-    response = post_form(client, f"{_desk_url(order)}/paiement",
-                         {"method": "cheque", "amount": "2,50"}, form_url=_desk_url(order))
+    response = _pay(client, order, {"method": "cheque", "amount": "2,50"})
     assert response.status_code == 422
     assert "indiquez son numéro et sa banque" in text(response)
     assert amount_due_cents(order.id) == 250
 
-    response = post_form(client, f"{_desk_url(order)}/paiement",
-                         {"method": "cheque", "amount": "2,50", "cheque_number": "0012345",
-                          "cheque_bank": "Crédit Mutuel"}, form_url=_desk_url(order))
+    response = _pay(client, order, {"method": "cheque", "amount": "2,50", "cheque_number": "0012345",
+                                     "cheque_bank": "Crédit Mutuel"})
     assert "Tout est payé." in text(response)
     cheque = db.session.scalar(sa.select(Payment).where(Payment.method == "cheque"))
     assert cheque.provider_reference == "0012345" and cheque.cheque_bank == "Crédit Mutuel"
@@ -113,8 +125,7 @@ def test_end_of_distribution_lists_no_shows_for_the_coordinator(client, thursday
 
 def test_board_counts_bags_and_money_by_method(client, thursday):
     login(client, thursday.coordinator_email)
-    post_form(client, f"{_desk_url(thursday.leroy)}/paiement", {"method": "cash", "amount": "3"},
-              form_url=_desk_url(thursday.leroy))
+    _pay(client, thursday.leroy, {"method": "cash", "amount": "3"})
     post_form(client, f"{_desk_url(thursday.leroy)}/remis", {}, form_url=_desk_url(thursday.leroy))
     response = client.get("/retrait/tableau")
     assert response.headers["Refresh"] == "30"
@@ -151,3 +162,85 @@ def test_outcome_only_for_a_bag_not_collected(client, thursday):
                          follow_redirects=False)
     assert response.status_code == 404
     assert db.session.scalar(sa.select(Pickup.no_show_outcome).where(Pickup.order_id == thursday.dupont.id)) is None
+
+
+def test_desk_payment_sent_twice_is_recorded_once(client, thursday):
+    login(client, thursday.volunteer_email)
+    order = thursday.martin  # 7,50 €
+    form = {**_form_fields(client, _desk_url(order)), "method": "cash", "amount": "5"}
+    first = client.post(f"{_desk_url(order)}/paiement", data=form, follow_redirects=True)
+    assert "Paiement enregistré." in text(first)
+    # The same form again (double tap on a slow connection): nothing more, a plain notice.
+    second = client.post(f"{_desk_url(order)}/paiement", data=form, follow_redirects=True)
+    page = text(second)
+    assert second.status_code == 200
+    assert "Ce paiement est déjà enregistré." in page and '<strong id="reste-a-payer">2,50' in page
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 1
+    assert amount_due_cents(order.id) == 250
+    # A new form (the page shown again) takes a second payment as usual.
+    assert "Tout est payé." in text(_pay(client, order, {"method": "cash", "amount": "2,50"}))
+
+
+def test_desk_payment_without_its_form_token_records_nothing(client, thursday):
+    login(client, thursday.volunteer_email)
+    fields = _form_fields(client, _desk_url(thursday.martin))
+    response = client.post(f"{_desk_url(thursday.martin)}/paiement",
+                           data={"csrf_token": fields["csrf_token"], "method": "cash", "amount": "5"})
+    assert response.status_code == 422
+    assert "Le formulaire a expiré. Rechargez la page." in text(response)
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
+
+
+def test_ending_the_distribution_asks_for_confirmation_first(client, thursday):
+    login(client, thursday.volunteer_email)
+    _pay(client, thursday.dupont, {"method": "cash", "amount": "1"})
+    post_form(client, f"{_desk_url(thursday.dupont)}/remis", {}, form_url=_desk_url(thursday.dupont))
+    end_url = f"/retrait/distribution/{thursday.cycle.id}/fin"
+    for page_url in ("/retrait/accueil", "/retrait/tableau"):
+        # No page sends the end of the distribution in one tap.
+        assert f'method="post" action="{end_url}"' not in client.get(page_url).get_data(as_text=True)
+    page = text(client.get(end_url))
+    assert "Terminer la distribution ?" in page and "2 sacs n'ont pas été remis." in page
+    assert "Foyer Martin" in page and "Foyer Leroy" in page and "Foyer Dupont" not in page
+    assert db.session.scalar(sa.select(sa.func.count(Pickup.id)).where(Pickup.no_show.is_(True))) == 0
+
+    response = post_form(client, end_url, {}, form_url=end_url)
+    assert "Distribution terminée : 2 sac(s) non récupéré(s)." in text(response)
+    assert db.session.scalar(sa.select(sa.func.count(Pickup.id)).where(Pickup.no_show.is_(True))) == 2
+    assert "Tous les sacs ont été remis ou sont déjà notés" in text(client.get(end_url))
+
+
+def test_documents_page_says_the_cycle_status_in_french(client, thursday):
+    login(client, thursday.coordinator_email)
+    post_form(client, f"/retrait/distribution/{thursday.cycle.id}/fin", {}, form_url="/retrait/accueil")
+    page = text(client.get(f"/commandes/cycles/{thursday.cycle.id}/documents"))
+    assert "distribuée" in page and "distributed" not in page
+
+
+def test_handing_out_an_unprepared_unpaid_bag_warns_the_volunteer(client, thursday):
+    from pickup import services
+
+    login(client, thursday.volunteer_email)
+    response = post_form(client, f"{_desk_url(thursday.leroy)}/remis", {}, form_url=_desk_url(thursday.leroy))
+    page = text(response)
+    assert "Sac remis. Attention : il reste 3,00\xa0€ à payer ; sac non préparé." in page
+    assert "Bonne semaine" not in page
+    assert db.session.scalar(sa.select(Pickup.collected_at).where(Pickup.order_id == thursday.leroy.id)) is not None
+
+    # A bag prepared and paid is handed out with the usual words.
+    martin = thursday.martin
+    services.mark_prepared(martin.id, {line.id for line in martin.lines}, cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    _pay(client, martin, {"method": "cash", "amount": "7,50"})
+    response = post_form(client, f"{_desk_url(martin)}/remis", {}, form_url=_desk_url(martin))
+    assert "Sac remis. Bonne semaine !" in text(response) and "Attention" not in text(response)
+
+
+def test_households_without_a_slot_have_their_button_at_the_desk(client, thursday):
+    thursday.leroy.slot_id = None  # an AMAP basket only: no slot chosen
+    db.session.commit()
+    login(client, thursday.volunteer_email)
+    page = text(client.get("/retrait/accueil"))
+    assert 'href="/retrait/accueil?slot=aucun">Sans créneau (1)</a>' in page
+    page = text(client.get("/retrait/accueil?slot=aucun"))
+    assert "Sac n° 3 · Foyer Leroy" in page and "Foyer Dupont" not in page and "Foyer Martin" not in page

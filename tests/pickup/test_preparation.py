@@ -188,3 +188,63 @@ def test_preparation_page_queries_do_not_grow_with_the_bags(client, thursday, co
     # The same SELECTs for 3 bags and for 13 (BEGIN depends on the connection's state, not on the page).
     selects = [[s for s in c["statements"] if s.lstrip().upper().startswith("SELECT")] for c in (few, many)]
     assert len(selects[1]) == len(selects[0]) <= 10
+
+
+def test_changes_after_the_bag_was_handed_out_are_refused_with_a_message(client, thursday):
+    from pickup import services
+
+    services.collect_bag(thursday.dupont.id, cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    login(client, thursday.volunteer_email)
+    apples = thursday.line(thursday.dupont, thursday.apples)
+    salad = thursday.line(thursday.dupont, thursday.salad)
+    refused = "Ce sac a déjà été remis au foyer : il ne peut plus être modifié."
+    for url, data in [
+        (f"/retrait/preparation/ligne/{salad.id}/manque", {f"s{salad.id}-received": "0"}),
+        (f"/retrait/preparation/ligne/{apples.id}/poids", {f"w{apples.id}-weight": "1,2"}),
+        (f"/retrait/preparation/sac/{thursday.dupont.id}/pret", {"line": [str(apples.id), str(salad.id)]}),
+    ]:
+        response = post_form(client, url, data, form_url=_bag_url(thursday.dupont))
+        assert response.status_code == 422, url
+        assert refused in text(response), url
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count(Shortfall.id))) == 0
+    assert db.session.get(OrderLine, apples.id).quantity_prepared is None
+    assert db.session.scalar(sa.select(Pickup.prepared_at).where(Pickup.order_id == thursday.dupont.id)) is None
+
+
+def test_household_order_page_shows_what_was_prepared_and_charged(client, thursday):
+    from pickup import services
+
+    apples = thursday.line(thursday.dupont, thursday.apples)
+    salad = thursday.line(thursday.dupont, thursday.salad)
+    services.record_weight(apples.id, Decimal("0.512"), cycle_id=thursday.cycle.id, user_id=None)
+    services.record_shortage(salad.id, Decimal(0), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    login(client, thursday.member_email)
+    page = text(client.get(f"/commandes/commande/{thursday.dupont.id}"))
+    rows = {row.split("</td>")[0].split(">")[-1]: row for row in page.split("<tr>")[2:]}
+    assert "0,512 kg" in rows["Pommes"] and "1,64\xa0€" in rows["Pommes"] and "commandé : 1,5" in rows["Pommes"]
+    assert "manquant" in rows["Salade"] and "0,00\xa0€" in rows["Salade"]
+    # The total is what the household is charged: 0,512 kg at 3,20 € and no salad.
+    assert "<th class=\"num\">1,64\xa0€</th>" in page
+
+
+def test_shortfall_valued_at_producer_price_household_refunded_at_its_own(client, thursday):
+    from pickup import services
+
+    # Foyer Martin pays the solidarity tier: 3,63 € a box the farm sells 3,30 €.
+    line = thursday.line(thursday.martin, thursday.eggs)
+    line.unit_price_cents, line.base_price_cents = 363, 330
+    db.session.flush()
+    services._money_after_change(thursday.martin.id)
+    db.session.commit()
+    before = balance_cents(thursday.martin.household_id)
+    services.record_shortage(line.id, Decimal(1), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    assert balance_cents(thursday.martin.household_id) == before + 363
+    login(client, thursday.coordinator_email)
+    page = text(client.get("/retrait/manques"))
+    row = page[page.index("Œufs (boîte de 6)"):]
+    row = row[:row.index("</tr>")]
+    assert "3,30\xa0€" in row and "3,63" not in row
