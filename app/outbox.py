@@ -44,6 +44,12 @@ INTERRUPTED_ERROR = (
 )
 
 
+def site_link(endpoint: str, **values) -> str:
+    """An absolute link for a mail, on BASE_URL (never the Host header), from a request or a worker."""
+    path = current_app.url_map.bind("localhost").build(endpoint, values)
+    return current_app.config["BASE_URL"].rstrip("/") + path
+
+
 def _message_id(key: str) -> str:
     """A Message-ID derived from the key: a retry of the same message carries the same id."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -30,7 +30,7 @@ from app.db import QUANTITY_SCALE, THOUSANDTH
 from app.extensions import db
 from app.models import Document, Household
 from app.money import line_total_cents
-from app.outbox import MessageSpec
+from app.outbox import MessageSpec, site_link
 from app.pdf import render_pdf
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Site, Slot
@@ -635,7 +635,7 @@ def cycle_messages(cycle_id: int) -> Iterator[MessageSpec]:
             if not recipients:
                 continue
             body = render_template("orders/documents/confirmation_email.txt", bag=bag, household=household,
-                                   slot_label=slot_label, **context)
+                                   slot_label=slot_label, site_link=site_link, **context)
             for recipient in recipients:
                 yield MessageSpec(
                     f"cycle:{cycle_id}:household:{household.id}:confirmation:{recipient.lower()}", recipient,

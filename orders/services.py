@@ -1162,7 +1162,7 @@ def order_with_lines(order_id: int) -> tuple[Order, list[tuple[OrderLine, Produc
 def notify_assisted_order(order_id: int) -> int:
     """Queue an e-mail telling the household a volunteer entered its order; returns messages queued."""
     from app.money import format_cents
-    from app.outbox import queue_message
+    from app.outbox import queue_message, site_link
 
     found = order_with_lines(order_id)
     if found is None:
@@ -1183,7 +1183,12 @@ def notify_assisted_order(order_id: int) -> int:
                           f" = {format_cents(line.total_cents)}")
     if not lines:
         body_lines.append("Votre commande est maintenant vide.")
-    body_lines += ["", f"Total : {format_cents(order.total_cents)}", "",
+    body_lines += ["", f"Total : {format_cents(order.total_cents)}"]
+    slot = db.session.get(Slot, order.slot_id) if order.slot_id and lines else None
+    if slot is not None:
+        body_lines.append(f"Créneau de retrait : {to_local(slot.starts_at):%H:%M} – {to_local(slot.ends_at):%H:%M}")
+    link = site_link("orders.order_detail", order_id=order.id)
+    body_lines += ["", f"Votre commande en ligne : {link}", "",
                    "Si ce n'est pas ce que vous vouliez, passez au café ou répondez à ce message."]
     stamp = int(order.updated_at.timestamp())
     for email in emails[:1]:

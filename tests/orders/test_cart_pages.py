@@ -225,6 +225,8 @@ def test_volunteer_orders_for_a_household_and_it_is_told(app, client, shop):
     message = db.session.scalar(sa.select(OutboxMessage))
     assert message.key.startswith(f"assisted:{order.id}:") and "Œufs" in message.body
     assert message.recipient == s["household"].email
+    assert "Créneau de retrait : " in message.body  # when to come
+    assert f"http://localhost/commandes/commande/{order.id}" in message.body  # and where to look it up
 
 
 def test_cart_page_queries_do_not_grow_with_offers(app, client, shop, count_queries):

@@ -80,6 +80,7 @@ def test_finalize_inline_makes_documents_and_mail(app):
     assert sum(m.kind == "confirmation" for m in messages) == 4
     confirmation = next(m for m in messages if m.recipient == f"famille1.c{data.cycle_id}@example.org")
     assert "Numéro de sac : 1" in confirmation.body and "Montant de la commande" in confirmation.body
+    assert "Le détail et le paiement en ligne : http://localhost/commandes/commande/" in confirmation.body
     # Signed off with the distribution's own weekday, whatever the schedule.
     weekday = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"][
         db.session.get(Cycle, data.cycle_id).distribution_date.weekday()]
