@@ -1,11 +1,12 @@
 """Jinja filters and globals: money, quantities, local dates, role-aware navigation."""
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import date, datetime
 from decimal import Decimal
 
 from flask import Flask, current_app, url_for
-from flask_babel import format_date, format_datetime, get_locale
+from flask_babel import format_date, format_datetime, get_locale, to_user_timezone
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.routing import BuildError
@@ -29,9 +30,23 @@ def quantity(value: Decimal | None) -> str:
     return text
 
 
+def _first_of_month(fmt: str, day: int) -> str:
+    """The pattern with « 1er » for the first of a month in French ("jeudi 1er avril"), which CLDR does not do."""
+    if day != 1 or not str(get_locale() or "fr").startswith("fr"):
+        return fmt
+    # Quoted parts of a pattern are literal text; only the day-of-month field outside them is touched,
+    # and only beside a month in words (« 1er avril », never « 1er/4 »).
+    parts = re.split(r"('[^']*')", fmt)
+    if not any(re.search("MMM|LLL", part) for part in parts[::2]):
+        return fmt
+    return "".join(part if index % 2 else re.sub(r"(?<!d)d(?!d)", "d'er'", part) for index, part in enumerate(parts))
+
+
 def local_datetime(moment: datetime | None, fmt: str = "EEEE d MMMM HH:mm") -> str:
     """A UTC datetime shown in the site's zone."""
-    return format_datetime(moment, fmt) if moment else ""
+    if not moment:
+        return ""
+    return format_datetime(moment, _first_of_month(fmt, to_user_timezone(moment).day))
 
 
 def local_time(moment: datetime | None) -> str:
@@ -39,9 +54,9 @@ def local_time(moment: datetime | None) -> str:
     return format_datetime(moment, "HH:mm") if moment else ""
 
 
-def local_date(day, fmt: str = "EEEE d MMMM") -> str:
+def local_date(day: date | None, fmt: str = "EEEE d MMMM") -> str:
     """A date in words."""
-    return format_date(day, fmt) if day else ""
+    return format_date(day, _first_of_month(fmt, day.day)) if day else ""
 
 
 def nav_url(endpoint: str, **values) -> str | None:

@@ -9,7 +9,7 @@ from functools import cache
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_babel import force_locale
+from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -140,9 +140,9 @@ def request_password_reset(email: str, link_for: Callable[[str], str]) -> bool:
         body = _(
             "Bonjour %(name)s,\n\n"
             "Pour choisir un nouveau mot de passe, ouvrez ce lien :\n%(link)s\n\n"
-            "Le lien marche une seule fois, pendant %(hours)s heure(s).\n"
+            "Le lien marche une seule fois, pendant %(duration)s.\n"
             "Si vous n'avez rien demandé, ignorez ce message : votre mot de passe ne change pas.\n",
-            name=user.name, link=link_for(token), hours=hours,
+            name=user.name, link=link_for(token), duration=ngettext("%(num)d heure", "%(num)d heures", hours),
         )
     digest = hashlib.sha256(token.encode()).hexdigest()[:16]
     _mail(user, f"password-reset:user:{user.id}:{digest}", subject, body, "password_reset")

@@ -24,7 +24,7 @@ def test_cycles_listed_with_local_deadline(app, client):
                  opens_at=datetime(2026, 11, 27, 7, tzinfo=UTC), status="draft")
     sign_in_coordinator(client)
     page = client.get("/commandes/cycles").get_data(as_text=True)
-    assert "mardi 1 décembre 23:59" in page and "à venir" in page
+    assert "mardi 1er décembre 23:59" in page and "à venir" in page  # French: « 1er » for the first
 
 
 def test_generate_button_creates_coming_cycles(app, client):
