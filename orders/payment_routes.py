@@ -277,6 +277,11 @@ def desk_payment(order_id: int):
     form = DeskPaymentForm()
     if request.method == "GET":
         form.token.data = secrets.token_hex(16)
+        # As at the desk: cash chosen and the amount due typed in; the volunteer changes what differs.
+        form.method.data = "cash"
+        due = amount_due_cents(order.id)
+        if due > 0:
+            form.amount.data = f"{due // 100},{due % 100:02d}"
     if form.validate_on_submit():
         try:
             record_desk_payment(order.id, form.method.data, form.amount.cents, received_by_id=current_user.id,

@@ -55,12 +55,8 @@ def amount_due_cents(order_id: int) -> int:
     return max(0, order.total_cents - paid_cents(order_id))
 
 
-def spendable_balance_cents(household_id: int) -> int:
-    """What the household may spend from its balance on an order.
-
-    The balance nets every charged order; money still owed on a charged order is part of the
-    balance's minus, so it is added back: spendable = balance + what charged orders still owe.
-    """
+def _owed_on_charged_orders(household_id: int) -> dict[int, int]:
+    """What each charged order of the household still owes (charged minus paid, never below 0)."""
     charged = dict(
         db.session.execute(
             sa.select(LedgerEntry.order_id, -sa.func.sum(LedgerEntry.amount_cents))
@@ -73,7 +69,7 @@ def spendable_balance_cents(household_id: int) -> int:
         ).all()
     )
     if not charged:
-        return max(0, ledger.balance_cents(household_id))
+        return {}
     paid = dict(
         db.session.execute(
             sa.select(Payment.order_id, sa.func.sum(Payment.amount_cents - Payment.refunded_cents))
@@ -81,8 +77,62 @@ def spendable_balance_cents(household_id: int) -> int:
             .group_by(Payment.order_id)
         ).all()
     )
-    owed = sum(max(0, int(c) - int(paid.get(order_id) or 0)) for order_id, c in charged.items())
+    return {order_id: max(0, int(c) - int(paid.get(order_id) or 0)) for order_id, c in charged.items()}
+
+
+def amounts_due_cents(orders: list[Order]) -> dict[int, int]:
+    """What each of these orders still owes (as amount_due_cents), in one query for them all."""
+    ids = [order.id for order in orders]
+    paid = dict(db.session.execute(
+        sa.select(Payment.order_id, sa.func.sum(Payment.amount_cents - Payment.refunded_cents))
+        .where(Payment.order_id.in_(ids), Payment.status == "succeeded")
+        .group_by(Payment.order_id)
+    ).all()) if ids else {}
+    return {
+        order.id: max(0, order.total_cents - int(paid.get(order.id) or 0)) if order.status == "confirmed" else 0
+        for order in orders
+    }
+
+
+def spendable_balance_cents(household_id: int) -> int:
+    """What the household may spend from its balance on an order.
+
+    The balance nets every charged order; money still owed on a charged order is part of the
+    balance's minus, so it is added back: spendable = balance + what charged orders still owe.
+    """
+    owed = sum(_owed_on_charged_orders(household_id).values())
     return max(0, ledger.balance_cents(household_id) + owed)
+
+
+@dataclass
+class DeskBalance:
+    """The household's balance as the desk shows it on a distribution day."""
+
+    #: The whole ledger (what « Mon solde » shows).
+    balance_cents: int
+    #: Charged but not yet paid on orders of later distributions: not due today.
+    upcoming_owed_cents: int
+
+    @property
+    def until_now_cents(self) -> int:
+        """The balance without the unpaid orders of distributions still to come."""
+        return self.balance_cents + self.upcoming_owed_cents
+
+
+def desk_balance(household_id: int, cycle_id: int) -> DeskBalance:
+    """The balance at the desk of a distribution, apart from what later distributions will ask."""
+    from orders.models import Cycle
+
+    owed = _owed_on_charged_orders(household_id)
+    upcoming = 0
+    if owed:
+        day = sa.select(Cycle.distribution_date).where(Cycle.id == cycle_id).scalar_subquery()
+        later = set(db.session.scalars(
+            sa.select(Order.id).join(Cycle, Cycle.id == Order.cycle_id)
+            .where(Order.id.in_(owed.keys()), Cycle.distribution_date > day)
+        ))
+        upcoming = sum(cents for order_id, cents in owed.items() if order_id in later)
+    return DeskBalance(ledger.balance_cents(household_id), upcoming)
 
 
 def _locked_order(order_id: int) -> Order:
@@ -292,6 +342,11 @@ class OrderMoney:
     methods: dict[str, int] = field(default_factory=dict)
     household_name: str = ""
 
+    @property
+    def credited_cents(self) -> int:
+        """Paid beyond the final total (weighed lighter, items missing): the ledger put it on the balance."""
+        return max(0, self.paid_cents - self.order.total_cents)
+
 
 @dataclass
 class ProducerOwed:
@@ -319,6 +374,16 @@ class CycleMoney:
     def paid_cents(self) -> int:
         """Everything paid and kept, all methods together."""
         return sum(self.paid_by_method.values())
+
+    @property
+    def credited_cents(self) -> int:
+        """Paid beyond the orders' final totals, moved to the households' balances."""
+        return sum(row.credited_cents for row in self.orders)
+
+    @property
+    def adds_up(self) -> bool:
+        """Due minus paid plus what went to balances is what is still owed."""
+        return self.due_cents - self.paid_cents + self.credited_cents == self.still_owed_cents
 
 
 def cycle_money(cycle_id: int) -> CycleMoney:
@@ -396,13 +461,14 @@ def cycle_money_csv(cycle_id: int) -> str:
     summary = cycle_money(cycle_id)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["type", "foyer", "commande", "sac", "total", "carte", "especes", "cheque", "solde", "reste_du"])
+    writer.writerow(["type", "foyer", "commande", "sac", "total", "carte", "especes", "cheque", "solde", "reste_du",
+                     "porte_au_solde"])
     for row in summary.orders:
         m = row.methods
         writer.writerow([
             "commande", row.household_name, row.order.id, row.order.bag_number or "", euros(row.order.total_cents),
             euros(m.get("card", 0)), euros(m.get("cash", 0)), euros(m.get("cheque", 0)),
-            euros(m.get("balance", 0)), euros(row.due_cents),
+            euros(m.get("balance", 0)), euros(row.due_cents), euros(row.credited_cents),
         ])
     writer.writerow([])
     writer.writerow(["type", "producteur", "du_au_producteur"])

@@ -83,6 +83,7 @@ def render_receipt_pdf(receipt_id: int) -> RenderedPdf:
     """The receipt as a PDF: association, number, household, lines, payments."""
     from app.models import Household
     from orders.models import Cycle
+    from orders.payments import paid_cents
 
     receipt = db.session.get(Receipt, receipt_id)
     if receipt is None:
@@ -100,4 +101,6 @@ def render_receipt_pdf(receipt_id: int) -> RenderedPdf:
         cycle=db.session.get(Cycle, order.cycle_id),
         household=db.session.get(Household, order.household_id),
         payments=payments,
+        # The order shrank after it was paid (weighed lighter, items missing): the ledger kept the rest.
+        credited_cents=max(0, paid_cents(order.id) - order.total_cents),
     )

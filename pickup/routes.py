@@ -269,6 +269,7 @@ def mark_prepared(order_id: int):
             form.submit.errors = [error.message]
             return _render_bag(order_id, 422, forms={"prepared": form}, ticked=ticked)
         db.session.commit()
+        _deliver_mail()
         flash(_("Sac prêt."), "success")
         return redirect(url_for("pickup.prepare"))
     return _render_bag(order_id, 400, ticked=ticked)
@@ -287,11 +288,14 @@ def desk():
     # Households with only an AMAP basket may have no slot: "?slot=aucun" lists them.
     no_slot = request.args.get("slot") == NO_SLOT
     groups = services.bags_by_slot(cycle.id) if cycle else []
-    results = None
+    results, dues = None, {}
     if cycle and (form.q.data or slot_id or no_slot):
+        from orders.payments import amounts_due_cents
+
         results = services.find_bags(cycle.id, form.q.data or "", slot_id, no_slot=no_slot)
+        dues = amounts_due_cents([bag.order for bag in results])
     return render_template("pickup/desk.html", cycle=cycle, form=form, groups=groups, results=results,
-                           slot_id=NO_SLOT if no_slot else slot_id, no_slot=NO_SLOT)
+                           dues=dues, slot_id=NO_SLOT if no_slot else slot_id, no_slot=NO_SLOT)
 
 
 def _card_payments_enabled() -> bool:
@@ -305,8 +309,7 @@ def _card_payments_enabled() -> bool:
 
 def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm | None = None):
     """What the household collects and still owes, with payment and hand-over buttons."""
-    from orders.ledger import balance_cents
-    from orders.payments import amount_due_cents
+    from orders.payments import amount_due_cents, desk_balance
 
     cycle = _current_cycle_or_404()
     try:
@@ -324,7 +327,7 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
         bag.pickup and bag.pickup.collected_by_id) else None
     card_enabled = _card_payments_enabled()
     return render_template(
-        "pickup/desk_bag.html", cycle=cycle, bag=bag, due=due, balance=balance_cents(bag.household.id),
+        "pickup/desk_bag.html", cycle=cycle, bag=bag, due=due, balance=desk_balance(bag.household.id, cycle.id),
         payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_enabled=card_enabled,
         expected=services.expected_quantity,
     ), status
@@ -413,6 +416,16 @@ def end_distribution(cycle_id: int):
     if current_user.has_role("coordinator"):
         return redirect(url_for("pickup.no_shows"))
     return redirect(url_for("pickup.desk"))
+
+
+@bp.route("/caisse")
+@roles_required("volunteer")
+def cash_summary():
+    """The day's till, read-only: cash, cheques with number and bank, card, balance."""
+    cycle = services.current_distribution()
+    summary = services.cash_summary(cycle.id) if cycle else None
+    return render_template("pickup/cash_summary.html", cycle=cycle, summary=summary,
+                           labels=services.PAYMENT_METHOD_LABELS)
 
 
 # --------------------------------------------------------------------------- coordinator: board, no-shows

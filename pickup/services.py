@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
-from flask_babel import format_date, format_datetime
+from flask import current_app
+from flask_babel import format_date, format_datetime, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
@@ -305,8 +306,10 @@ def record_weight(
     line.quantity_prepared = weight
     line.missing = False
     # A new weight replaces a shortage recorded earlier for the same line.
-    db.session.execute(sa.delete(Shortfall).where(Shortfall.order_line_id == line.id))
+    cleared = db.session.execute(sa.delete(Shortfall).where(Shortfall.order_line_id == line.id)).rowcount
     _money_after_change(line.order_id)
+    if cleared:
+        _tell_household_of_shortage(line.order)
     return line
 
 
@@ -345,41 +348,127 @@ def record_shortage(line_id: int, received: Decimal, *, cycle_id: int, user_id: 
     shortfall.recorded_by_id = user_id
     shortfall.recorded_at = utcnow()
     _money_after_change(line.order_id)
-    _tell_household_of_shortage(line, received, amount)
+    _tell_household_of_shortage(line.order)
     return shortfall
 
 
-def _tell_household_of_shortage(line: OrderLine, received: Decimal, amount_cents: int) -> None:
-    """Queue one e-mail per line and address, so the household knows before it comes."""
-    from app.outbox import queue_message
+def _shortage_key_prefix(order: Order) -> str:
+    """The start of the outbox keys of one household's shortage e-mails for one distribution."""
+    return f"pickup:cycle:{order.cycle_id}:household:{order.household_id}:shortage:"
 
-    order = line.order
-    household = db.session.get(Household, order.household_id)
-    product = line.offer.product
-    if received == 0:
-        what = _("%(product)s manque dans votre sac cette semaine.", product=product.name)
-    else:
-        what = _(
-            "Il manque une partie de %(product)s : vous recevrez %(received)s au lieu de %(expected)s.",
-            product=product.name, received=_fmt_qty(received), expected=_fmt_qty(expected_quantity(line)),
-        )
-    body = "\n\n".join([
+
+def _shortage_mail(order: Order) -> tuple[str, str] | None:
+    """Subject and body summarising every missing or short product of the bag; None if nothing is missing."""
+    missing = [line for line in order.lines if line.missing]
+    if not missing:
+        return None
+    amounts = dict(db.session.execute(
+        sa.select(Shortfall.order_line_id, Shortfall.amount_cents)
+        .where(Shortfall.order_line_id.in_([line.id for line in missing]))
+    ).all())
+    items, given_back, producer_to_see = [], 0, False
+    for line in sorted(missing, key=lambda line: line.offer.product.name):
+        product = line.offer.product.name
+        amount = int(amounts.get(line.id) or 0)
+        given_back += amount
+        received = line.quantity_prepared or Decimal(0)
+        if received == 0:
+            what = _("%(product)s manque", product=product)
+        else:
+            what = _("%(product)s : vous recevrez %(received)s au lieu de %(expected)s", product=product,
+                     received=_fmt_qty(received), expected=_fmt_qty(expected_quantity(line)))
+        if amount:
+            what += " " + _("(%(amount)s retirés de la commande)", amount=format_cents(amount))
+        else:
+            # A contract basket is paid with the contract, not on this order: nothing to take off here.
+            producer_to_see = True
+            what += " " + _("(panier du contrat AMAP : l'association verra avec le producteur)")
+        items.append("- " + what)
+    cycle = db.session.get(Cycle, order.cycle_id)
+    paragraphs = [
         _("Bonjour,"),
-        what,
-        _("Nous avons retiré %(amount)s de votre commande. Si vous aviez déjà payé, cette somme est "
-          "ajoutée à votre solde (avoir).", amount=format_cents(amount_cents)),
+        ngettext("Pour la distribution du %(day)s, un produit manque dans votre sac :",
+                 "Pour la distribution du %(day)s, %(num)d produits manquent dans votre sac :",
+                 len(missing), day=format_date(cycle.distribution_date, "EEEE d MMMM")),
+        "\n".join(items),
+    ]
+    if given_back:
+        paragraphs.append(_("Nous avons retiré %(amount)s au total de votre commande. Si vous aviez déjà payé, "
+                            "cette somme est ajoutée à votre solde (avoir).", amount=format_cents(given_back)))
+    if producer_to_see:
+        paragraphs.append(_("Votre panier AMAP manquait cette semaine : l'association verra avec le producteur "
+                            "comment le remplacer ou le rembourser, et vous tiendra au courant."))
+    paragraphs += [
         _("Nouveau montant de la commande : %(total)s.", total=format_cents(order.total_cents)),
         _("Merci de votre compréhension. L'équipe du café"),
-    ])
+    ]
+    subject = ngettext("Un produit manque dans votre sac", "%(num)d produits manquent dans votre sac", len(missing))
+    return subject, "\n\n".join(paragraphs)
+
+
+def _tell_household_of_shortage(order: Order, now: datetime | None = None) -> None:
+    """Queue, or rewrite while unsent, ONE e-mail per address summarising the bag's shortages.
+
+    The message is held back for shortage_mail_delay() so the other missing products of the bag join
+    it; marking the bag ready releases it at once. A shortage found after it was sent queues a
+    follow-up that again sums up the whole bag.
+    """
+    from app.models import OutboxMessage
+    from app.outbox import queue_message
+
+    now = now or utcnow()
+    db.session.flush()
+    db.session.refresh(order)
+    mail = _shortage_mail(order)
+    household = db.session.get(Household, order.household_id)
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == order.id))
+    ready = pickup is not None and pickup.prepared_at is not None
+    prefix = _shortage_key_prefix(order)
     for email in household.contact_emails():
-        queue_message(
-            f"pickup:line:{line.id}:short:{email}",
-            email,
-            _("Produit manquant dans votre sac"),
-            body,
-            kind="shortage",
-            cycle_id=order.cycle_id,
-        )
+        earlier = list(db.session.scalars(
+            sa.select(OutboxMessage)
+            .where(OutboxMessage.cycle_id == order.cycle_id, OutboxMessage.kind == "shortage",
+                   OutboxMessage.recipient == email, OutboxMessage.key.startswith(prefix, autoescape=True))
+            .order_by(OutboxMessage.id)
+        ))
+        latest = earlier[-1] if earlier else None
+        if latest is not None and latest.status == "pending":
+            unsent = sa.and_(OutboxMessage.id == latest.id, OutboxMessage.status == "pending")
+            if mail is None:
+                # The shortage was corrected before anything left: nothing to tell any more.
+                done = db.session.execute(sa.delete(OutboxMessage).where(unsent))
+            else:
+                done = db.session.execute(
+                    sa.update(OutboxMessage).where(unsent).values(subject=mail[0][:200], body=mail[1])
+                )
+            if done.rowcount == 1:
+                continue
+        if mail is None or (latest is not None and latest.body == mail[1]):
+            continue
+        # The key column holds 200 characters; an address longer than 140 is cut (recipient stays whole).
+        key = prefix + email[:140] if not earlier else f"{prefix}{email[:140]}:{len(earlier) + 1}"
+        message = queue_message(key, email, mail[0], mail[1], kind="shortage", cycle_id=order.cycle_id)
+        if message.status == "pending" and message.attempts == 0 and message.next_attempt_at is None:
+            message.next_attempt_at = now if ready else now + shortage_mail_delay()
+
+
+def shortage_mail_delay() -> timedelta:
+    """How long a shortage e-mail waits for the rest of the bag (config SHORTAGE_MAIL_DELAY_SECONDS)."""
+    return timedelta(seconds=int(current_app.config.get("SHORTAGE_MAIL_DELAY_SECONDS", 600)))
+
+
+def _release_shortage_mail(order: Order, now: datetime) -> None:
+    """The bag is ready: its shortage e-mails, complete now, may leave at once."""
+    from app.models import OutboxMessage
+
+    db.session.execute(
+        sa.update(OutboxMessage)
+        .where(OutboxMessage.cycle_id == order.cycle_id, OutboxMessage.kind == "shortage",
+               OutboxMessage.status == "pending", OutboxMessage.attempts == 0,
+               OutboxMessage.key.startswith(_shortage_key_prefix(order), autoescape=True),
+               OutboxMessage.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )
 
 
 def mark_prepared(order_id: int, ticked_line_ids: set[int], *, cycle_id: int, user_id: int,
@@ -408,6 +497,7 @@ def mark_prepared(order_id: int, ticked_line_ids: set[int], *, cycle_id: int, us
         .values(prepared_at=now or utcnow(), prepared_by_id=user_id)
     )
     db.session.refresh(pickup)
+    _release_shortage_mail(bag.order, now or utcnow())
     return pickup
 
 
@@ -586,6 +676,54 @@ def board(cycle_id: int) -> Board:
         )
     }
     return Board(cycle=db.session.get(Cycle, cycle_id), slots=bags_by_slot(cycle_id), money=money)
+
+
+@dataclass
+class ChequeTaken:
+    """One cheque of the day, as the volunteer counting the till checks it."""
+
+    number: str
+    bank: str
+    amount_cents: int
+    household: str
+    bag_number: int | None
+
+
+@dataclass
+class CashSummary:
+    """The day's till for volunteers: what each method brought in, and every cheque."""
+
+    cycle: Cycle
+    totals: dict[str, int]
+    counts: dict[str, int]
+    cheques: list[ChequeTaken]
+
+    @property
+    def total(self) -> int:
+        """All methods together."""
+        return sum(self.totals.values())
+
+
+def cash_summary(cycle_id: int) -> CashSummary:
+    """The distribution's payments per method (kept amounts) and its cheques, in one query."""
+    totals = {method: 0 for method in PAYMENT_METHOD_LABELS}
+    counts = {method: 0 for method in PAYMENT_METHOD_LABELS}
+    cheques = []
+    rows = db.session.execute(
+        sa.select(Payment, Household.name, Order.bag_number)
+        .join(Order, Order.id == Payment.order_id)
+        .join(Household, Household.id == Order.household_id)
+        .where(Order.cycle_id == cycle_id, Payment.status == "succeeded")
+        .order_by(Payment.completed_at, Payment.id)
+    )
+    for payment, household, bag_number in rows:
+        kept = payment.amount_cents - payment.refunded_cents
+        totals[payment.method] = totals.get(payment.method, 0) + kept
+        counts[payment.method] = counts.get(payment.method, 0) + 1
+        if payment.method == "cheque":
+            cheques.append(ChequeTaken(payment.provider_reference or "", payment.cheque_bank or "", kept,
+                                       household, bag_number))
+    return CashSummary(db.session.get(Cycle, cycle_id), totals, counts, cheques)
 
 
 # ---------------------------------------------------------------------------

@@ -107,6 +107,7 @@ ACCESS: dict[str, object] = {
     "pickup.rota": ("volunteer",),
     "pickup.rota_sign_up": ("volunteer",),
     "pickup.rota_withdraw": ("volunteer",),
+    "pickup.cash_summary": ("volunteer",),
     "pickup.board": ("coordinator",),
     "pickup.no_shows": ("coordinator",),
     "pickup.no_show_outcome": ("coordinator",),

@@ -34,6 +34,7 @@ from orders.payment_models import LedgerEntry, Payment, Receipt
 from orders.payments import (
     PaymentError,
     amount_due_cents,
+    cycle_money,
     record_desk_payment,
     record_topup,
     settle_balance_payments,
@@ -279,6 +280,10 @@ def test_money_is_never_created_or_lost(app):
             assert balances == self.money_in + self.topups - self.refunds_out - charged_total
             numbers = sorted(db.session.scalars(sa.select(Receipt.number)))
             assert numbers == list(range(1, len(numbers) + 1))
+            # The money page of each distribution adds up: due - paid + moved to balances = still owed.
+            for cycle_id in set(db.session.scalars(sa.select(Order.cycle_id).where(Order.id.in_(self.orders)))):
+                summary = cycle_money(cycle_id)
+                assert summary.due_cents - summary.paid_cents + summary.credited_cents == summary.still_owed_cents
 
     run_state_machine_as_test(
         MoneyMachine,

@@ -276,3 +276,28 @@ def test_paying_a_paid_or_someone_elses_order_from_the_balance_is_refused(client
                        data={"csrf_token": csrf_token(page.data)}).status_code == 404
     assert client.post(f"/commandes/{paid.id}/payer/solde", data={}).status_code == 400  # no CSRF token
     assert (db.session.query(Payment).count(), db.session.query(LedgerEntry).count()) == before
+
+
+def test_money_view_adds_up_when_a_paid_bag_shrinks_and_the_surplus_goes_to_the_balance(client, coordinator):
+    from pickup import services as pickup
+    from tests.pickup.conftest import make_thursday
+
+    thursday = make_thursday()
+    # Foyer Dupont pays its 6,30 in full, then its apples weigh 0,9 kg instead of 1,5 (2,88 instead of 4,80).
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    apples = thursday.line(thursday.dupont, thursday.apples)
+    pickup.record_weight(apples.id, Decimal("0.9"), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    assert balance_cents(thursday.dupont.household_id) == 192
+
+    login(client, coordinator.email)
+    page = client.get(f"/commandes/argent?cycle={thursday.cycle.id}").get_data(as_text=True).replace("\xa0", " ")
+    due = 438 + 750 + 300  # Dupont after weighing, Martin, Leroy
+    assert f'<dd id="du">{due // 100},{due % 100:02d} €</dd>' in page
+    assert "Trop-perçu porté au crédit des soldes" in page
+    assert '<dd id="porte-au-solde">1,92 €</dd>' in page
+    # 14,88 due - 6,30 paid + 1,92 to the balance = 10,50 still owed (Martin and Leroy).
+    assert '<dd id="reste-du">10,50 €</dd>' in page
+    assert "1,92 € porté au solde" in page
+    csv_text = client.get(f"/commandes/argent?cycle={thursday.cycle.id}&format=csv").get_data(as_text=True)
+    assert ",4.38,0.00,6.30,0.00,0.00,0.00,1.92" in csv_text

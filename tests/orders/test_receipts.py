@@ -141,3 +141,24 @@ def test_parallel_payers_get_numbers_without_gap_or_duplicate(app):
     assert numbers == list(range(1, 13))
     assert db.session.get(ReceiptCounter, app.config["ASSOCIATION_NAME"]).last_number == 12
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Receipt)) == 12
+
+
+def test_receipt_says_how_much_of_the_payment_went_to_the_balance(app, client, tmp_path):
+    from orders.ledger import balance_cents
+    from pickup import services as pickup
+    from tests.pickup.conftest import make_thursday
+
+    thursday = make_thursday()
+    user = UserFactory(email="marie@example.org", household_id=thursday.dupont.household_id, roles=["member"])
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    apples = thursday.line(thursday.dupont, thursday.apples)
+    pickup.record_weight(apples.id, Decimal("0.9"), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    receipt = db.session.scalars(sa.select(Receipt)).one()
+    assert balance_cents(thursday.dupont.household_id) == 192
+
+    login(client, user.email)
+    text = pdf_text(client.get(f"/commandes/recus/{receipt.id}.pdf").data, tmp_path)
+    assert "Total de la commande" in text and "4,38" in text
+    assert "Montant payé" in text and "6,30" in text
+    assert "dont 1,92 € porté au crédit de votre solde" in text.replace("\xa0", " ")

@@ -244,3 +244,106 @@ def test_households_without_a_slot_have_their_button_at_the_desk(client, thursda
     assert 'href="/retrait/accueil?slot=aucun">Sans créneau (1)</a>' in page
     page = text(client.get("/retrait/accueil?slot=aucun"))
     assert "Sac n° 3 · Foyer Leroy" in page and "Foyer Dupont" not in page and "Foyer Martin" not in page
+
+
+def test_desk_balance_leaves_out_orders_of_distributions_still_to_come(client, thursday):
+    from datetime import datetime, time, timezone
+    from decimal import Decimal
+
+    from orders.ledger import balance_cents, sync_order_charge
+    from tests.factories import CycleFactory, OrderFactory, OrderLineFactory
+
+    household_id = thursday.dupont.household_id
+
+    def charged_order(day, cents, status):
+        starts = datetime.combine(day, time(15, 30), tzinfo=timezone.utc)
+        cycle = CycleFactory(distribution_date=day, distribution_starts_at=starts,
+                             opens_at=starts - timedelta(days=9), closes_at=starts - timedelta(days=2), status=status)
+        order = OrderFactory(cycle_id=cycle.id, household_id=household_id)
+        OrderLineFactory(order=order, unit_price_cents=cents, base_price_cents=cents, quantity=Decimal(1))
+        order.total_cents = cents
+        db.session.flush()
+        sync_order_charge(order.id)
+
+    charged_order(paris_today() - timedelta(days=7), 200, "distributed")  # last week's bag, still unpaid
+    charged_order(paris_today() + timedelta(days=7), 7681, "finalized")  # next week's, charged at close
+    db.session.commit()
+    assert balance_cents(household_id) == -(630 + 200 + 7681)
+
+    login(client, thursday.volunteer_email)
+    page = text(client.get(_desk_url(thursday.dupont))).replace("\xa0", " ")
+    assert '<strong id="reste-a-payer">6,30 €' in page
+    # Today's bag and last week's debt, not next week's order.
+    assert "Solde du foyer, sans les commandes à venir" in page and '<dd id="solde">-8,30 €' in page
+    assert "76,81 € à payer plus tard, pas aujourd'hui" in page
+    assert "-85,11" not in page
+
+
+def test_slot_list_shows_what_each_bag_owes_with_one_query_for_the_slot(client, thursday, app):
+    from tests.factories import OrderFactory, OrderLineFactory
+
+    login(client, thursday.volunteer_email)
+    _pay(client, thursday.martin, {"method": "cash", "amount": "5"})
+    _pay(client, thursday.dupont, {"method": "cash", "amount": "6,30"})
+    url = f"/retrait/accueil?slot={thursday.slot1.id}"
+    page = text(client.get(url)).replace("\xa0", " ")
+    assert "Foyer Martin" in page and "À payer : 2,50 €" in page
+    dupont = page[page.index("Foyer Dupont"):page.index("Foyer Martin")]
+    assert "Payé" in dupont and "À payer" not in dupont
+
+    def statements(path):
+        seen = []
+        engine = db.engine
+        listener = lambda *args: seen.append(args[2])  # noqa: E731
+        sa.event.listen(engine, "before_cursor_execute", listener)
+        try:
+            client.get(path)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", listener)
+        return len(seen)
+
+    before = statements(url)
+    for number in range(10, 15):  # five more bags in the slot, each with a payment
+        order = OrderFactory(cycle_id=thursday.cycle.id, slot_id=thursday.slot1.id, bag_number=number,
+                             total_cents=250)
+        OrderLineFactory(order=order, quantity_allocated=1)
+        db.session.add(Payment(order_id=order.id, household_id=order.household_id, method="cash",
+                               amount_cents=100, status="succeeded"))
+    db.session.commit()
+    assert text(client.get(url)).count("À payer : 1,50") == 5
+    assert statements(url) == before
+
+
+def test_detailed_payment_page_uses_radio_buttons_and_prefills_the_amount_due(client, thursday):
+    login(client, thursday.volunteer_email)
+    page = client.get(f"/commandes/{thursday.martin.id}/paiement-accueil").get_data(as_text=True)
+    assert 'type="radio"' in page and '<select id="method"' not in page
+    assert re.search(r'type="radio"[^>]*value="cash" checked', page)
+    assert re.search(r'name="amount"[^>]*value="7,50"', page) or re.search(r'value="7,50"[^>]*name="amount"', page)
+
+
+def test_volunteers_see_the_days_till_read_only(client, thursday, app):
+    from orders.payments import record_desk_payment
+    from tests.factories import UserFactory
+
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    record_desk_payment(thursday.martin.id, "cheque", 750, received_by_id=None, cheque_number="0042",
+                        cheque_bank="La Poste")
+    record_desk_payment(thursday.leroy.id, "cash", 100, received_by_id=None)
+    db.session.commit()
+    login(client, thursday.volunteer_email)
+    # The board and the money page stay the coordinator's.
+    assert client.get("/retrait/tableau").status_code == 403
+    desk = text(client.get("/retrait/accueil"))
+    assert "Caisse du jour" in desk and 'href="/retrait/caisse"' in desk
+    page = text(client.get("/retrait/caisse")).replace("\xa0", " ")
+    assert '<dd id="caisse-especes"><strong>7,30 €</strong>' in page and "(2 paiements)" in page
+    assert '<dd id="caisse-cheques"><strong>7,50 €</strong>' in page and "(1 chèque)" in page
+    assert "0042" in page and "La Poste" in page and "Foyer Martin" in page
+    assert '<dd id="caisse-carte">0,00 €' in page
+    assert "Total de la distribution : 14,80 €" in page
+    UserFactory(email="adherent@example.org", roles=["member"])
+    db.session.commit()
+    member = app.test_client()
+    login(member, "adherent@example.org")
+    assert member.get("/retrait/caisse").status_code == 403

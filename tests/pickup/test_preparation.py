@@ -93,7 +93,7 @@ def test_missing_item_credits_household_records_producer_and_tells_household(cli
     mail = db.session.scalar(sa.select(OutboxMessage).where(OutboxMessage.recipient == "dupont@example.org"))
     assert mail.kind == "shortage" and "Salade manque" in mail.body and "1,50" in mail.body
 
-    # Every address of the household is told (its own and its member's), once per line.
+    # Every address of the household is told (its own and its member's), once per distribution.
     assert db.session.scalar(sa.select(sa.func.count(OutboxMessage.id))) == 2
     # Reporting the same line again sends no second e-mail and credits nothing more.
     post_form(client, f"/retrait/preparation/ligne/{line.id}/manque",
