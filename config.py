@@ -87,6 +87,8 @@ class Config:
     MAX_CONTENT_LENGTH = 5 * 1024 * 1024
     #: Households per bag-slip chunk: bounds the pages one render holds in memory.
     DOCUMENT_CHUNK_HOUSEHOLDS = int(os.environ.get("DOCUMENT_CHUNK_HOUSEHOLDS", "100"))
+    #: How long a bag's shortage e-mail waits for the rest of its preparation (« Sac prêt » sends it at once).
+    SHORTAGE_MAIL_DELAY_SECONDS = int(os.environ.get("SHORTAGE_MAIL_DELAY_SECONDS", "600"))
 
 
 class ProductionConfig(Config):

@@ -454,7 +454,7 @@ def _tell_household_of_shortage(order: Order, now: datetime | None = None) -> No
 
 def shortage_mail_delay() -> timedelta:
     """How long a shortage e-mail waits for the rest of the bag (config SHORTAGE_MAIL_DELAY_SECONDS)."""
-    return timedelta(seconds=int(current_app.config.get("SHORTAGE_MAIL_DELAY_SECONDS", 600)))
+    return timedelta(seconds=current_app.config["SHORTAGE_MAIL_DELAY_SECONDS"])
 
 
 def _release_shortage_mail(order: Order, now: datetime) -> None:
