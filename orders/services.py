@@ -16,7 +16,7 @@ from app.driver_sql import DriverStatement
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.money import line_total_cents
-from app.timeutil import local_today, local_zone, to_local
+from app.timeutil import local_today, local_zone
 from orders.models import Cycle, Order, OrderLine, Schedule
 from orders.pricing import (
     ShareError,
@@ -1161,7 +1161,9 @@ def order_with_lines(order_id: int) -> tuple[Order, list[tuple[OrderLine, Produc
 
 def notify_assisted_order(order_id: int) -> int:
     """Queue an e-mail telling the household a volunteer entered its order; returns messages queued."""
-    from app.money import format_cents
+    from flask import render_template
+    from flask_babel import force_locale
+
     from app.outbox import queue_message, site_link
 
     found = order_with_lines(order_id)
@@ -1173,27 +1175,16 @@ def notify_assisted_order(order_id: int) -> int:
     emails = household.contact_emails()
     if not emails:
         return 0
-    local = to_local(cycle.distribution_starts_at)
-    body_lines = [f"Bonjour {household.name},", "",
-                  ("Un·e bénévole du café a enregistré votre commande pour la distribution du "
-                  f"{local:%d/%m/%Y}."), ""]
-    for line, product, producer in lines:
-        qty = format(line.quantity.normalize(), "f").replace(".", ",")
-        body_lines.append(f"- {product.name} ({producer.name}) : {qty} × {format_cents(line.unit_price_cents)}"
-                          f" = {format_cents(line.total_cents)}")
-    if not lines:
-        body_lines.append("Votre commande est maintenant vide.")
-    body_lines += ["", f"Total : {format_cents(order.total_cents)}"]
     slot = db.session.get(Slot, order.slot_id) if order.slot_id and lines else None
-    if slot is not None:
-        body_lines.append(f"Créneau de retrait : {to_local(slot.starts_at):%H:%M} – {to_local(slot.ends_at):%H:%M}")
-    link = site_link("orders.order_detail", order_id=order.id)
-    body_lines += ["", f"Votre commande en ligne : {link}", "",
-                   "Si ce n'est pas ce que vous vouliez, passez au café ou répondez à ce message."]
+    # In the household's language, like the other mails to households.
+    with force_locale(_household_locale(household)):
+        subject = _("Votre commande a été enregistrée au café")
+        body = render_template("orders/assisted_order_email.txt", household=household, cycle=cycle, order=order,
+                               lines=lines, slot=slot, link=site_link("orders.order_detail", order_id=order.id))
     stamp = int(order.updated_at.timestamp())
     for email in emails[:1]:
-        queue_message(f"assisted:{order.id}:{stamp}", email, "Votre commande a été enregistrée au café",
-                      "\n".join(body_lines), kind="assisted_order", cycle_id=order.cycle_id)
+        queue_message(f"assisted:{order.id}:{stamp}", email, subject, body, kind="assisted_order",
+                      cycle_id=order.cycle_id)
     return 1
 
 

@@ -301,3 +301,26 @@ def test_huge_ids_are_not_found_rather_than_errors(client, shop):
     response = post_cart(client, {f"q-{shop['carrots'].id}": "1", "slot_id": shop["slot"].id, "cycle_id": huge})
     assert response.status_code == 400
     assert nothing_written(shop)
+
+
+def test_the_assisted_order_mail_is_in_the_households_language(app, client, shop):
+    """Written from a translated template: French for most, English for a household whose member chose it."""
+    s = shop
+    volunteer = UserFactory(roles=["volunteer"], household=None)
+    db.session.commit()
+    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/").data)})
+    login(client, volunteer.email)
+    url = f"/commandes/au-cafe/foyer/{s['household'].id}"
+    post_cart(client, {f"q-{s['eggs'].id}": "2", "slot_id": s["slot"].id}, url=url)
+    french = db.session.scalar(sa.select(OutboxMessage))
+    assert french.subject == "Votre commande a été enregistrée au café"
+    assert "Un·e bénévole du café a enregistré votre commande pour la distribution du" in french.body
+    assert "Œufs" in french.body and "Total : " in french.body and "Créneau de retrait : " in french.body
+    abroad = HouseholdFactory(name="Foyer Smith", email=None)
+    UserFactory(household=abroad, email="smith@example.org", locale="en")
+    db.session.commit()
+    post_cart(client, {f"q-{s['eggs'].id}": "1", "slot_id": s["slot"].id}, url=f"/commandes/au-cafe/foyer/{abroad.id}")
+    english = db.session.scalar(sa.select(OutboxMessage).where(OutboxMessage.recipient == "smith@example.org"))
+    assert english.subject == "Your order was entered at the café"
+    assert "A café volunteer entered your order for the distribution of" in english.body
+    assert "Pickup slot: " in english.body and "Your order online: http://localhost/commandes/commande/" in english.body
