@@ -13,6 +13,7 @@ from flask_login import current_user
 from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import Household, PriceTier
+from app.outbox import request_delivery
 from app.templating import money
 from app.timeutil import local_zone, to_local
 from orders import bp
@@ -102,8 +103,6 @@ def _saved(saved: SavedOrder, by_volunteer: bool, household_id: int):
     """Go back to the cart, which says the order is saved (the busiest POST leaves the session cookie alone)."""
     if by_volunteer and notify_assisted_order(saved.id):
         db.session.commit()
-        from app.outbox import request_delivery
-
         request_delivery()
     if by_volunteer:
         return redirect(url_for("orders.assist_order", household_id=household_id, enregistree=1))
@@ -218,7 +217,7 @@ def cycle_edit(cycle_id: int):
             db.session.rollback()
             flash(str(refused), "error")
         else:
-            _deliver_mail()  # households whose pickup time changed
+            request_delivery()  # households whose pickup time changed
             flash(_("Distribution déplacée."), "success")
             return redirect(url_for("orders.cycles"))
     elif request.method == "GET":
@@ -247,16 +246,10 @@ def cycle_cancel(cycle_id: int):
         db.session.rollback()
         flash(str(refused), "error")
     else:
-        _deliver_mail()  # each household is told
+        request_delivery()  # each household is told
         flash(_("Distribution annulée."), "success")
     return redirect(url_for("orders.cycles"))
 
-
-def _deliver_mail() -> None:
-    """Ask a worker to send the mail just committed to the outbox (beat would within a minute)."""
-    from app.outbox import request_delivery
-
-    request_delivery()
 
 
 # --------------------------------------------------------------------------- coordinator: price tiers

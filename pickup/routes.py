@@ -21,6 +21,7 @@ from wtforms.fields.choices import SelectChoice
 from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import User
+from app.outbox import request_delivery
 from orders.models import Cycle
 from pickup import bp, services
 from pickup.forms import (
@@ -59,12 +60,6 @@ def _current_cycle_or_404() -> Cycle:
         _refuse(404, _("Aucune distribution en cours."))
     return cycle
 
-
-def _deliver_mail() -> None:
-    """Ask a worker to send queued e-mails (after commit; harmless without a worker)."""
-    from app.outbox import request_delivery
-
-    request_delivery()
 
 
 # --------------------------------------------------------------------------- household's slot
@@ -224,7 +219,7 @@ def record_weight(line_id: int):
             form.weight.errors = [error.message]
             return _render_bag(order_id, 422, forms={("w", line_id): form})
         db.session.commit()
-        _deliver_mail()
+        request_delivery()
         flash(_("Poids enregistré."), "success")
         return redirect(url_for("pickup.prepare_bag", order_id=order_id) + f"#ligne-{line_id}")
     return _render_bag(order_id, 422, forms={("w", line_id): form})
@@ -245,7 +240,7 @@ def record_shortage(line_id: int):
             form.received.errors = [error.message]
             return _render_bag(order_id, 422, forms={("s", line_id): form})
         db.session.commit()
-        _deliver_mail()
+        request_delivery()
         flash(_("Manque enregistré : le foyer est remboursé de la différence et prévenu."), "success")
         return redirect(url_for("pickup.prepare_bag", order_id=order_id) + f"#ligne-{line_id}")
     return _render_bag(order_id, 422, forms={("s", line_id): form})
@@ -269,7 +264,7 @@ def mark_prepared(order_id: int):
             form.submit.errors = [error.message]
             return _render_bag(order_id, 422, forms={"prepared": form}, ticked=ticked)
         db.session.commit()
-        _deliver_mail()
+        request_delivery()
         flash(_("Sac prêt."), "success")
         return redirect(url_for("pickup.prepare"))
     return _render_bag(order_id, 400, ticked=ticked)

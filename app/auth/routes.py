@@ -23,6 +23,7 @@ from app.auth.forms import (
 from app.auth.services import AccountError, authenticate, normalize_email
 from app.extensions import db, limiter
 from app.models import Household, PriceTier, User
+from app.outbox import request_delivery
 
 
 def _login_limit() -> str:
@@ -58,12 +59,6 @@ def _link_builder(endpoint: str):
     base = current_app.config["BASE_URL"].rstrip("/")
     return lambda token: base + url_for(endpoint, token=token)
 
-
-def _deliver_mail() -> None:
-    """Ask a worker to send the queued mail now (harmless when none runs)."""
-    from app.outbox import request_delivery
-
-    request_delivery()
 
 
 def _failed(response) -> bool:
@@ -133,7 +128,7 @@ def reset_request():
     if form.validate_on_submit():
         if services.request_password_reset(form.email.data, _link_builder("auth.reset_password")):
             db.session.commit()
-            _deliver_mail()
+            request_delivery()
         flash(_("Si un compte existe avec cette adresse, un lien vient d'y être envoyé. "
                 "Il marche une seule fois et pendant peu de temps."), "info")
         return redirect(url_for("auth.login"))
@@ -195,7 +190,7 @@ def users():
             form.email.errors.append(str(error))
         else:
             db.session.commit()
-            _deliver_mail()
+            request_delivery()
             flash(_("Invitation envoyée à %(email)s.", email=user.email), "success")
             return redirect(url_for("auth.users"))
     text, role = request.args.get("q", "")[:100], request.args.get("role", "")
@@ -242,7 +237,7 @@ def resend_invitation(user_id: int):
         flash(str(error), "error")
         return redirect(url_for("auth.edit_user", user_id=user_id))
     db.session.commit()
-    _deliver_mail()
+    request_delivery()
     flash(_("Invitation envoyée à %(email)s.", email=user.email), "success")
     return redirect(url_for("auth.edit_user", user_id=user_id))
 
