@@ -37,14 +37,22 @@ def _form_token(token: str | None) -> str:
     return token
 
 
+#: What a payment brought in and kept: its amount minus what went back to the card.
+KEPT_CENTS = Payment.amount_cents - Payment.refunded_cents
+
+
 def paid_cents(order_id: int) -> int:
     """What has been paid for the order and kept: succeeded payments minus what went back to the card."""
-    total = db.session.scalar(
-        sa.select(
-            sa.func.coalesce(sa.func.sum(Payment.amount_cents - Payment.refunded_cents), 0)
-        ).where(Payment.order_id == order_id, Payment.status == "succeeded")
-    )
-    return int(total or 0)
+    return _paid_by_order([order_id]).get(order_id, 0)
+
+
+def _paid_by_order(order_ids) -> dict[int, int]:
+    """paid_cents of each of these orders (absent when nothing was paid), in one query."""
+    return {order_id: int(total or 0) for order_id, total in db.session.execute(
+        sa.select(Payment.order_id, sa.func.sum(KEPT_CENTS))
+        .where(Payment.order_id.in_(order_ids), Payment.status == "succeeded")
+        .group_by(Payment.order_id)
+    )}
 
 
 def amount_due_cents(order_id: int) -> int:
@@ -70,26 +78,15 @@ def _owed_on_charged_orders(household_id: int) -> dict[int, int]:
     )
     if not charged:
         return {}
-    paid = dict(
-        db.session.execute(
-            sa.select(Payment.order_id, sa.func.sum(Payment.amount_cents - Payment.refunded_cents))
-            .where(Payment.order_id.in_(charged.keys()), Payment.status == "succeeded")
-            .group_by(Payment.order_id)
-        ).all()
-    )
-    return {order_id: max(0, int(c) - int(paid.get(order_id) or 0)) for order_id, c in charged.items()}
+    paid = _paid_by_order(list(charged))
+    return {order_id: max(0, int(c) - paid.get(order_id, 0)) for order_id, c in charged.items()}
 
 
 def amounts_due_cents(orders: list[Order]) -> dict[int, int]:
     """What each of these orders still owes (as amount_due_cents), in one query for them all."""
-    ids = [order.id for order in orders]
-    paid = dict(db.session.execute(
-        sa.select(Payment.order_id, sa.func.sum(Payment.amount_cents - Payment.refunded_cents))
-        .where(Payment.order_id.in_(ids), Payment.status == "succeeded")
-        .group_by(Payment.order_id)
-    ).all()) if ids else {}
+    paid = _paid_by_order([order.id for order in orders]) if orders else {}
     return {
-        order.id: max(0, order.total_cents - int(paid.get(order.id) or 0)) if order.status == "confirmed" else 0
+        order.id: max(0, order.total_cents - paid.get(order.id, 0)) if order.status == "confirmed" else 0
         for order in orders
     }
 

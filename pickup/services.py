@@ -665,17 +665,9 @@ class Board:
 
 
 def board(cycle_id: int) -> Board:
-    """Bags prepared, collected and expected per slot, and money taken per method."""
-    money = {
-        method: int(total or 0)
-        for method, total in db.session.execute(
-            sa.select(Payment.method, sa.func.sum(Payment.amount_cents - Payment.refunded_cents))
-            .join(Order, Order.id == Payment.order_id)
-            .where(Order.cycle_id == cycle_id, Payment.status == "succeeded")
-            .group_by(Payment.method)
-        )
-    }
-    return Board(cycle=db.session.get(Cycle, cycle_id), slots=bags_by_slot(cycle_id), money=money)
+    """Bags prepared, collected and expected per slot, and money taken per method (as the till counts it)."""
+    till = cash_summary(cycle_id)
+    return Board(cycle=till.cycle, slots=bags_by_slot(cycle_id), money=till.totals)
 
 
 @dataclass

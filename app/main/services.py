@@ -58,17 +58,15 @@ def next_pickup(household_id: int | None, now: datetime | None = None) -> NextPi
     (after the deadline the cart page has nothing open; this is what the household wants to know)."""
     from app.db import utcnow
     from orders.models import Cycle, Order
-    from orders.payment_models import Payment
+    from orders.payments import amounts_due_cents
     from pickup.models import Site, Slot
 
     if not household_id:
         return None
     now = now or utcnow()
-    paid = (sa.select(sa.func.coalesce(sa.func.sum(Payment.amount_cents - Payment.refunded_cents), 0))
-            .where(Payment.order_id == Order.id, Payment.status == "succeeded").scalar_subquery())
     row = db.session.execute(
-        sa.select(Order.id, Cycle.distribution_starts_at, Cycle.distribution_ends_at, Site.name, Slot.starts_at,
-                  Slot.ends_at, Order.bag_number, Order.total_cents, paid)
+        sa.select(Order, Cycle.distribution_starts_at, Cycle.distribution_ends_at, Site.name, Slot.starts_at,
+                  Slot.ends_at)
         .join(Cycle, Cycle.id == Order.cycle_id).join(Site, Site.id == Cycle.site_id)
         .outerjoin(Slot, Slot.id == Order.slot_id)
         .where(Order.household_id == household_id, Order.status == "confirmed",
@@ -77,4 +75,6 @@ def next_pickup(household_id: int | None, now: datetime | None = None) -> NextPi
     ).first()
     if row is None:
         return None
-    return NextPickup(*row[:8], due_cents=max(0, row.total_cents - int(row[8] or 0)))
+    order = row[0]
+    return NextPickup(order.id, *row[1:], order.bag_number, order.total_cents,
+                      due_cents=amounts_due_cents([order])[order.id])
