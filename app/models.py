@@ -63,6 +63,11 @@ class Household(db.Model):
         emails += [u.email for u in self.members if u.active and u.email not in emails]
         return emails
 
+    @property
+    def mail_locale(self) -> str:
+        """The language to write to the household in: its first active member's choice, else French."""
+        return next((u.locale for u in self.members if u.active and u.locale), None) or "fr"
+
 
 class UserRole(db.Model):
     """One role held by a user; a user may hold several."""

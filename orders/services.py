@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -16,6 +17,7 @@ from app.driver_sql import DriverStatement
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.money import line_total_cents
+from app.templating import local_date
 from app.timeutil import local_today, local_zone
 from orders.models import Cycle, Order, OrderLine, Schedule
 from orders.pricing import (
@@ -409,7 +411,6 @@ def _notify_moved(cycle: Cycle, changed: dict[int, tuple[int, datetime, datetime
                   before: dict[int, tuple[int, datetime, datetime]], now: datetime) -> int:
     """Queue an e-mail to each household whose pickup time changed; returns messages queued."""
     from flask import render_template
-    from flask_babel import force_locale
 
     from app.models import Household
     from app.outbox import MessageSpec, queue_messages
@@ -422,28 +423,16 @@ def _notify_moved(cycle: Cycle, changed: dict[int, tuple[int, datetime, datetime
         if not recipients:
             continue
         old = before.get(order_id)
-        with force_locale(_household_locale(household)):
+        with force_locale(household.mail_locale):
             body = render_template("orders/cycle_moved_email.txt", household=household, cycle=cycle, site=site,
                                    starts=starts, ends=ends, old_starts=old[1] if old else None,
                                    old_ends=old[2] if old else None)
-            subject = _("Votre retrait change : distribution du %(day)s", day=_day_words(cycle.distribution_date))
+            subject = _("Votre retrait change : distribution du %(day)s", day=local_date(cycle.distribution_date))
         for recipient in recipients:
             specs.append(MessageSpec(
                 f"cycle:{cycle.id}:household:{household_id}:moved:{int(starts.timestamp())}:{int(now.timestamp())}"
                 f":{recipient.lower()}", recipient, subject, body, kind="cycle_moved", cycle_id=cycle.id))
     return queue_messages(specs) if specs else 0
-
-
-def _household_locale(household) -> str:
-    """The language to write to a household in: its first member's choice, else French."""
-    return next((u.locale for u in household.members if u.active and u.locale), None) or "fr"
-
-
-def _day_words(day: date) -> str:
-    """A distribution day in words ("jeudi 10 décembre")."""
-    from app.templating import local_date
-
-    return local_date(day)
 
 
 def cancel_cycle(cycle_id: int, now: datetime | None = None) -> Cycle:
@@ -524,7 +513,6 @@ def _notify_cancelled(cycle: Cycle, live: list[tuple[int, int]], credited: dict[
                       with_basket: set[int], replacement: Cycle | None) -> int:
     """Queue an e-mail to each household that had an order in the cancelled distribution."""
     from flask import render_template
-    from flask_babel import force_locale
 
     from app.models import Household
     from app.outbox import MessageSpec, queue_messages
@@ -537,12 +525,12 @@ def _notify_cancelled(cycle: Cycle, live: list[tuple[int, int]], credited: dict[
         recipients = household.contact_emails()
         if not recipients:
             continue
-        with force_locale(_household_locale(household)):
+        with force_locale(household.mail_locale):
             body = render_template("orders/cycle_cancelled_email.txt", household=household, cycle=cycle,
                                    site=site, order_id=order_id, credited_cents=max(credited.get(order_id, 0), 0),
                                    balance_cents=balance_cents(household_id), basket=order_id in with_basket,
                                    replacement=replacement)
-            subject = _("Distribution du %(day)s annulée", day=_day_words(cycle.distribution_date))
+            subject = _("Distribution du %(day)s annulée", day=local_date(cycle.distribution_date))
         for recipient in recipients:
             specs.append(MessageSpec(f"cycle:{cycle.id}:household:{household_id}:cancelled:{recipient.lower()}",
                                      recipient, subject, body, kind="cycle_cancelled", cycle_id=cycle.id))
@@ -1162,7 +1150,6 @@ def order_with_lines(order_id: int) -> tuple[Order, list[tuple[OrderLine, Produc
 def notify_assisted_order(order_id: int) -> int:
     """Queue an e-mail telling the household a volunteer entered its order; returns messages queued."""
     from flask import render_template
-    from flask_babel import force_locale
 
     from app.outbox import queue_message, site_link
 
@@ -1177,7 +1164,7 @@ def notify_assisted_order(order_id: int) -> int:
         return 0
     slot = db.session.get(Slot, order.slot_id) if order.slot_id and lines else None
     # In the household's language, like the other mails to households.
-    with force_locale(_household_locale(household)):
+    with force_locale(household.mail_locale):
         subject = _("Votre commande a été enregistrée au café")
         body = render_template("orders/assisted_order_email.txt", household=household, cycle=cycle, order=order,
                                lines=lines, slot=slot, link=site_link("orders.order_detail", order_id=order.id))

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_babel import format_date, format_datetime, ngettext
+from flask_babel import force_locale, format_datetime, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +18,7 @@ from app.db import to_quantity, utcnow
 from app.extensions import db
 from app.models import Household, User, UserRole
 from app.money import format_cents, line_total_cents
+from app.templating import local_date
 from app.timeutil import local_today
 from orders.models import Cycle, Order, OrderLine
 from orders.payment_models import Payment
@@ -389,7 +390,7 @@ def _shortage_mail(order: Order) -> tuple[str, str] | None:
         _("Bonjour,"),
         ngettext("Pour la distribution du %(day)s, un produit manque dans votre sac :",
                  "Pour la distribution du %(day)s, %(num)d produits manquent dans votre sac :",
-                 len(missing), day=format_date(cycle.distribution_date, "EEEE d MMMM")),
+                 len(missing), day=local_date(cycle.distribution_date)),
         "\n".join(items),
     ]
     if given_back:
@@ -419,8 +420,9 @@ def _tell_household_of_shortage(order: Order, now: datetime | None = None) -> No
     now = now or utcnow()
     db.session.flush()
     db.session.refresh(order)
-    mail = _shortage_mail(order)
     household = db.session.get(Household, order.household_id)
+    with force_locale(household.mail_locale):  # the household's language, not the volunteer's
+        mail = _shortage_mail(order)
     pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == order.id))
     ready = pickup is not None and pickup.prepared_at is not None
     prefix = _shortage_key_prefix(order)
@@ -962,7 +964,7 @@ def _distribution_words(cycle: Cycle) -> str:
     """"jeudi 26 novembre, 16:30–19:30 (Café)" in French."""
     site = db.session.get(Site, cycle.site_id)
     return "{day}, {start}–{end} ({site})".format(
-        day=format_date(cycle.distribution_date, "EEEE d MMMM"),
+        day=local_date(cycle.distribution_date),
         start=format_datetime(cycle.distribution_starts_at, "HH:mm"),
         end=format_datetime(cycle.distribution_ends_at, "HH:mm"),
         site=site.name if site else "",

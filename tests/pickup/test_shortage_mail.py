@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.db import utcnow
 from app.extensions import db
-from app.models import Household, OutboxMessage
+from app.models import Household, OutboxMessage, User
 from app.outbox import deliver_pending
 from orders.ledger import sync_order_charge
 from pickup import services
@@ -120,3 +120,16 @@ def test_missing_amap_basket_at_no_charge_says_the_association_will_see_with_the
     assert "Panier de légumes manque" in body
     assert "l'association verra avec le producteur" in body
     assert "0,00 €" not in body and "Nous avons retiré" not in body
+
+
+def test_the_mail_is_in_the_households_language_not_the_volunteers(client, app, thursday):
+    """The volunteer who weighs the bag reads English; the Dupont household reads French, and gets French."""
+    volunteer = db.session.scalar(sa.select(User).where(User.email == thursday.volunteer_email))
+    volunteer.locale = "en"
+    db.session.commit()
+    login(client, thursday.volunteer_email)
+    bag = f"/retrait/preparation/sac/{thursday.dupont.id}"
+    salad = thursday.line(thursday.dupont, thursday.salad)
+    post_form(client, f"/retrait/preparation/ligne/{salad.id}/manque", {f"s{salad.id}-received": "0"}, form_url=bag)
+    mail = _mails()[0]
+    assert mail.subject == "Un produit manque dans votre sac" and "Salade manque" in mail.body
