@@ -65,9 +65,12 @@ def register(app: Flask) -> None:
     @app.errorhandler(sa.exc.DataError)
     def value_out_of_range(error: Exception):
         """A number no column can hold (a forged id of 20 digits, say): the request is wrong, not the
-        server. SQLite's driver raises OverflowError, PostgreSQL's a DataError."""
+        server. SQLite's driver raises OverflowError, PostgreSQL a DataError with SQLSTATE 22003. Any other
+        DataError (a text too long for its column...) is a missing check of ours: a 500, logged as such."""
         from app.extensions import db
 
+        if isinstance(error, sa.exc.DataError) and getattr(error.orig, "sqlstate", None) != "22003":
+            return unexpected_error(error)
         db.session.rollback()
         log.warning("value out of range on %s %s: %s", request.method, request.path, error)
         return render_error(400)

@@ -294,14 +294,11 @@ def record_topup(
         raise PaymentError(_("Le montant doit être supérieur à zéro."))
     if amount_cents > MAX_TOPUP_CENTS:
         raise PaymentError(_("Ce montant est trop élevé pour un versement (500,00 € au plus)."))
-    token = (token or "").strip()
-    if not (8 <= len(token) <= 64 and token.isalnum()):
-        raise PaymentError(_("Le formulaire a expiré. Rechargez la page."))
     return ledger.record_entry(
         household_id,
         amount_cents,
         "topup",
-        f"topup:{household_id}:{token}",
+        f"topup:{household_id}:{_form_token(token)}",
         note=(note or "").strip()[:300] or None,
         created_by_id=created_by_id,
     )

@@ -150,8 +150,10 @@ def request_password_reset(email: str, link_for: Callable[[str], str]) -> bool:
 
 
 def _check_roles(roles: list[str]) -> set[str]:
-    """Only known roles."""
+    """At least one role, and only known ones."""
     wanted = set(roles or [])
+    if not wanted:
+        raise AccountError(_("Choisissez au moins un rôle."))
     if not wanted <= set(ROLES):
         raise AccountError(_("Rôle inconnu."))
     return wanted
@@ -161,8 +163,6 @@ def _check_links(household_id: int | None, producer_id: int | None, roles: set[s
     """The household and producer must exist, and the roles that work through them need them."""
     from producers.models import Producer
 
-    if not roles:
-        raise AccountError(_("Choisissez au moins un rôle."))
     if "member" in roles and not household_id:
         raise AccountError(_("Un compte « membre » commande pour un foyer : choisissez son foyer."))
     if "producer" in roles and not producer_id:

@@ -184,3 +184,20 @@ def test_a_huge_id_in_a_form_is_refused_without_a_server_error(app, client):
         "csrf_token": token, "offer_id": HUGE, "quantity": "1"})
     assert 400 <= response.status_code < 500
     assert "Erreur du serveur" not in text(response)
+
+
+def test_only_a_number_out_of_range_is_the_visitors_fault(app):
+    """PostgreSQL's 22003 is a 400; any other DataError (a text too long for its column) is our bug: a 500."""
+
+    class Driver(Exception):
+        def __init__(self, sqlstate):
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    @app.route("/_data_error/<state>")
+    def _data_error(state):
+        raise sa.exc.DataError("UPDATE ...", {}, Driver(state))
+
+    client = app.test_client()
+    assert client.get("/_data_error/22003").status_code == 400
+    assert client.get("/_data_error/22001").status_code == 500
