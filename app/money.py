@@ -27,15 +27,21 @@ def apply_basis_points(cents: int, basis_points: int) -> int:
 _AMOUNT = re.compile(r"[+-]?(\d{1,9}(\.\d{0,2})?|\.\d{1,2})")
 
 
-def parse_euros(text: str) -> int:
-    """Cents from what a person types ("12", "12,50", "12.5 €"); ValueError if it is not money."""
-    cleaned = (text or "").replace("€", "").replace("\u00a0", "").replace(" ", "").replace(",", ".")
+def parse_euros(text: str, signed: bool = True) -> int:
+    """Cents from what a person types ("12", "12,50", "12.5 €"); ValueError if it is not money (nor, when
+    not signed, an amount with a + or - before it, as a price)."""
+    cleaned = (text or "").replace("€", "").replace("\u00a0", "").replace("\u202f", "").replace(" ", "").replace(",", ".")
     if not cleaned:
         raise ValueError("empty amount")
     # Digits with at most two decimals: Decimal alone also reads "1e3" (1,000 €), "NaN" and "Infinity".
-    if _AMOUNT.fullmatch(cleaned) is None:
+    if _AMOUNT.fullmatch(cleaned) is None or (not signed and cleaned[0] in "+-"):
         raise ValueError("not an amount in euros and cents")
     return int((Decimal(cleaned) * 100).to_integral_value())
+
+
+def cents_to_input(cents: int) -> str:
+    """What a form field shows for an amount, as parse_euros reads it back: 310 -> "3,10"."""
+    return f"{'-' if cents < 0 else ''}{abs(cents) // 100},{abs(cents) % 100:02d}"
 
 
 def format_cents(cents: int | None, locale: str = "fr_FR") -> str:

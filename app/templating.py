@@ -11,7 +11,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.routing import BuildError
 
-from app.money import format_cents
+from app.money import cents_to_input, format_cents
 
 
 def money(cents: int | None) -> str:
@@ -122,6 +122,7 @@ def register(app: Flask) -> None:
     """Install filters and globals."""
     app.add_template_filter(money, "money")
     app.add_template_filter(quantity, "qty")
+    app.add_template_filter(cents_to_input, "cents_input")
     app.add_template_filter(local_datetime, "local_datetime")
     app.add_template_filter(local_time, "local_time")
     app.add_template_filter(local_date, "local_date")

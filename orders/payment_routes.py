@@ -20,6 +20,7 @@ from flask_login import current_user, login_required
 from app.auth.decorators import roles_required
 from app.extensions import csrf, db
 from app.models import Household
+from app.money import cents_to_input
 from orders import bp
 from orders.models import Cycle, Order
 from orders.payment_forms import DeskPaymentForm, PayForm, RefundForm, TopupForm
@@ -281,7 +282,7 @@ def desk_payment(order_id: int):
         form.method.data = "cash"
         due = amount_due_cents(order.id)
         if due > 0:
-            form.amount.data = f"{due // 100},{due % 100:02d}"
+            form.amount.data = cents_to_input(due)
     if form.validate_on_submit():
         try:
             record_desk_payment(order.id, form.method.data, form.amount.cents, received_by_id=current_user.id,

@@ -21,6 +21,7 @@ from wtforms.fields.choices import SelectChoice
 from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import User
+from app.money import cents_to_input
 from app.outbox import request_delivery
 from orders.models import Cycle
 from pickup import bp, services
@@ -317,7 +318,7 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
         payment_form.token.data = secrets.token_hex(16)
         payment_form.method.data = "cash"
         if due:
-            payment_form.amount.data = f"{due // 100},{due % 100:02d}"
+            payment_form.amount.data = cents_to_input(due)
     collector = db.session.get(User, bag.pickup.collected_by_id) if (
         bag.pickup and bag.pickup.collected_by_id) else None
     card_enabled = _card_payments_enabled()

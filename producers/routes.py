@@ -22,6 +22,7 @@ from flask_login import current_user
 
 from app.auth.decorators import roles_required
 from app.extensions import db
+from app.money import cents_to_input, parse_euros
 from app.templating import local_time
 from orders.models import Cycle
 from producers import bp
@@ -37,7 +38,6 @@ from producers.services import (
     households_ordering,
     import_catalogue_file,
     parse_decimal,
-    parse_price,
     photo_suffix,
     save_producer,
     save_product,
@@ -124,7 +124,7 @@ def _fill_product_form(form: ProductForm, product: Product) -> None:
     def fmt(value):
         return "" if value is None else format(Decimal(value).normalize(), "f").replace(".", ",")
     form.name.data, form.unit.data = product.name, product.unit
-    form.price.data = f"{product.price_cents // 100},{product.price_cents % 100:02d}"
+    form.price.data = cents_to_input(product.price_cents)
     form.vat.data = fmt(Decimal(product.vat_rate_bp) / 100)
     form.sold_by_weight.data, form.active.data = product.sold_by_weight, product.active
     form.case_size.data, form.portion_step.data = fmt(product.case_size), fmt(product.portion_step)
@@ -134,7 +134,7 @@ def _fill_product_form(form: ProductForm, product: Product) -> None:
 def _product_data(form: ProductForm) -> ProductData:
     """ProductData from the form; CatalogueError with a French reason, on the field it is about."""
     try:
-        price = parse_price(form.price.data)
+        price = parse_euros(form.price.data, signed=False)
     except ValueError:
         raise CatalogueError(_("Prix illisible (exemple : 2,50)."), "price") from None
     numbers = {}
@@ -196,7 +196,7 @@ def _save_offers(cycle_id: int, producer_id: int, products: list[Product],
         key = str(product.id)
         offered = request.form.get(f"o-{key}") == "1"
         try:
-            price = parse_price(request.form.get(f"price-{key}", "")) if offered else None
+            price = parse_euros(request.form.get(f"price-{key}", ""), signed=False) if offered else None
             cap = parse_decimal(request.form.get(f"cap-{key}"))
             offer = current.get(product.id)
             withdrawing = coordinator and offer is not None and offer.active and not offered

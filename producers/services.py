@@ -17,6 +17,7 @@ from flask_babel import ngettext
 
 from app.db import utcnow
 from app.extensions import db
+from app.money import cents_to_input, parse_euros
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
 from producers.models import DIVISIBLE_UNITS, UNITS, Offer, Producer, Product
@@ -52,14 +53,6 @@ def parse_decimal(text: str | None) -> Decimal | None:
     if not _PLAIN_NUMBER.fullmatch(cleaned) or len(cleaned) > 20:
         raise ValueError(text)
     return Decimal(cleaned.replace(",", "."))
-
-
-def parse_price(text: str | None) -> int:
-    """Cents from a price as typed ("2,50", "12 €"); ValueError unless a plain amount with 2 decimals at most."""
-    amount = parse_decimal((text or "").replace("€", ""))
-    if amount is None or amount.as_tuple().exponent < -2:
-        raise ValueError(text)
-    return int(amount * 100)
 
 
 def control_characters(text: str | None, allow: str = "") -> bool:
@@ -258,7 +251,7 @@ def row_to_product(row: dict, base: ProductData | None = None) -> ProductData:
         data.unit = UNIT_WORDS[unit_word]
     if "prix" in row:
         try:
-            data.price_cents = parse_price(row["prix"])
+            data.price_cents = parse_euros(row["prix"], signed=False)
         except ValueError:
             raise CatalogueError(_("Prix illisible « %(price)s » (exemple : 2,50).", price=row["prix"] or "")) from None
     if "tva" in row and ((row["tva"] or "").strip() or base is None):
@@ -370,11 +363,6 @@ def _fmt_decimal(value: Decimal | None) -> str:
     return "" if value is None else format(value.normalize(), "f").replace(".", ",")
 
 
-def _fmt_cents(cents: int) -> str:
-    """A price in euros with two decimals and a French comma: 310 -> 3,10."""
-    return f"{cents // 100},{cents % 100:02d}"
-
-
 def export_catalogue(producer_id: int) -> str:
     """The producer's catalogue as CSV text in the import format."""
     out = io.StringIO()
@@ -382,7 +370,7 @@ def export_catalogue(producer_id: int) -> str:
     writer.writerow(CSV_COLUMNS)
     for p in db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id).order_by(Product.name)):
         writer.writerow([
-            _text_out(p.name), p.unit, _fmt_cents(p.price_cents), _fmt_decimal(Decimal(p.vat_rate_bp) / 100),
+            _text_out(p.name), p.unit, cents_to_input(p.price_cents), _fmt_decimal(Decimal(p.vat_rate_bp) / 100),
             "oui" if p.sold_by_weight else "non", _fmt_decimal(p.case_size), _fmt_decimal(p.portion_step),
             "oui" if p.active else "non", _text_out(p.description),
         ])

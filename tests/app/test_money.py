@@ -20,3 +20,11 @@ def test_what_is_not_an_amount(typed):
     """Decimal() alone read "1e3" as 1,000 € and "1e1" as 10 € at the desk."""
     with pytest.raises(ValueError):
         parse_euros(typed)
+
+
+@pytest.mark.parametrize("cents", [0, 5, 310, 123456, -310])
+def test_what_a_form_shows_is_read_back_the_same(cents):
+    from app.money import cents_to_input, format_cents
+
+    assert parse_euros(cents_to_input(cents)) == cents
+    assert parse_euros(format_cents(abs(cents))) == abs(cents)  # as displayed, narrow spaces and all
