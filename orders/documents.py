@@ -32,6 +32,7 @@ from app.models import Document, Household
 from app.money import line_total_cents
 from app.outbox import MessageSpec, site_link
 from app.pdf import render_pdf
+from app.spreadsheet import text_cell
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Site, Slot
 from producers.models import Offer, Producer, Product
@@ -391,7 +392,7 @@ def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> 
     for row in rows:
         cases = row.cases
         writer.writerow([
-            row.name, unit_label(row.unit), number(row.case_size), number(row.quantity),
+            text_cell(row.name), unit_label(row.unit), number(row.case_size), number(row.quantity),
             cases[0] if cases else "", number(cases[1]) if cases else "",
             number(Decimal(row.price_cents) / 100), number(Decimal(row.total_cents) / 100),
         ] + [number(row.per_slot.get(s, Decimal(0))) for s in slot_ids])

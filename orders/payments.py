@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import utcnow
 from app.extensions import db
 from app.money import format_cents, line_total_cents
+from app.spreadsheet import text_cell
 from orders import ledger
 from orders.models import Order, OrderLine
 from orders.payment_models import LedgerEntry, Payment
@@ -460,14 +461,14 @@ def cycle_money_csv(cycle_id: int) -> str:
     for row in summary.orders:
         m = row.methods
         writer.writerow([
-            "commande", row.household_name, row.order.id, row.order.bag_number or "", euros(row.order.total_cents),
+            "commande", text_cell(row.household_name), row.order.id, row.order.bag_number or "", euros(row.order.total_cents),
             euros(m.get("card", 0)), euros(m.get("cash", 0)), euros(m.get("cheque", 0)),
             euros(m.get("balance", 0)), euros(row.due_cents), euros(row.credited_cents),
         ])
     writer.writerow([])
     writer.writerow(["type", "producteur", "du_au_producteur"])
     for producer in summary.producers:
-        writer.writerow(["producteur", producer.name, euros(producer.owed_cents)])
+        writer.writerow(["producteur", text_cell(producer.name), euros(producer.owed_cents)])
     return out.getvalue()
 
 
@@ -477,7 +478,7 @@ def balances_csv() -> str:
     writer = csv.writer(out)
     writer.writerow(["foyer_id", "foyer", "solde"])
     for row in household_balances():
-        writer.writerow([row.household_id, row.name, euros(row.balance_cents)])
+        writer.writerow([row.household_id, text_cell(row.name), euros(row.balance_cents)])
     return out.getvalue()
 
 

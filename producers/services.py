@@ -18,6 +18,7 @@ from flask_babel import ngettext
 from app.db import utcnow
 from app.extensions import db
 from app.money import cents_to_input, parse_euros
+from app.spreadsheet import text_cell, text_from_cell
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
 from producers.models import DIVISIBLE_UNITS, UNITS, Offer, Producer, Product
@@ -29,8 +30,6 @@ YES = {"1", "oui", "o", "yes", "y", "vrai", "true", "x"}
 NO = {"", "0", "non", "n", "no", "faux", "false"}
 #: Image formats a photo may have (as Pillow names them), and the suffix it is stored under.
 PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
-#: A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Plain numbers as people type them: "2", "2,5", "0.125", ",5"; no sign, no exponent.
 _PLAIN_NUMBER = re.compile(r"(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)")
 #: Workbooks, not CSV: .xlsx/.ods (a zip) and the old .xls (an OLE2 file).
@@ -219,20 +218,6 @@ def header_key(cell: str) -> str:
     return "_".join(re.findall(r"[a-z0-9]+", letters.lower()))
 
 
-def _text_in(cell: str | None) -> str:
-    """A text cell as imported: trimmed, without the quote an export put before a formula-like start."""
-    text = (cell or "").strip()
-    if len(text) > 1 and text[0] == "'" and text[1] in FORMULA_STARTS:
-        return text[1:]
-    return text
-
-
-def _text_out(value: str | None) -> str:
-    """A text cell as exported: a spreadsheet must not run it as a formula (OWASP CSV injection)."""
-    text = value or ""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
 def product_data(product: Product) -> ProductData:
     """What a product says now, as ProductData (the base a partial CSV row changes)."""
     return ProductData(**{f.name: getattr(product, f.name) for f in fields(ProductData)})
@@ -242,7 +227,7 @@ def row_to_product(row: dict, base: ProductData | None = None) -> ProductData:
     """ProductData from a CSV row (French column names and words); columns absent from the file keep base's values."""
     data = ProductData(**vars(base)) if base is not None else ProductData(name="", unit="", price_cents=0)
     if "nom" in row:
-        data.name = _text_in(row["nom"])
+        data.name = text_from_cell(row["nom"])
     if "unite" in row:
         unit_word = (row["unite"] or "").strip().lower()
         if unit_word not in UNIT_WORDS:
@@ -268,7 +253,7 @@ def row_to_product(row: dict, base: ProductData | None = None) -> ProductData:
     if "actif" in row and (row["actif"] or "").strip():
         data.active = _yes_no(row["actif"], _("Actif"))
     if "description" in row:
-        data.description = _text_in(row["description"]) or None
+        data.description = text_from_cell(row["description"]) or None
     return data
 
 
@@ -338,7 +323,7 @@ def import_catalogue(producer_id: int, text: str) -> ImportReport:
             if any(control_characters(cell, allow="\t\n\r") for cell in row.values()):
                 raise CatalogueError(_("Cette ligne contient un caractère invisible (caractère de contrôle) : "
                                        "retapez-la dans le tableur."))
-            key = name_key(_text_in(row.get("nom")))
+            key = name_key(text_from_cell(row.get("nom")))
             product = existing.get(key)
             data = row_to_product(row, product_data(product) if product is not None else None)
             if key in seen:
@@ -370,9 +355,9 @@ def export_catalogue(producer_id: int) -> str:
     writer.writerow(CSV_COLUMNS)
     for p in db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id).order_by(Product.name)):
         writer.writerow([
-            _text_out(p.name), p.unit, cents_to_input(p.price_cents), _fmt_decimal(Decimal(p.vat_rate_bp) / 100),
+            text_cell(p.name), p.unit, cents_to_input(p.price_cents), _fmt_decimal(Decimal(p.vat_rate_bp) / 100),
             "oui" if p.sold_by_weight else "non", _fmt_decimal(p.case_size), _fmt_decimal(p.portion_step),
-            "oui" if p.active else "non", _text_out(p.description),
+            "oui" if p.active else "non", text_cell(p.description),
         ])
     return out.getvalue()
 
@@ -547,7 +532,7 @@ def demand_csv(rows: list[DemandRow], slots: list[Slot], local_time) -> str:
     writer.writerow(["produit", "unite", "quantite", "tolerance", "colis_complets"]
                     + [f"creneau {local_time(s.starts_at)}" for s in slots])
     for row in rows:
-        writer.writerow([_text_out(row.product), row.unit, _fmt_decimal(row.quantity), _fmt_decimal(row.tolerance),
+        writer.writerow([text_cell(row.product), row.unit, _fmt_decimal(row.quantity), _fmt_decimal(row.tolerance),
                          "" if row.full_cases is None else row.full_cases]
                         + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots])
     return out.getvalue()
