@@ -97,7 +97,7 @@ def _local_today(now: datetime) -> date:
     return local_today(now)
 
 
-def _site_cycles(site_id: int, start: date, end: date) -> dict[date, Cycle]:
+def site_cycles(site_id: int, start: date, end: date) -> dict[date, Cycle]:
     """The cycle carrying baskets for each week of a site between two dates.
 
     A week's baskets go to its first distribution that is not cancelled, one of the site's regular
@@ -184,7 +184,7 @@ def contract_view(contract: Contract, household_id: int, now: datetime | None = 
     now = now or utcnow()
     offer = contract.contract_offer
     dates = nominal_dates(offer)
-    cycles = _site_cycles(offer.site_id, offer.first_date, offer.last_date)
+    cycles = site_cycles(offer.site_id, offer.first_date, offer.last_date)
     absences = {
         a.cycle_id: a
         for a in db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.contract_id == contract.id))
@@ -386,7 +386,7 @@ def search_households(text: str, limit: int = 20) -> list[Household]:
 def _first_open_date(offer: ContractOffer, now: datetime) -> date | None:
     """The first distribution still ahead whose order deadline has not passed."""
     today = _local_today(now)
-    cycles = _site_cycles(offer.site_id, offer.first_date, offer.last_date)
+    cycles = site_cycles(offer.site_id, offer.first_date, offer.last_date)
     for day in nominal_dates(offer):
         if day < today:
             continue
@@ -486,7 +486,7 @@ def cancel_contract(contract_id: int) -> bool:
 
 def _regenerate_open_cycles(offer: ContractOffer, now: datetime) -> None:
     """Bring the open cycles of an offer's season in line with its contracts and absences."""
-    for monday, cycle in _site_cycles(offer.site_id, offer.first_date, offer.last_date).items():
+    for monday, cycle in site_cycles(offer.site_id, offer.first_date, offer.last_date).items():
         if (cycle.status in GENERATE_STATUSES and cycle.closes_at > now
                 and distribution_index(offer, monday) is not None):
             generate_contract_lines(cycle.id)
@@ -519,7 +519,7 @@ def declare_absence(
         raise ContractError(_("Ce contrat n'est pas celui de votre foyer."))
     offer = contract.contract_offer
     index = distribution_index(offer, cycle_monday(cycle))
-    chosen = _site_cycles(offer.site_id, cycle.distribution_date, cycle.distribution_date).get(cycle_monday(cycle))
+    chosen = site_cycles(offer.site_id, cycle.distribution_date, cycle.distribution_date).get(cycle_monday(cycle))
     if (
         index is None
         or cycle.site_id != offer.site_id
@@ -607,7 +607,7 @@ def planned_baskets(cycle: Cycle) -> list[PlannedBasket]:
     if cycle.status == "cancelled":
         return []
     monday = cycle_monday(cycle)
-    chosen = _site_cycles(cycle.site_id, cycle.distribution_date, cycle.distribution_date).get(monday)
+    chosen = site_cycles(cycle.site_id, cycle.distribution_date, cycle.distribution_date).get(monday)
     if chosen is None or chosen.id != cycle.id:
         return []
     rows = db.session.execute(
@@ -898,7 +898,7 @@ def producer_distributions(producer_id: int, today: date | None = None) -> list[
     by_day: dict[date, DistributionCount] = {}
     for offer in offers:
         product = db.session.get(Product, offer.product_id)
-        cycles = _site_cycles(offer.site_id, offer.first_date, offer.last_date)
+        cycles = site_cycles(offer.site_id, offer.first_date, offer.last_date)
         contracts = db.session.scalars(
             sa.select(Contract).where(Contract.contract_offer_id == offer.id, Contract.status == "active")
         ).all()

@@ -483,23 +483,19 @@ def cancel_cycle(cycle_id: int, now: datetime | None = None) -> Cycle:
 def _move_week_baskets(cycle: Cycle, now: datetime) -> Cycle | None:
     """Hand the cancelled week's AMAP baskets to the site's other distribution that week, if any; returns it."""
     from orders.contract_models import ContractAbsence
-    from orders.contracts import GENERATE_STATUSES, cycle_monday, generate_contract_lines
+    from orders.contracts import GENERATE_STATUSES, cycle_monday, generate_contract_lines, site_cycles
 
+    # The cycle is cancelled by now, so the contracts' own rule names the week's other distribution, if any.
     monday = cycle_monday(cycle)
-    others = [c for c in db.session.scalars(
-        sa.select(Cycle).where(Cycle.site_id == cycle.site_id, Cycle.id != cycle.id, Cycle.status != "cancelled",
-                               Cycle.distribution_date >= monday - timedelta(days=14),
-                               Cycle.distribution_date <= monday + timedelta(days=21))
-        # The rank of orders.contracts: a regular distribution before one added by hand, then the earliest.
-        .order_by(Cycle.schedule_id.is_(None), Cycle.distribution_date, Cycle.id)) if cycle_monday(c) == monday]
-    replacement = others[0] if others and others[0].status in GENERATE_STATUSES and others[0].closes_at > now \
-        else None
+    chosen = site_cycles(cycle.site_id, monday, monday + timedelta(days=6)).get(monday)
+    replacement = chosen if chosen is not None and chosen.id != cycle.id and chosen.status in GENERATE_STATUSES \
+        and chosen.closes_at > now else None
     absences = db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.cycle_id == cycle.id)).all()
+    taken = set(db.session.scalars(sa.select(ContractAbsence.contract_id).where(
+        ContractAbsence.cycle_id == replacement.id))) if replacement is not None else set()
     for absence in absences:
         # An absence follows the basket; with no basket this week it no longer counts against the allowance.
-        taken = replacement is not None and db.session.scalar(sa.select(ContractAbsence.id).where(
-            ContractAbsence.contract_id == absence.contract_id, ContractAbsence.cycle_id == replacement.id))
-        if replacement is not None and not taken:
+        if replacement is not None and absence.contract_id not in taken:
             absence.cycle_id = replacement.id
         else:
             db.session.delete(absence)
