@@ -407,18 +407,24 @@ def _pickup_times(cycle_id: int, window: tuple[datetime, datetime]) -> dict[int,
             for order_id, household_id, starts, ends in rows}
 
 
+def _households_to_write_to(household_ids: set[int]) -> dict[int, Household]:
+    """The households with their members (addresses and language), in two queries for them all."""
+    return {h.id: h for h in db.session.scalars(
+        sa.select(Household).options(selectinload(Household.members)).where(Household.id.in_(household_ids)))}
+
+
 def _notify_moved(cycle: Cycle, changed: dict[int, tuple[int, datetime, datetime]],
                   before: dict[int, tuple[int, datetime, datetime]], now: datetime) -> int:
     """Queue an e-mail to each household whose pickup time changed; returns messages queued."""
     from flask import render_template
 
-    from app.models import Household
     from app.outbox import MessageSpec, queue_messages
 
     site = db.session.get(Site, cycle.site_id)
+    households = _households_to_write_to({household_id for household_id, _s, _e in changed.values()})
     specs = []
     for order_id, (household_id, starts, ends) in sorted(changed.items()):
-        household = db.session.get(Household, household_id)
+        household = households[household_id]
         recipients = household.contact_emails()
         if not recipients:
             continue
@@ -510,21 +516,22 @@ def _notify_cancelled(cycle: Cycle, live: list[tuple[int, int]], credited: dict[
     """Queue an e-mail to each household that had an order in the cancelled distribution."""
     from flask import render_template
 
-    from app.models import Household
     from app.outbox import MessageSpec, queue_messages
-    from orders.ledger import balance_cents
+    from orders.ledger import balances_cents
 
     site = db.session.get(Site, cycle.site_id)
+    households = _households_to_write_to({household_id for _order, household_id in live})
+    balances = balances_cents(list(households))
     specs = []
     for order_id, household_id in live:
-        household = db.session.get(Household, household_id)
+        household = households[household_id]
         recipients = household.contact_emails()
         if not recipients:
             continue
         with force_locale(household.mail_locale):
             body = render_template("orders/cycle_cancelled_email.txt", household=household, cycle=cycle,
                                    site=site, order_id=order_id, credited_cents=max(credited.get(order_id, 0), 0),
-                                   balance_cents=balance_cents(household_id), basket=order_id in with_basket,
+                                   balance_cents=balances[household_id], basket=order_id in with_basket,
                                    replacement=replacement)
             subject = _("Distribution du %(day)s annulée", day=local_date(cycle.distribution_date))
         for recipient in recipients:
