@@ -136,7 +136,7 @@ def history():
     return render_template("orders/history.html", rows=household_orders(current_user.household_id))
 
 
-@bp.route("/commande/<int(max=2147483647):order_id>")
+@bp.route("/commande/<int:order_id>")
 @roles_required("member", "volunteer")
 def order_detail(order_id: int):
     """One order: lines, totals, slot (a household sees only its own)."""
@@ -162,7 +162,7 @@ def assist():
     return render_template("orders/assist.html", form=form, households=households)
 
 
-@bp.route("/au-cafe/foyer/<int(max=2147483647):household_id>", methods=["GET", "POST"])
+@bp.route("/au-cafe/foyer/<int:household_id>", methods=["GET", "POST"])
 @roles_required("volunteer")
 def assist_order(household_id: int):
     """The cart of a household, filled by a volunteer at the café."""
@@ -202,7 +202,7 @@ def _local_naive(moment: datetime) -> datetime:
     return to_local(moment).replace(tzinfo=None)
 
 
-@bp.route("/cycles/<int(max=2147483647):cycle_id>", methods=["GET", "POST"])
+@bp.route("/cycles/<int:cycle_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def cycle_edit(cycle_id: int):
     """Move a distribution, or cancel it."""
@@ -229,7 +229,7 @@ def cycle_edit(cycle_id: int):
     return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm(), orders=orders)
 
 
-@bp.route("/cycles/<int(max=2147483647):cycle_id>/annuler", methods=["POST"])
+@bp.route("/cycles/<int:cycle_id>/annuler", methods=["POST"])
 @roles_required("coordinator")
 def cycle_cancel(cycle_id: int):
     """Cancel a distribution that has not closed, once the box saying so is ticked (no JavaScript
@@ -274,7 +274,7 @@ def _tier_from_form(form: TierForm, tier: PriceTier) -> str | None:
 
 
 @bp.route("/tarifs", methods=["GET", "POST"])
-@bp.route("/tarifs/<int(max=2147483647):tier_id>", methods=["GET", "POST"])
+@bp.route("/tarifs/<int:tier_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def tiers(tier_id: int | None = None):
     """Solidarity price tiers: list, create, edit."""
@@ -328,7 +328,7 @@ def tier_households():
                            choices=choices, assign=assign)
 
 
-@bp.route("/cycles/<int(max=2147483647):cycle_id>/tarifs")
+@bp.route("/cycles/<int:cycle_id>/tarifs")
 @roles_required("coordinator")
 def tier_report(cycle_id: int):
     """What each tier brought in during a cycle, against base prices."""

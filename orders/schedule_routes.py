@@ -25,7 +25,7 @@ def schedules():
 
 
 @bp.route("/rythmes/lieu", methods=["GET", "POST"])
-@bp.route("/rythmes/lieu/<int(max=2147483647):site_id>", methods=["GET", "POST"])
+@bp.route("/rythmes/lieu/<int:site_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def site_edit(site_id: int | None = None):
     """Create or change a pickup site."""
@@ -47,7 +47,7 @@ def site_edit(site_id: int | None = None):
 
 
 @bp.route("/rythmes/nouveau", methods=["GET", "POST"])
-@bp.route("/rythmes/<int(max=2147483647):schedule_id>", methods=["GET", "POST"])
+@bp.route("/rythmes/<int:schedule_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def schedule_edit(schedule_id: int | None = None):
     """Create or change a weekly rhythm; the coming distributions are created at once."""

@@ -80,7 +80,7 @@ def _scope_args(producer_id: int) -> dict:
 
 
 @bp.route("/catalogue/produit", methods=["GET", "POST"])
-@bp.route("/catalogue/produit/<int(max=2147483647):product_id>", methods=["GET", "POST"])
+@bp.route("/catalogue/produit/<int:product_id>", methods=["GET", "POST"])
 @roles_required("producer")
 def product_edit(product_id: int | None = None):
     """Create or edit a product of the producer (another producer's product is not found)."""
@@ -158,7 +158,7 @@ def photo(name: str):
     return send_from_directory(Path(current_app.config["INSTANCE_DIR"]) / "photos", name)
 
 
-@bp.route("/offre/<int(max=2147483647):cycle_id>", methods=["GET", "POST"])
+@bp.route("/offre/<int:cycle_id>", methods=["GET", "POST"])
 @roles_required("producer")
 def offers(cycle_id: int):
     """What the producer offers in one cycle: which products, at what price, with what stock."""
@@ -251,7 +251,7 @@ def demand_view():
 
 
 @bp.route("/admin", methods=["GET", "POST"])
-@bp.route("/admin/<int(max=2147483647):producer_id>", methods=["GET", "POST"])
+@bp.route("/admin/<int:producer_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def admin_producers(producer_id: int | None = None):
     """List producers; create or edit one."""
@@ -275,7 +275,7 @@ def admin_producers(producer_id: int | None = None):
                            import_form=ImportForm()), 422 if form.errors else 200
 
 
-@bp.route("/admin/<int(max=2147483647):producer_id>/import", methods=["POST"])
+@bp.route("/admin/<int:producer_id>/import", methods=["POST"])
 @roles_required("coordinator")
 def admin_import(producer_id: int):
     """Import a producer's catalogue from a CSV file and show what was rejected."""
@@ -289,7 +289,7 @@ def admin_import(producer_id: int):
     return render_template("producers/import_report.html", producer=producer, report=report)
 
 
-@bp.route("/admin/<int(max=2147483647):producer_id>/export.csv")
+@bp.route("/admin/<int:producer_id>/export.csv")
 @roles_required("coordinator")
 def admin_export(producer_id: int):
     """A producer's catalogue as CSV (the import format)."""

@@ -198,7 +198,7 @@ def users():
                            role_labels=ROLE_LABELS, q=text, role=role)
 
 
-@bp.route("/utilisateurs/<int(max=2147483647):user_id>", methods=["GET", "POST"])
+@bp.route("/utilisateurs/<int:user_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def edit_user(user_id: int):
     """Change one account's roles, household, producer, or close it."""
@@ -223,7 +223,7 @@ def edit_user(user_id: int):
     return render_template("auth/user_edit.html", form=form, user=user, confirm=ConfirmForm())
 
 
-@bp.route("/utilisateurs/<int(max=2147483647):user_id>/invitation", methods=["POST"])
+@bp.route("/utilisateurs/<int:user_id>/invitation", methods=["POST"])
 @roles_required("coordinator")
 def resend_invitation(user_id: int):
     """Send a new invitation link to someone who has not chosen a password yet."""
@@ -272,7 +272,7 @@ def _save_household(household_id: int | None, form: HouseholdForm) -> Household 
     return household
 
 
-@bp.route("/foyers/<int(max=2147483647):household_id>", methods=["GET", "POST"])
+@bp.route("/foyers/<int:household_id>", methods=["GET", "POST"])
 @roles_required("coordinator")
 def edit_household(household_id: int):
     """A household's details and members."""
@@ -300,7 +300,7 @@ def _attach_form(household: Household) -> AttachMemberForm:
     return form
 
 
-@bp.route("/foyers/<int(max=2147483647):household_id>/membres", methods=["POST"])
+@bp.route("/foyers/<int:household_id>/membres", methods=["POST"])
 @roles_required("coordinator")
 def attach_member(household_id: int):
     """Add an account to the household."""
@@ -314,7 +314,7 @@ def attach_member(household_id: int):
     return redirect(url_for("auth.edit_household", household_id=household.id))
 
 
-@bp.route("/foyers/<int(max=2147483647):household_id>/membres/<int(max=2147483647):user_id>/retirer", methods=["POST"])
+@bp.route("/foyers/<int:household_id>/membres/<int:user_id>/retirer", methods=["POST"])
 @roles_required("coordinator")
 def detach_member(household_id: int, user_id: int):
     """Take an account out of the household."""
