@@ -1,6 +1,7 @@
 """Declarative base with a naming convention, and the column types for time and quantity."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -57,6 +58,18 @@ def to_quantity(value) -> Decimal:
     if isinstance(value, float):
         raise TypeError("quantities are never floats")
     return Decimal(value).quantize(THOUSANDTH, rounding=ROUND_HALF_UP)
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+
+
+def plain_decimal(text: str) -> Decimal | None:
+    """A number as people type it, digits with at most one decimal point ("1.5", "-2", ".5"), else None.
+
+    Decimal alone also reads "1e2" (100), "NaN", "Infinity", "1_000" and digits of other scripts; a
+    quantity field must not. Callers turn the comma into a point and drop the spaces first.
+    """
+    return Decimal(text) if _PLAIN_NUMBER.fullmatch(text) else None
 
 
 class Quantity(sa.types.TypeDecorator):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app.db import THOUSANDTH, utcnow
+from app.db import THOUSANDTH, plain_decimal, utcnow
 from app.driver_sql import DriverStatement
 from app.extensions import db
 from app.models import Household, PriceTier
@@ -557,11 +557,8 @@ def parse_quantity(text: str | None) -> Decimal:
     cleaned = (text or "").strip().replace(",", ".").replace(" ", "")
     if not cleaned:
         return Decimal(0)
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        raise ValueError(_("« %(text)s » n'est pas une quantité.", text=text)) from None
-    if not value.is_finite():
+    value = plain_decimal(cleaned)
+    if value is None:
         raise ValueError(_("« %(text)s » n'est pas une quantité.", text=text))
     return value
 

@@ -14,7 +14,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app.db import to_quantity, utcnow
+from app.db import plain_decimal, to_quantity, utcnow
 from app.extensions import db
 from app.models import Household, User, UserRole
 from app.money import format_cents, line_total_cents
@@ -266,11 +266,10 @@ def _refuse_if_collected(order_id: int) -> Pickup:
 def parse_quantity(text: str) -> Decimal:
     """A quantity typed by a person ("1,25", "0.8 kg"); PickupError if it is not one."""
     cleaned = (text or "").lower().replace("kg", "").replace(" ", "").replace(",", ".")
-    try:
-        value = Decimal(cleaned)
-    except ArithmeticError:
-        raise PickupError(_("Écrivez un nombre, par exemple 1,25.")) from None
-    if not value.is_finite() or value < 0:
+    value = plain_decimal(cleaned)
+    if value is None:
+        raise PickupError(_("Écrivez un nombre, par exemple 1,25."))
+    if value < 0:
         raise PickupError(_("Écrivez un nombre positif, par exemple 1,25."))
     if value.as_tuple().exponent < -3:
         raise PickupError(_("Trois chiffres après la virgule au plus (au gramme près)."))

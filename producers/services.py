@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
-from app.db import utcnow
+from app.db import plain_decimal, utcnow
 from app.extensions import db
 from app.money import cents_to_input, parse_euros
 from app.spreadsheet import text_cell, text_from_cell
@@ -31,7 +31,6 @@ NO = {"", "0", "non", "n", "no", "faux", "false"}
 #: Image formats a photo may have (as Pillow names them), and the suffix it is stored under.
 PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 #: Plain numbers as people type them: "2", "2,5", "0.125", ",5"; no sign, no exponent.
-_PLAIN_NUMBER = re.compile(r"(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)")
 #: Workbooks, not CSV: .xlsx/.ods (a zip) and the old .xls (an OLE2 file).
 _WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 
@@ -49,9 +48,10 @@ def parse_decimal(text: str | None) -> Decimal | None:
     cleaned = (text or "").strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "")
     if not cleaned:
         return None
-    if not _PLAIN_NUMBER.fullmatch(cleaned) or len(cleaned) > 20:
+    value = plain_decimal(cleaned.replace(",", ".")) if len(cleaned) <= 20 and cleaned[0] not in "+-" else None
+    if value is None:
         raise ValueError(text)
-    return Decimal(cleaned.replace(",", "."))
+    return value
 
 
 def control_characters(text: str | None, allow: str = "") -> bool:

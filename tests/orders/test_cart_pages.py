@@ -87,6 +87,9 @@ def test_member_orders_and_sees_history(client, shop):
 @pytest.mark.parametrize("typed, message", [
     ("-1", "négative"), ("abc", "n&#39;est pas une quantité"), ("100000", "500 au plus"),
     ("1,0004", "trois décimales"), ("1,5", "nombre entier"),
+    # What Python's Decimal reads but nobody means as a quantity: 1e2 would have been 100 eggs.
+    ("1e2", "n&#39;est pas une quantité"), ("NaN", "n&#39;est pas une quantité"),
+    ("1_0", "n&#39;est pas une quantité"), ("\u0663", "n&#39;est pas une quantité"),
 ])
 def test_bad_quantities_are_refused_with_nothing_written(client, shop, typed, message):
     """Negative, non-numeric, absurd, over-precise or fractional-piece quantities: a message, nothing written."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -62,13 +63,17 @@ def test_zero_or_tenfold_weight_asks_for_confirmation_and_writes_nothing(client,
     assert "Pesé : 15 kg" in text(response)
 
 
-def test_not_a_number_is_refused_on_the_form(client, thursday):
+@pytest.mark.parametrize("typed", ["beaucoup", "1e1", "Infinity", "1_5"])
+def test_not_a_number_is_refused_on_the_form(client, thursday, typed):
+    """Words, and what Python's Decimal reads but a scale never shows (1e1 would be 10 kg)."""
     login(client, thursday.volunteer_email)
     line = thursday.line(thursday.dupont, thursday.apples)
     response = post_form(client, f"/retrait/preparation/ligne/{line.id}/poids",
-                         {f"w{line.id}-weight": "beaucoup"}, form_url=_bag_url(thursday.dupont))
+                         {f"w{line.id}-weight": typed}, form_url=_bag_url(thursday.dupont))
     assert response.status_code == 422
     assert "Écrivez un nombre" in text(response)
+    db.session.expire_all()
+    assert db.session.get(OrderLine, line.id).quantity_prepared is None
 
 
 def test_missing_item_credits_household_records_producer_and_tells_household(client, thursday):
