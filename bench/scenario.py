@@ -20,7 +20,7 @@ from app.models import Household, PriceTier, User, UserRole
 from app.money import apply_basis_points, line_total_cents
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Site, Slot
-from producers.models import Offer, Producer, Product
+from producers.models import Offer, Producer, Product, name_key
 
 #: Every generated account signs in with this password (bench and tests only).
 BENCH_PASSWORD = "bench-motdepasse-123"
@@ -151,7 +151,7 @@ def generate(
             if unit in ("kg", "l"):
                 row["portion_step"] = step_q
         price = price + rng.randrange(0, 60) * 5
-        row.update(name=f"{name} n°{j + 1}", unit=unit, price_cents=price)
+        row.update(name=f"{name} n°{j + 1}", name_key=name_key(f"{name} n°{j + 1}"), unit=unit, price_cents=price)
         product_rows.append(row)
         product_info.append((unit, step_q, price, kind == "bulk_supplier"))
     product_ids = _insert_returning_ids(Product, product_rows)

@@ -1,11 +1,12 @@
 """Producers and market traders, their products, and what they offer in each cycle."""
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from app.db import Quantity, UTCDateTime, utcnow
 from app.extensions import db
@@ -14,6 +15,11 @@ PRODUCER_KINDS = ("farmer", "market_trader", "bulk_supplier")
 UNITS = ("piece", "kg", "l", "bunch", "basket")
 #: Units that can be ordered in fractions (0.5 kg); the others are whole numbers.
 DIVISIBLE_UNITS = ("kg", "l")
+
+
+def name_key(name: str) -> str:
+    """What makes two product names the same: case, accents' composition and spaces do not count."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
 class Producer(db.Model):
@@ -51,6 +57,8 @@ class Product(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     producer_id: Mapped[int] = mapped_column(sa.ForeignKey("producer.id"), index=True)
     name: Mapped[str] = mapped_column(sa.String(120))
+    #: name_key(name), kept by the model: the database holds "Riz" and "riz " unique per producer.
+    name_key: Mapped[str] = mapped_column(sa.String(120))
     description: Mapped[str | None] = mapped_column(sa.Text)
     unit: Mapped[str] = mapped_column(sa.String(10))
     price_cents: Mapped[int]
@@ -71,13 +79,19 @@ class Product(db.Model):
     producer: Mapped[Producer] = relationship(back_populates="products")
 
     __table_args__ = (
-        sa.UniqueConstraint("producer_id", "name", name="uq_product_producer_name"),
+        sa.UniqueConstraint("producer_id", "name_key", name="uq_product_producer_name_key"),
         sa.CheckConstraint("unit IN ('piece', 'kg', 'l', 'bunch', 'basket')", name="known_unit"),
         sa.CheckConstraint("price_cents >= 0", name="price_not_negative"),
         sa.CheckConstraint("vat_rate_bp >= 0 AND vat_rate_bp <= 10000", name="vat_range"),
         sa.CheckConstraint("case_size IS NULL OR case_size > 0", name="case_size_positive"),
         sa.CheckConstraint("portion_step IS NULL OR portion_step > 0", name="step_positive"),
     )
+
+    @validates("name")
+    def _keep_name_key(self, _key: str, name: str) -> str:
+        """Every way a name is set (forms, imports, demo data) keeps its key."""
+        self.name_key = name_key(name)
+        return name
 
     @property
     def is_bulk(self) -> bool:

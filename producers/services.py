@@ -14,6 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import ngettext
+from sqlalchemy.exc import IntegrityError
 
 from app.db import plain_decimal, utcnow
 from app.extensions import db
@@ -21,7 +22,7 @@ from app.money import cents_to_input, parse_euros
 from app.spreadsheet import text_cell, text_from_cell
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
-from producers.models import DIVISIBLE_UNITS, UNITS, Offer, Producer, Product
+from producers.models import DIVISIBLE_UNITS, UNITS, Offer, Producer, Product, name_key
 
 CSV_COLUMNS = ("nom", "unite", "prix", "tva", "au_poids", "colis", "pas", "actif", "description")
 UNIT_WORDS = {"piece": "piece", "pièce": "piece", "kg": "kg", "l": "l", "litre": "l", "bunch": "bunch",
@@ -57,11 +58,6 @@ def parse_decimal(text: str | None) -> Decimal | None:
 def control_characters(text: str | None, allow: str = "") -> bool:
     """True if text holds an invisible control character (NUL, escape...) other than those allowed."""
     return any(unicodedata.category(char) == "Cc" and char not in allow for char in text or "")
-
-
-def name_key(name: str) -> str:
-    """What makes two product names the same: case, accents' composition and spaces do not count."""
-    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
 @dataclass
@@ -127,6 +123,17 @@ def save_product(producer_id: int, data: ProductData, product_id: int | None = N
     clash = by_name.get(name_key(name))
     if clash is not None and clash.id != product_id:
         raise CatalogueError(_("Un produit s'appelle déjà « %(name)s ».", name=name), "name")
+    try:
+        with db.session.begin_nested():
+            return _write_product(producer_id, data, name, product_id, withdraw_ordered)
+    except IntegrityError:
+        # Another save wrote the same name (whatever its case) since it was looked up above.
+        raise CatalogueError(_("Un produit s'appelle déjà « %(name)s ».", name=name), "name") from None
+
+
+def _write_product(producer_id: int, data: ProductData, name: str, product_id: int | None,
+                   withdraw_ordered: bool) -> Product:
+    """save_product's writes, once the name is known to be free."""
     if product_id is None:
         product = Product(producer_id=producer_id)
         db.session.add(product)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tempfile
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -29,11 +30,38 @@ def test_upgrade_on_empty_database_matches_the_models(fresh_database_url):
     application = _app_on(fresh_database_url)
     result = application.test_cli_runner().invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert _differences(application) == [], "models changed: run bin/regenerate-initial-migration"
+    assert _differences(application) == [], "models changed: write a migration (flask db migrate)"
     with application.app_context():
         tables = set(sa.inspect(db.engine).get_table_names())
         db.engine.dispose()
     assert {"user", "household", "cycle", "order", "order_line", "offer", "slot", "outbox_message"} <= tables
+
+
+def test_product_names_that_differ_by_case_get_their_key(fresh_database_url):
+    """5b2e8c0d7a14: existing products get name_key; a legacy pair "Riz" / "riz " stays, told apart."""
+    application = _app_on(fresh_database_url)
+    runner = application.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "041d1d8bf67c"]).exit_code == 0
+    with application.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO producer (id, name, kind, show_household_names, active, created_at) "
+                             "VALUES (1, 'Ferme', 'farmer', false, true, '2026-01-01 00:00:00')"))
+        for product_id, name in ((1, "Riz"), (2, "riz "), (3, "Carottes  nouvelles")):
+            conn.execute(sa.text(
+                "INSERT INTO product (id, producer_id, name, unit, price_cents, vat_rate_bp, sold_by_weight, "
+                "is_contract_basket, active, created_at) VALUES (:id, 1, :name, 'kg', 100, 550, false, false, true, "
+                "'2026-01-01 00:00:00')"), {"id": product_id, "name": name})
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with application.app_context():
+        with db.engine.connect() as conn:
+            keys = dict(conn.execute(sa.text("SELECT id, name_key FROM product")).all())
+        assert keys == {1: "riz", 2: "riz #2", 3: "carottes nouvelles"}
+        with db.engine.connect() as conn, pytest.raises(sa.exc.IntegrityError):
+            conn.execute(sa.text(
+                "INSERT INTO product (producer_id, name, name_key, unit, price_cents, vat_rate_bp, sold_by_weight, "
+                "is_contract_basket, active, created_at) VALUES (1, 'RIZ', 'riz', 'kg', 100, 550, false, false, "
+                "true, '2026-01-01 00:00:00')"))
+        db.engine.dispose()
 
 
 def test_downgrade_then_upgrade_again(fresh_database_url):
@@ -45,6 +73,6 @@ def test_downgrade_then_upgrade_again(fresh_database_url):
     with application.app_context():
         assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
-    assert _differences(application) == [], "models changed: run bin/regenerate-initial-migration"
+    assert _differences(application) == [], "models changed: write a migration (flask db migrate)"
     with application.app_context():
         db.engine.dispose()

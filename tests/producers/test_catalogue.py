@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from producers.models import Producer, Product
-from producers.services import export_catalogue, import_catalogue
+from producers.services import CatalogueError, ProductData, export_catalogue, import_catalogue, save_product
 from tests.factories import ProducerFactory, ProductFactory, UserFactory
 from tests.helpers import csrf_token, login, post_form
 from tests.producers.images import png_bytes
@@ -147,3 +147,15 @@ def test_broken_csv_is_reported_not_a_crash(app):
     assert report.created == 1
     assert report.rejected == [(3, "Fichier illisible à partir de cette ligne.")]
     assert import_catalogue(supplier.id, "").rejected[0][1].startswith("En-tête attendu")
+
+
+def test_the_database_holds_names_unique_whatever_their_case(app, farm):
+    """A save that did not see the other one (by_name empty, as two saves at the same moment) is refused by
+    the unique name_key; the refusal rolls back only its own savepoint."""
+    producer_id = farm["producer"].id
+    with pytest.raises(CatalogueError, match="s'appelle déjà"):
+        save_product(producer_id, ProductData(name=" POIREAUX ", unit="bunch", price_cents=260), by_name={})
+    saved = save_product(producer_id, ProductData(name="Navets", unit="kg", price_cents=300), by_name={})
+    db.session.commit()
+    names = db.session.scalars(sa.select(Product.name_key).where(Product.producer_id == producer_id)).all()
+    assert sorted(names) == ["navets", "poireaux"] and saved.name_key == "navets"
