@@ -50,12 +50,23 @@ def test_product_names_that_differ_by_case_get_their_key(fresh_database_url):
                 "INSERT INTO product (id, producer_id, name, unit, price_cents, vat_rate_bp, sold_by_weight, "
                 "is_contract_basket, active, created_at) VALUES (:id, 1, :name, 'kg', 100, 550, false, false, true, "
                 "'2026-01-01 00:00:00')"), {"id": product_id, "name": name})
+        # An offer points at the product: SQLite's table rebuild must not trip over it.
+        conn.execute(sa.text("INSERT INTO site (id, name, timezone) VALUES (1, 'Café', 'Europe/Paris')"))
+        conn.execute(sa.text(
+            "INSERT INTO cycle (id, site_id, opens_at, closes_at, distribution_date, distribution_starts_at, "
+            "distribution_ends_at, status, allocation_policy, created_at) VALUES (1, 1, '2026-01-01 08:00:00', "
+            "'2026-01-05 22:59:00', '2026-01-08', '2026-01-08 15:30:00', '2026-01-08 18:30:00', 'open', "
+            "'pro_rata', '2026-01-01 00:00:00')"))
+        conn.execute(sa.text("INSERT INTO offer (id, cycle_id, product_id, price_cents, reserved, active) "
+                             "VALUES (1, 1, 1, 100, 0, true)"))
     result = runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
     with application.app_context():
         with db.engine.connect() as conn:
             keys = dict(conn.execute(sa.text("SELECT id, name_key FROM product")).all())
         assert keys == {1: "riz", 2: "riz #2", 3: "carottes nouvelles"}
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT product_id FROM offer")).scalar_one() == 1
         with db.engine.connect() as conn, pytest.raises(sa.exc.IntegrityError):
             conn.execute(sa.text(
                 "INSERT INTO product (producer_id, name, name_key, unit, price_cents, vat_rate_bp, sold_by_weight, "
