@@ -134,10 +134,16 @@ def _checked_cycle(cycle_id) -> Cycle:
     return cycle
 
 
-def record_error(cycle_id: int, message: str) -> None:
-    """Store the pipeline's last error on the cycle for the coordinator's page (commits)."""
+#: Between what a coordinator reads of a failure and the technical detail (shown folded) in Cycle.finalize_error.
+DETAIL_SEPARATOR = "\n\n"
+
+
+def record_error(cycle_id: int, message: str, detail: str) -> None:
+    """Store the pipeline's last error on the cycle for the coordinator's page (commits): a French sentence,
+    then the exception's text for whoever looks after the site (the page folds it away)."""
     db.session.rollback()
-    db.session.execute(sa.update(Cycle).where(Cycle.id == cycle_id).values(finalize_error=message[:4000]))
+    stored = f"{message}{DETAIL_SEPARATOR}{detail}"[:4000]
+    db.session.execute(sa.update(Cycle).where(Cycle.id == cycle_id).values(finalize_error=stored))
     db.session.commit()
 
 
@@ -171,8 +177,9 @@ def finalize_cycle(cycle_id: int, *, inline: bool = False) -> FinalizeResult:
         db.session.rollback()
         if db.session.scalar(sa.select(Cycle.finalize_error).where(Cycle.id == cycle_id)) is None:
             # run_chunk already stored a more precise message when a document failed.
-            record_error(cycle_id, _("Échec de la finalisation : %(error)s",
-                                     error=f"{type(exc).__name__}: {exc}"))
+            record_error(cycle_id, _("La préparation des documents a échoué. Relancez la finalisation ; si l'échec "
+                                     "se répète, transmettez le détail technique à la personne qui s'occupe du site."),
+                         f"{type(exc).__name__}: {exc}")
         raise
     result.status = db.session.scalar(sa.select(Cycle.status).where(Cycle.id == cycle_id))
     return result
@@ -390,7 +397,9 @@ def run_chunk(cycle_id: int, name: str) -> bool:
                 .values(error=message, attempts=FinalizeStep.attempts + 1, updated_at=utcnow())
             )
             db.session.commit()
-            record_error(cycle_id, _("Échec du document %(name)s : %(error)s", name=name, error=message))
+            record_error(cycle_id, _("Un document n'a pas pu être préparé (%(name)s). Relancez la finalisation ; si "
+                                     "l'échec se répète, transmettez le détail technique à la personne qui s'occupe "
+                                     "du site.", name=name), message)
             raise
         # The cycle lock makes "mark done, then count what is left" atomic across workers,
         # so exactly one worker sees zero left and claims the finish step.

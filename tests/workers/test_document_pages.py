@@ -87,6 +87,10 @@ def test_coordinator_sees_error_and_reprocess_finishes(app, client, monkeypatch)
     login(client, coordinator.email)
     page = client.get(f"/commandes/cycles/{data.cycle_id}/documents").get_data(as_text=True)
     assert "imprimante en panne" in page and "Relancer la finalisation" in page
+    # The coordinator reads French; the exception's text is folded under « Détail technique ».
+    shown, folded = page.split("<details>", 1)
+    assert "n&#39;a pas pu être préparé" in shown and "RuntimeError" not in shown
+    assert "Détail technique" in folded and "RuntimeError: imprimante en panne" in folded.split("</details>")[0]
     listing = client.get("/commandes/cycles").get_data(as_text=True)
     assert "imprimante en panne" in listing
 
