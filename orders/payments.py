@@ -339,17 +339,21 @@ class OrderMoney:
 
     @property
     def credited_cents(self) -> int:
-        """Paid beyond the final total (weighed lighter, items missing): the ledger put it on the balance."""
-        return max(0, self.paid_cents - self.order.total_cents)
+        """Paid beyond the final total (weighed lighter, items missing, distribution cancelled): the ledger put
+        it on the balance."""
+        total = 0 if self.order.status == "cancelled" else self.order.total_cents
+        return max(0, self.paid_cents - total)
 
 
 @dataclass
 class ProducerOwed:
-    """What the association owes a producer for a cycle (line totals at base price)."""
+    """What the association owes a producer for a cycle (line totals at base price), and the AMAP baskets it
+    brings that the households paid it directly for the season (their cheques): listed, not owed again."""
 
     producer_id: int
     name: str
     owed_cents: int
+    contract_cents: int = 0
 
 
 @dataclass
@@ -386,9 +390,13 @@ def cycle_money(cycle_id: int) -> CycleMoney:
     from app.models import Household
     from producers.models import Offer, Producer, Product
 
+    # Confirmed orders, and cancelled ones that money was taken for (it went to the balances): money that
+    # came in for this distribution stays in its report.
+    paid_for = sa.select(Payment.order_id).where(Payment.status == "succeeded")
     orders = db.session.scalars(
         sa.select(Order)
-        .where(Order.cycle_id == cycle_id, Order.status == "confirmed")
+        .where(Order.cycle_id == cycle_id,
+               sa.or_(Order.status == "confirmed", sa.and_(Order.status == "cancelled", Order.id.in_(paid_for))))
         .order_by(Order.bag_number, Order.id)
     ).all()
     order_ids = [o.id for o in orders]
@@ -411,31 +419,34 @@ def cycle_money(cycle_id: int) -> CycleMoney:
     rows = []
     for o in orders:
         paid = sum(per_order[o.id].values())
-        rows.append(OrderMoney(o, paid, max(0, o.total_cents - paid), per_order[o.id]))
+        due = 0 if o.status == "cancelled" else max(0, o.total_cents - paid)
+        rows.append(OrderMoney(o, paid, due, per_order[o.id]))
     names = dict(
         db.session.execute(sa.select(Household.id, Household.name).where(
             Household.id.in_([o.household_id for o in orders]))).all()
     ) if orders else {}
     for row in rows:
         row.household_name = names.get(row.order.household_id, "")
-    owed: dict[int, int] = {}
-    producer_names: dict[int, str] = {}
+    owed: dict[int, ProducerOwed] = {}
+    confirmed_ids = [o.id for o in orders if o.status == "confirmed"]
     lines = db.session.execute(
         sa.select(OrderLine, Producer.id, Producer.name)
         .join(Offer, Offer.id == OrderLine.offer_id)
         .join(Product, Product.id == Offer.product_id)
         .join(Producer, Producer.id == Product.producer_id)
-        .where(OrderLine.order_id.in_(order_ids))
-    ).all() if order_ids else []
+        .where(OrderLine.order_id.in_(confirmed_ids))
+    ).all() if confirmed_ids else []
     for line, producer_id, producer_name in lines:
-        owed[producer_id] = owed.get(producer_id, 0) + line_total_cents(line.base_price_cents, line.charged_quantity)
-        producer_names[producer_id] = producer_name
-    producers = sorted(
-        (ProducerOwed(pid, producer_names[pid], cents) for pid, cents in owed.items()), key=lambda p: p.name
-    )
+        producer = owed.setdefault(producer_id, ProducerOwed(producer_id, producer_name, 0))
+        cents = line_total_cents(line.base_price_cents, line.charged_quantity)
+        if line.contract_id is not None:
+            producer.contract_cents += cents  # the season's cheques went to the producer (orders.contracts)
+        else:
+            producer.owed_cents += cents
+    producers = sorted(owed.values(), key=lambda p: p.name)
     return CycleMoney(
         cycle_id=cycle_id,
-        due_cents=sum(o.total_cents for o in orders),
+        due_cents=sum(o.total_cents for o in orders if o.status == "confirmed"),
         paid_by_method=paid_by_method,
         still_owed_cents=sum(r.due_cents for r in rows),
         refunded_cents=refunded,
@@ -461,14 +472,16 @@ def cycle_money_csv(cycle_id: int) -> str:
     for row in summary.orders:
         m = row.methods
         writer.writerow([
-            "commande", text_cell(row.household_name), row.order.id, row.order.bag_number or "", euros(row.order.total_cents),
+            "commande", text_cell(row.household_name), row.order.id, row.order.bag_number or "",
+            euros(0 if row.order.status == "cancelled" else row.order.total_cents),
             euros(m.get("card", 0)), euros(m.get("cash", 0)), euros(m.get("cheque", 0)),
             euros(m.get("balance", 0)), euros(row.due_cents), euros(row.credited_cents),
         ])
     writer.writerow([])
-    writer.writerow(["type", "producteur", "du_au_producteur"])
+    writer.writerow(["type", "producteur", "du_au_producteur", "paniers_amap_regles_par_contrat"])
     for producer in summary.producers:
-        writer.writerow(["producteur", text_cell(producer.name), euros(producer.owed_cents)])
+        writer.writerow(["producteur", text_cell(producer.name), euros(producer.owed_cents),
+                         euros(producer.contract_cents)])
     return out.getvalue()
 
 

@@ -405,3 +405,26 @@ def test_an_extra_distribution_in_the_week_leaves_the_baskets_with_the_regular_o
     assert generate_contract_lines(extra.id) == 0
     assert generate_contract_lines(thursday.id) == 0
     assert contract_lines(extra.id) == [] and len(contract_lines(thursday.id)) == 1
+
+
+def test_money_view_does_not_owe_the_producer_the_baskets_paid_by_season_cheques(app):
+    """The producer is owed the weekly products at base price; its AMAP baskets are listed apart, not owed."""
+    from orders.payments import cycle_money, cycle_money_csv
+
+    season = Season()
+    home = HouseholdFactory(name="Martin")
+    subscribe(season.large_offer.id, home.id, now=NOW)
+    cycle = season.cycles[0]
+    order = db.session.scalar(sa.select(Order).where(Order.cycle_id == cycle.id, Order.household_id == home.id))
+    eggs = ProductFactory(producer=season.farmer, name="Œufs", price_cents=350)
+    offer = Offer(cycle_id=cycle.id, product_id=eggs.id, price_cents=350, reserved=Decimal(2), active=True)
+    db.session.add(offer)
+    db.session.flush()
+    db.session.add(OrderLine(order_id=order.id, offer_id=offer.id, quantity=Decimal(2), tolerance=Decimal(0),
+                             unit_price_cents=350, base_price_cents=350, missing=False, ordered_at=NOW))
+    order.total_cents = 700
+    db.session.commit()
+
+    (farm,) = cycle_money(cycle.id).producers
+    assert (farm.name, farm.owed_cents, farm.contract_cents) == ("Ferme des Saules", 700, 2000)
+    assert "producteur,Ferme des Saules,7.00,20.00" in cycle_money_csv(cycle.id)

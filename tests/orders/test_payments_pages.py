@@ -301,3 +301,26 @@ def test_money_view_adds_up_when_a_paid_bag_shrinks_and_the_surplus_goes_to_the_
     assert "1,92 € porté au solde" in page
     csv_text = client.get(f"/commandes/argent?cycle={thursday.cycle.id}&format=csv").get_data(as_text=True)
     assert ",4.38,0.00,6.30,0.00,0.00,0.00,1.92" in csv_text
+
+
+def test_money_taken_for_a_distribution_later_cancelled_stays_in_its_report(client, coordinator):
+    """Cash taken, then the distribution cancelled: the report still shows the cash, as gone to the balance."""
+    from orders.models import Cycle
+    from orders.services import cancel_cycle
+
+    household = HouseholdFactory(name="Foyer Richard")
+    order = make_order(1180, household_id=household.id)
+    cycle_id = order.cycle_id
+    db.session.get(Cycle, cycle_id).status = "open"
+    record_desk_payment(order.id, "cash", 1180, received_by_id=None)
+    db.session.commit()
+    cancel_cycle(cycle_id)
+    db.session.commit()
+
+    login(client, coordinator.email)
+    page = client.get(f"/commandes/argent?cycle={cycle_id}").get_data(as_text=True)
+    assert "Foyer Richard" in page and "Annulée" in page
+    assert 'id="porte-au-solde">11,80' in page and 'id="reste-du">0,00' in page
+    text = client.get(f"/commandes/argent?cycle={cycle_id}&format=csv").get_data(as_text=True)
+    assert "commande,Foyer Richard," in text and ",0.00,0.00,11.80,0.00,0.00,0.00,11.80" in text
+    assert balance_cents(household.id) == 1180
