@@ -30,6 +30,7 @@ class ProductForm(PageForm):
     price = StringField(_l("Prix par unité (€)"), validators=[DataRequired(_l("Indiquez un prix, ex. 2,50."))])
     vat = StringField(_l("TVA (%)"), default="5,5")
     sold_by_weight = BooleanField(_l("Vendu au poids (prix réglé sur le poids préparé)"))
+    is_contract_basket = BooleanField(_l("Panier de saison (contrat AMAP) : se prend par contrat, pas à la semaine"))
     case_size = StringField(_l("Vrac : taille du colis (laisser vide sinon)"))
     portion_step = StringField(_l("Pas de portion (ex. 0,5)"))
     description = TextAreaField(_l("Description"), validators=[Optional(), Length(max=2000)])

@@ -127,6 +127,7 @@ def _fill_product_form(form: ProductForm, product: Product) -> None:
     form.price.data = cents_to_input(product.price_cents)
     form.vat.data = fmt(Decimal(product.vat_rate_bp) / 100)
     form.sold_by_weight.data, form.active.data = product.sold_by_weight, product.active
+    form.is_contract_basket.data = product.is_contract_basket
     form.case_size.data, form.portion_step.data = fmt(product.case_size), fmt(product.portion_step)
     form.description.data = product.description
 
@@ -148,7 +149,8 @@ def _product_data(form: ProductForm) -> ProductData:
         raise CatalogueError(_("La TVA doit être entre 0 et 100 %."), "vat")
     return ProductData(name=form.name.data, unit=form.unit.data, price_cents=price, vat_rate_bp=int(vat * 100),
                        sold_by_weight=form.sold_by_weight.data, case_size=case_size, portion_step=step,
-                       active=form.active.data, description=form.description.data)
+                       active=form.active.data, description=form.description.data,
+                       is_contract_basket=form.is_contract_basket.data)
 
 
 @bp.route("/photo/<path:name>")

@@ -24,9 +24,18 @@ from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
 from producers.models import DIVISIBLE_UNITS, UNITS, Offer, Producer, Product, name_key
 
-CSV_COLUMNS = ("nom", "unite", "prix", "tva", "au_poids", "colis", "pas", "actif", "description")
-UNIT_WORDS = {"piece": "piece", "pièce": "piece", "kg": "kg", "l": "l", "litre": "l", "bunch": "bunch",
-              "botte": "bunch", "basket": "basket", "panier": "basket"}
+CSV_COLUMNS = ("nom", "unite", "prix", "tva", "au_poids", "colis", "pas", "actif", "panier_saison", "description")
+#: What spreadsheets say for each unit (singular, plural, abbreviations), lower case.
+UNIT_WORDS = {
+    **dict.fromkeys(("piece", "pièce", "pièces", "pieces", "pce", "pces", "pc", "pcs", "unité", "unités", "unite",
+                     "unites", "u"), "piece"),
+    **dict.fromkeys(("kg", "kgs", "kilo", "kilos", "kilogramme", "kilogrammes"), "kg"),
+    **dict.fromkeys(("l", "litre", "litres", "lt"), "l"),
+    **dict.fromkeys(("bunch", "botte", "bottes"), "bunch"),
+    **dict.fromkeys(("basket", "panier", "paniers"), "basket"),
+}
+#: The unit words the export writes (French, and read back by the import).
+EXPORT_UNIT_WORDS = {"piece": "pièce", "kg": "kg", "l": "l", "bunch": "botte", "basket": "panier"}
 YES = {"1", "oui", "o", "yes", "y", "vrai", "true", "x"}
 NO = {"", "0", "non", "n", "no", "faux", "false"}
 #: Image formats a photo may have (as Pillow names them), and the suffix it is stored under.
@@ -73,6 +82,8 @@ class ProductData:
     portion_step: Decimal | None = None
     active: bool = True
     description: str | None = None
+    #: A season basket that AMAP contracts subscribe to (orders.contracts); not sold in the weekly cart.
+    is_contract_basket: bool = False
 
 
 def check_product(data: ProductData) -> None:
@@ -155,6 +166,7 @@ def _write_product(producer_id: int, data: ProductData, name: str, product_id: i
     product.portion_step = data.portion_step
     product.active = data.active
     product.description = data.description or None
+    product.is_contract_basket = data.is_contract_basket
     db.session.flush()
     return product
 
@@ -236,7 +248,7 @@ def row_to_product(row: dict, base: ProductData | None = None) -> ProductData:
     if "nom" in row:
         data.name = text_from_cell(row["nom"])
     if "unite" in row:
-        unit_word = (row["unite"] or "").strip().lower()
+        unit_word = " ".join((row["unite"] or "").lower().replace(".", " ").split())
         if unit_word not in UNIT_WORDS:
             raise CatalogueError(_("Unité inconnue « %(unit)s » : pièce, kg, l, botte ou panier.",
                                    unit=row["unite"] or ""))
@@ -247,12 +259,14 @@ def row_to_product(row: dict, base: ProductData | None = None) -> ProductData:
         except ValueError:
             raise CatalogueError(_("Prix illisible « %(price)s » (exemple : 2,50).", price=row["prix"] or "")) from None
     if "tva" in row and ((row["tva"] or "").strip() or base is None):
-        vat = _decimal(row["tva"] or "5,5", "TVA")
+        vat = _decimal((row["tva"] or "5,5").replace("%", ""), "TVA")  # « 5,5 % » as typed under « TVA (%) »
         if vat is None or vat > 100 or (vat * 100) % 1 != 0:
             raise CatalogueError(_("TVA illisible « %(vat)s » (exemple : 5,5).", vat=row["tva"]))
         data.vat_rate_bp = int(vat * 100)
     if "au_poids" in row:
         data.sold_by_weight = _yes_no(row["au_poids"] or "", _("Au poids"))
+    if "panier_saison" in row:
+        data.is_contract_basket = _yes_no(row["panier_saison"] or "", _("Panier de saison"))
     if "colis" in row:
         data.case_size = _decimal(row["colis"] or "", _("Colis"))
     if "pas" in row:
@@ -362,9 +376,10 @@ def export_catalogue(producer_id: int) -> str:
     writer.writerow(CSV_COLUMNS)
     for p in db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id).order_by(Product.name)):
         writer.writerow([
-            text_cell(p.name), p.unit, cents_to_input(p.price_cents), _fmt_decimal(Decimal(p.vat_rate_bp) / 100),
-            "oui" if p.sold_by_weight else "non", _fmt_decimal(p.case_size), _fmt_decimal(p.portion_step),
-            "oui" if p.active else "non", text_cell(p.description),
+            text_cell(p.name), EXPORT_UNIT_WORDS[p.unit], cents_to_input(p.price_cents),
+            _fmt_decimal(Decimal(p.vat_rate_bp) / 100), "oui" if p.sold_by_weight else "non", _fmt_decimal(p.case_size),
+            _fmt_decimal(p.portion_step), "oui" if p.active else "non", "oui" if p.is_contract_basket else "non",
+            text_cell(p.description),
         ])
     return out.getvalue()
 
@@ -422,6 +437,11 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
     if stock_cap is not None and (stock_cap < 0 or stock_cap > 100_000 or stock_cap % product.step != 0):
         raise CatalogueError(_("%(name)s : le stock doit être positif et un multiple du pas de portion.",
                                name=product.name))
+    if stock_cap is not None and product.case_size and stock_cap % product.case_size != 0:
+        # Only whole cases are bought at close: households could fill a part case that is never bought.
+        raise CatalogueError(_("%(name)s se vend par colis de %(size)s : le stock doit être un nombre entier de "
+                               "colis (%(size)s, %(twice)s…).", name=product.name,
+                               size=_fmt_decimal(product.case_size), twice=_fmt_decimal(2 * product.case_size)))
     if offer is None:
         offer = Offer(cycle_id=cycle_id, product_id=product_id, price_cents=price_cents, stock_cap=stock_cap,
                       reserved=Decimal(0), active=True)

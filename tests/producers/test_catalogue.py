@@ -118,7 +118,7 @@ def test_export_then_import_round_trips(app):
     import_catalogue(supplier.id, CSV)
     text = export_catalogue(supplier.id)
     assert text.splitlines()[0].startswith("nom;unite;prix")
-    assert "Riz complet;kg;3,20;5,5;non;25;0,5;oui;Sac de 25 kg" in text
+    assert "Riz complet;kg;3,20;5,5;non;25;0,5;oui;non;Sac de 25 kg" in text
     report = import_catalogue(supplier.id, text)
     assert report.updated == 2 and report.created == 0 and report.rejected == []
 
@@ -159,3 +159,15 @@ def test_the_database_holds_names_unique_whatever_their_case(app, farm):
     db.session.commit()
     names = db.session.scalars(sa.select(Product.name_key).where(Product.producer_id == producer_id)).all()
     assert sorted(names) == ["navets", "poireaux"] and saved.name_key == "navets"
+
+
+def test_a_product_is_marked_as_a_season_basket_on_its_form(client, farm):
+    """Without the box, a new installation could never open an AMAP contract (only the demo set the flag)."""
+    response = post_form(client, "/producteurs/catalogue/produit", {
+        "name": "Panier de légumes", "unit": "basket", "price": "15", "vat": "5,5", "is_contract_basket": "y",
+        "active": "y"})
+    assert "Produit enregistré" in response.get_data(as_text=True)
+    basket = db.session.scalar(sa.select(Product).where(Product.name == "Panier de légumes"))
+    assert basket.is_contract_basket
+    page = client.get(f"/producteurs/catalogue/produit/{basket.id}").get_data(as_text=True)
+    assert '<input checked id="is_contract_basket" name="is_contract_basket" type="checkbox"' in page

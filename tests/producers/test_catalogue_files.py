@@ -130,7 +130,7 @@ def test_export_neutralises_formulas_and_shows_cents(app):
     lines = export_catalogue(farm.id).splitlines()
     assert lines[1].startswith('"\'=HYPERLINK(') and lines[1].endswith(";'+33 ferme")
     assert any(line.startswith("'@SUM(A1);kg;3,10;5,5;") and line.endswith(";'-promo") for line in lines)
-    assert "Tomates;kg;3,10;5,5;non;;;oui;rouges" in lines
+    assert "Tomates;kg;3,10;5,5;non;;;oui;non;rouges" in lines
     report = import_catalogue(farm.id, "\n".join(lines))
     assert report.updated == 3 and report.rejected == []
     assert product(farm.id, "@SUM(A1)").description == "-promo"
@@ -144,3 +144,27 @@ def test_demand_csv_neutralises_product_names(app):
     rows, slots = demand(cycle.id, offer.product.producer_id)
     text = demand_csv(rows, slots, str)
     assert "'=1+2;kg;0;0;" in text
+
+
+def test_what_french_spreadsheets_write_for_vat_and_units(supplier):
+    """« 5,5 % » under « TVA (%) », plurals and abbreviations of units, as exported by real spreadsheets."""
+    report = import_catalogue(supplier.id, "Nom;Unité;Prix (€);TVA (%)\nConfiture;pièces;4,50;5,5 %\n"
+                                           "Savon;Unité;3;20%\nJus;Litres;2,80;5,5\nRadis;bottes;1,20;5,5\n"
+                                           "Miel;pot;8;5,5\n")
+    assert report.created == 4
+    assert [(line, "Unité inconnue" in reason) for line, reason in report.rejected] == [(6, True)]
+    assert (product(supplier.id, "Confiture").unit, product(supplier.id, "Confiture").vat_rate_bp) == ("piece", 550)
+    assert (product(supplier.id, "Savon").unit, product(supplier.id, "Savon").vat_rate_bp) == ("piece", 2000)
+    assert product(supplier.id, "Jus").unit == "l" and product(supplier.id, "Radis").unit == "bunch"
+
+
+def test_season_basket_flag_goes_through_the_csv_both_ways(supplier):
+    """A new installation marks its AMAP baskets in the file (panier_saison); the export says it in French."""
+    report = import_catalogue(supplier.id, "nom;unite;prix;panier_saison\nPanier de saison;panier;15;oui\n"
+                                           "Carottes;kg;2;non\n")
+    assert (report.created, report.rejected) == (2, [])
+    assert product(supplier.id, "Panier de saison").is_contract_basket
+    assert not product(supplier.id, "Carottes").is_contract_basket
+    lines = export_catalogue(supplier.id).splitlines()
+    assert "Panier de saison;panier;15,00;5,5;non;;;oui;oui;" in lines
+    assert "Carottes;kg;2,00;5,5;non;;;oui;non;" in lines

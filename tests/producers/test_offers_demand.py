@@ -68,11 +68,26 @@ def test_cap_below_what_is_ordered_is_refused(client, market):
     db.session.commit()
     save_order(m["cycle"].id, HouseholdFactory().id, {offer.id: (D(10), D(0))}, m["slots"][0].id, None)
     db.session.commit()
+    # 0 is a whole number of cases (the only one below the 10 kg ordered: rice comes in cases of 25 kg).
     response = offer_form(client, m["cycle"].id, {f"o-{m['rice'].id}": "1", f"price-{m['rice'].id}": "3,20",
-                                                  f"cap-{m['rice'].id}": "5"})
+                                                  f"cap-{m['rice'].id}": "0"})
     assert response.status_code == 422 and "déjà 10 commandé" in response.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Offer, offer.id).stock_cap == 50
+
+
+@pytest.mark.parametrize("cap", ["5", "30", "7,5"])
+def test_cap_of_a_bulk_product_is_a_whole_number_of_cases(client, market, cap):
+    """Only whole cases are bought at close: a cap of 30 kg on 25 kg cases would sell 5 kg never bought."""
+    m = market
+    response = offer_form(client, m["cycle"].id, {f"o-{m['rice'].id}": "1", f"price-{m['rice'].id}": "3,20",
+                                                  f"cap-{m['rice'].id}": cap})
+    assert response.status_code == 422
+    assert "nombre entier de colis (25, 50…)" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(Offer).where(Offer.product_id == m["rice"].id)) is None
+    response = offer_form(client, m["cycle"].id, {f"o-{m['rice'].id}": "1", f"price-{m['rice'].id}": "3,20",
+                                                  f"cap-{m['rice'].id}": "50"})
+    assert "Offre enregistrée" in response.get_data(as_text=True)
 
 
 def place_orders(market, count: int, offer_ids: list[int]) -> None:
