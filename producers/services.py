@@ -447,6 +447,7 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
                       reserved=Decimal(0), active=True)
         db.session.add(offer)
         db.session.flush()
+        _offer_in_coming_weeks(cycle, offer)
         return offer
     if stock_cap is not None:
         # Guarded: a cap below what households already hold would break their orders.
@@ -463,6 +464,29 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
                            .execution_options(synchronize_session=False))
     db.session.refresh(offer)
     return offer
+
+
+def _offer_in_coming_weeks(cycle: Cycle, offer: Offer) -> int:
+    """A product newly offered is offered too in the schedule's later weeks not yet open that have no say on it.
+
+    Schedules create their cycles weeks ahead (orders.services.generate_cycles, which copies the offers of
+    the week before): a product first offered after that would be missing from every coming week. A week
+    that already has a row for the product (offered, or withdrawn on purpose) keeps it. Returns how many.
+    """
+    if cycle.schedule_id is None:
+        return 0
+    later = (sa.select(Cycle.id, sa.literal(offer.product_id), sa.literal(offer.price_cents),
+                       sa.literal(offer.stock_cap, Offer.stock_cap.type), sa.literal(Decimal(0), Offer.reserved.type),
+                       sa.true())
+             .where(Cycle.schedule_id == cycle.schedule_id, Cycle.status == "draft",
+                    Cycle.distribution_date > cycle.distribution_date,
+                    ~sa.exists().where(Offer.cycle_id == Cycle.id, Offer.product_id == offer.product_id)))
+    try:
+        with db.session.begin_nested():
+            return db.session.execute(sa.insert(Offer).from_select(
+                ["cycle_id", "product_id", "price_cents", "stock_cap", "reserved", "active"], later)).rowcount
+    except IntegrityError:
+        return 0  # a week being generated at this moment copies the offer itself
 
 
 # --------------------------------------------------------------------------- demand

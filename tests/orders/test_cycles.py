@@ -125,3 +125,35 @@ def test_new_cycles_carry_the_previous_offers(schedule):
     offers = db.session.scalars(sa.select(Offer).where(Offer.cycle_id == later[0].id)).all()
     assert [(o.product_id, o.price_cents, o.stock_cap, o.reserved) for o in offers] == [
         (kept.id, 260, Decimal(30), Decimal(0))]
+
+
+def test_a_product_first_offered_this_week_is_offered_in_the_weeks_already_made(schedule):
+    """The weeks ahead were made before the catalogue existed: a product the producer offers now reaches them,
+    except a week where the producer already decided about it (withdrawn on purpose)."""
+    from decimal import Decimal
+
+    from producers.models import Offer
+    from producers.services import set_offer
+    from tests.factories import ProducerFactory, ProductFactory
+
+    weeks = generate_cycles(today=date(2026, 3, 20), now=utc(2026, 3, 20, 12))
+    assert len(weeks) == 3
+    weeks[0].status = "open"
+    farm = ProducerFactory()
+    leeks, eggs = ProductFactory(producer=farm, name="Poireaux"), ProductFactory(producer=farm, name="Œufs")
+    db.session.add(Offer(cycle_id=weeks[2].id, product_id=eggs.id, price_cents=300, reserved=Decimal(0),
+                         active=False))
+    db.session.flush()
+    set_offer(weeks[0].id, leeks.id, farm.id, True, 260, Decimal(30))
+    set_offer(weeks[0].id, eggs.id, farm.id, True, 350, None)
+    db.session.commit()
+    offers = db.session.execute(sa.select(Offer.cycle_id, Offer.product_id, Offer.price_cents, Offer.stock_cap,
+                                          Offer.reserved, Offer.active).order_by(Offer.cycle_id, Offer.id)).all()
+    assert [tuple(o) for o in offers] == [
+        (weeks[0].id, leeks.id, 260, Decimal(30), Decimal(0), True),
+        (weeks[0].id, eggs.id, 350, None, Decimal(0), True),
+        (weeks[1].id, leeks.id, 260, Decimal(30), Decimal(0), True),
+        (weeks[1].id, eggs.id, 350, None, Decimal(0), True),
+        (weeks[2].id, eggs.id, 300, None, Decimal(0), False),
+        (weeks[2].id, leeks.id, 260, Decimal(30), Decimal(0), True),
+    ]
