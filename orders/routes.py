@@ -193,7 +193,8 @@ def cycles_generate():
     created = generate_cycles()
     opened = open_due_cycles()
     db.session.commit()
-    flash(_("%(c)s distribution(s) créée(s), %(o)s ouverte(s).", c=len(created), o=opened), "success")
+    flash(ngettext("%(num)s distribution créée", "%(num)s distributions créées", len(created)) + ", "
+          + ngettext("%(num)s ouverte.", "%(num)s ouvertes.", opened), "success")
     return redirect(url_for("orders.cycles"))
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask_babel import force_locale
+from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -341,11 +341,14 @@ def _plan_slots(cycle: Cycle, schedule: Schedule | None, zone: ZoneInfo,
             place = next((t for t in nearest if free[t] > 0), None)
             if place is None:
                 bags = sum(1 for _id, st in orders if st != "cancelled")
-                raise CycleRefused(_(
-                    "Le créneau de %(start)s à %(end)s a %(n)s sac(s) à placer ailleurs, mais les créneaux de la "
+                raise CycleRefused(ngettext(
+                    "Le créneau de %(start)s à %(end)s a %(num)s sac à placer ailleurs, mais les créneaux de la "
                     "nouvelle plage n'ont plus assez de places. Gardez une plage plus longue ou augmentez la "
-                    "capacité des créneaux.", start=f"{local(slot.starts_at):%H:%M}",
-                    end=f"{local(slot.ends_at):%H:%M}", n=bags))
+                    "capacité des créneaux.",
+                    "Le créneau de %(start)s à %(end)s a %(num)s sacs à placer ailleurs, mais les créneaux de la "
+                    "nouvelle plage n'ont plus assez de places. Gardez une plage plus longue ou augmentez la "
+                    "capacité des créneaux.", bags, start=f"{local(slot.starts_at):%H:%M}",
+                    end=f"{local(slot.ends_at):%H:%M}"))
             free[place] -= 1
             moved[order_id] = utc(place)
     return _SlotPlan(kept, [s.id for s in removed], added, moved, dropped)

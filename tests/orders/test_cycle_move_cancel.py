@@ -289,7 +289,7 @@ def test_shortening_without_room_for_the_bags_is_refused_and_writes_nothing(app)
         move_cycle(cycle.id, cycle.opens_at, cycle.closes_at, paris(2026, 12, 10, 16, 30), paris(2026, 12, 10, 17))
     db.session.rollback()
 
-    assert "Le créneau de 17:00 à 17:30 a 1 sac(s)" in str(refused.value)
+    assert "Le créneau de 17:00 à 17:30 a 1 sac à placer" in str(refused.value)
     assert len(slots_of(cycle.id)) == 6
     assert db.session.get(Cycle, cycle.id).distribution_ends_at == paris(2026, 12, 10, 19, 30)
 

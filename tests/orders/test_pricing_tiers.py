@@ -133,3 +133,13 @@ def test_takings_leave_amap_baskets_out_and_count_households_without_tier_in_the
     assert (rows["Soutien"].total_cents, rows["Soutien"].base_total_cents, rows["Soutien"].lines) == (2200, 2000, 1)
     habitant = rows["Habitant"]
     assert (habitant.households, habitant.total_cents, habitant.difference_cents) == (1, 2000, 0)
+
+
+def test_tier_list_writes_a_decimal_comma(app, client):
+    """« prix -12,5 % », as French is written, not « -12.5 »."""
+    boss = UserFactory(roles=["coordinator"], household=None)
+    db.session.add(PriceTier(name="Quartier", markup_bp=-1250))
+    db.session.commit()
+    login(client, boss.email)
+    page = client.get("/commandes/tarifs").get_data(as_text=True)
+    assert "prix -12,5 %" in page and "-12.5" not in page

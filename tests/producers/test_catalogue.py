@@ -134,7 +134,7 @@ def test_coordinator_imports_through_the_page(app, client):
         "csrf_token": csrf_token(page.data), "file": (io.BytesIO(CSV.encode("utf-8-sig")), "catalogue.csv")},
         content_type="multipart/form-data")
     text = response.get_data(as_text=True)
-    assert "2 produit(s) créé(s)" in text and "6 ligne(s) refusée(s)" in text and "Prix illisible" in text
+    assert "2 produits créés" in text and "6 lignes refusées" in text and "Prix illisible" in text
     export = client.get(f"/producteurs/admin/{supplier.id}/export.csv")
     assert export.mimetype == "text/csv" and "Huile" in export.get_data(as_text=True)
 

@@ -110,7 +110,7 @@ def test_demand_moves_and_shows_only_own_products(client, market):
     assert "Riz" in page and "Pommes" not in page
     place_orders(m, 11, [rice.id])
     page = client.get("/producteurs/demande").get_data(as_text=True)
-    assert "27,5 kg" in page and "(+2,5)" in page and "1 complet(s), 2,5 / 25 en cours" in page
+    assert "27,5 kg" in page and "(+2,5)" in page and "1 colis complet, 2,5 / 25 en cours" in page
     assert "Famille 000" not in page
     csv_text = client.get("/producteurs/demande?format=csv").get_data(as_text=True)
     assert "Riz;kg;27,5;2,5;1;15;12,5" in csv_text
