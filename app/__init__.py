@@ -145,7 +145,9 @@ def register_security_headers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """Flask CLI commands (users, demo data, cycles)."""
-    from app.cli import register
+    from app.cli import register, warn_if_cookies_cannot_work
 
     register(app)
+    # Every process (web, worker, beat, CLI) goes through here: say it once at start when sign-in cannot work.
+    warn_if_cookies_cannot_work(app)
     logging.getLogger("panier").setLevel(logging.INFO)

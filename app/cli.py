@@ -2,23 +2,74 @@
 from __future__ import annotations
 
 import click
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
 from flask import Flask
 from flask.cli import AppGroup
 
 from app.auth.services import create_coordinator as create_coordinator_account
 from app.extensions import db
+from app.models import User
 
 users_cli = AppGroup("users", help="Comptes utilisateurs.")
 
 
+class EmailAddress(click.ParamType):
+    """An e-mail address checked as the forms check it (asked again when typed at the prompt)."""
+
+    name = "adresse e-mail"
+
+    def convert(self, value, param, ctx):
+        """The address as typed, if it is one."""
+        try:
+            return validate_email(value.strip(), check_deliverability=False).normalized
+        except EmailNotValidError:
+            self.fail(f"« {value} » n'est pas une adresse e-mail valide.", param, ctx)
+
+
+class PersonName(click.ParamType):
+    """A name that is not only spaces."""
+
+    name = "nom"
+
+    def convert(self, value, param, ctx):
+        """The name without surrounding spaces."""
+        if not value.strip():
+            self.fail("Indiquez un nom.", param, ctx)
+        return value.strip()
+
+
+def demo_accounts() -> list[str]:
+    """Addresses of the demo's published accounts present in the database (app/demo.py)."""
+    from app import demo
+
+    emails = {login.email for login in demo.logins()} | {demo.COORDINATOR[1]}
+    return list(db.session.scalars(sa.select(User.email).where(User.email.in_(emails)).order_by(User.email)))
+
+
 @users_cli.command("create-coordinator")
-@click.option("--email", required=True)
-@click.option("--name", required=True)
-@click.password_option()
-def create_coordinator(email: str, name: str, password: str) -> None:
+@click.option("--email", type=EmailAddress(), prompt="Adresse e-mail", help="Adresse de connexion.")
+@click.option("--name", type=PersonName(), prompt="Nom", help="Nom affiché.")
+@click.option("--password", help="Mot de passe (demandé s'il manque ; 10 caractères au moins).")
+@click.option("--allow-demo", is_flag=True,
+              help="Accepter une base qui contient les comptes de démonstration (jamais en service réel).")
+def create_coordinator(email: str, name: str, password: str | None, allow_demo: bool) -> None:
     """Create the first coordinator (or give an existing user the coordinator role)."""
+    found = demo_accounts()
+    if found and not allow_demo:
+        # The demo accounts share a published password: a coordinator added next to them would
+        # put a real association on a database anybody can sign in to.
+        raise click.ClickException(
+            f"Cette base contient des comptes de démonstration (par exemple {found[0]}) dont le mot de "
+            "passe est publié : elle ne doit jamais servir pour de vrai. Pour une installation "
+            "réelle, partez d'une base neuve (DATABASE_URL ou PANIER_INSTANCE, puis flask db upgrade). "
+            "Pour ajouter quand même ce compte à la démonstration : --allow-demo."
+        )
+    if password is None:
+        password = click.prompt("Mot de passe", hide_input=True,
+                                confirmation_prompt="Le même mot de passe, encore une fois")
     if len(password) < 10:
-        raise click.BadParameter("10 caractères au moins.", param_hint="password")
+        raise click.BadParameter("10 caractères au moins.", param_hint="--password")
     user = create_coordinator_account(email, name, password)
     db.session.commit()
     click.echo(f"Coordinateur·rice prêt·e : {user.email}")
@@ -44,6 +95,20 @@ def demo_logins() -> None:
     for login in demo.logins():
         click.echo(f"  {login.role:<38} {login.email}")
     click.echo(f"  mot de passe de tous les comptes : {demo.DEMO_PASSWORD}")
+
+
+def warn_if_cookies_cannot_work(app: Flask) -> None:
+    """Say at startup when BASE_URL is plain http:// while the session cookies are Secure."""
+    base_url = app.config.get("BASE_URL") or ""
+    if app.config.get("SESSION_COOKIE_SECURE") and base_url.startswith("http://"):
+        # Browsers drop Secure cookies on plain HTTP (except, at best, on localhost): every
+        # sign-in would then end in « Le formulaire a expiré » with nothing in the logs.
+        app.logger.warning(
+            "BASE_URL is %s, but session cookies are Secure (PANIER_CONFIG=production): browsers "
+            "keep them only over HTTPS, so signing in from another machine fails with « Le formulaire "
+            "a expiré ». Serve the site over HTTPS and set BASE_URL=https://... (README, Configuration).",
+            base_url,
+        )
 
 
 def register(app: Flask) -> None:

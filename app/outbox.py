@@ -21,10 +21,13 @@ import logging
 import mimetypes
 import re
 import smtplib
+import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app
@@ -142,10 +145,19 @@ def _config(name: str, default):
 def build_email(message: OutboxMessage) -> EmailMessage:
     """The EmailMessage of an outbox row, with its attachments read from disk."""
     email = EmailMessage()
-    email["From"] = current_app.config["MAIL_SENDER"]
+    sender = current_app.config["MAIL_SENDER"]
+    email["From"] = sender
     email["To"] = message.recipient
     email["Subject"] = message.subject
-    email["Message-ID"] = message.message_id
+    # Mail filters distrust a message without a Date or whose Message-ID names no real domain:
+    # the sender's domain, else the site's host. The part before the @ is the row's, so a retry
+    # of the same message keeps its id.
+    email["Date"] = formatdate(usegmt=True)
+    domain = parseaddr(sender)[1].rpartition("@")[2]
+    if "." not in domain:
+        domain = urlsplit(current_app.config.get("BASE_URL") or "").hostname or domain or "localhost"
+    local_part = message.message_id.strip("<>").partition("@")[0]
+    email["Message-ID"] = f"<{local_part}@{domain}>"
     email.set_content(message.body)
     for item in json.loads(message.attachments or "[]"):
         if "document_id" in item:
@@ -175,7 +187,8 @@ def _send(email: EmailMessage, message: OutboxMessage) -> None:
         timeout=float(_config("MAIL_TIMEOUT", 30)),
     ) as smtp:
         if current_app.config.get("MAIL_USE_TLS"):
-            smtp.starttls()
+            # smtplib's default context checks nothing: a man in the middle would read reset links.
+            smtp.starttls(context=ssl.create_default_context())
         if current_app.config.get("MAIL_USERNAME"):
             smtp.login(current_app.config["MAIL_USERNAME"], current_app.config.get("MAIL_PASSWORD") or "")
         refused = smtp.send_message(email)

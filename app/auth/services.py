@@ -136,7 +136,7 @@ def request_password_reset(email: str, link_for: Callable[[str], str]) -> bool:
     token = make_link_token(user, "reset")
     hours = max(1, current_app.config["PASSWORD_RESET_MAX_AGE"] // 3600)
     with force_locale(user.locale or "fr"):
-        subject = _("Panier commun : choisir un nouveau mot de passe")
+        subject = _("%(site)s : choisir un nouveau mot de passe", site=current_app.config["SITE_NAME"])
         body = _(
             "Bonjour %(name)s,\n\n"
             "Pour choisir un nouveau mot de passe, ouvrez ce lien :\n%(link)s\n\n"
@@ -205,14 +205,16 @@ def send_invitation(user_id: int, link_for: Callable[[str], str]) -> User:
     if user.password_hash is not None:
         raise AccountError(_("Cette personne a déjà choisi son mot de passe."))
     token = make_link_token(user, "invite")
+    site, association = current_app.config["SITE_NAME"], current_app.config["ASSOCIATION_NAME"]
     with force_locale(user.locale or "fr"):
-        subject = _("Bienvenue sur Panier commun")
+        subject = _("Bienvenue sur %(site)s", site=site)
         body = _(
             "Bonjour %(name)s,\n\n"
-            "Un compte Panier commun vient d'être ouvert pour vous.\n"
+            "Un compte vient d'être ouvert pour vous sur %(site)s, les commandes groupées "
+            "de l'association %(association)s.\n"
             "Pour choisir votre mot de passe, ouvrez ce lien :\n%(link)s\n\n"
             "Ensuite, connectez-vous avec votre adresse %(email)s.\n",
-            name=user.name, link=link_for(token), email=user.email,
+            name=user.name, site=site, association=association, link=link_for(token), email=user.email,
         )
     # One outbox key per link, so a resent invitation is a new message (the old link still works).
     digest = hashlib.sha256(token.encode()).hexdigest()[:16]
@@ -258,21 +260,23 @@ def save_household(
     active: bool = True,
 ) -> Household:
     """Create a household (household_id None) or change one."""
+    # The tier lookup may query (and so autoflush): a new household joins the session only once
+    # its name is set, or the flush inserts it without one.
+    if price_tier_id and db.session.get(PriceTier, price_tier_id) is None:
+        raise AccountError(_("Ce tarif n'existe pas."))
     if household_id is None:
         household = Household()
-        db.session.add(household)
     else:
         household = db.session.get(Household, household_id)
         if household is None:
             raise LookupError(household_id)
-    if price_tier_id and db.session.get(PriceTier, price_tier_id) is None:
-        raise AccountError(_("Ce tarif n'existe pas."))
     household.name = name.strip()
     household.email = normalize_email(email) or None
     household.phone = (phone or "").strip() or None
     household.notes = (notes or "").strip() or None
     household.price_tier_id = price_tier_id or None
     household.active = active
+    db.session.add(household)
     db.session.flush()
     return household
 
