@@ -11,6 +11,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_babel import gettext as _
@@ -23,7 +24,7 @@ from app.extensions import db
 from app.models import User
 from app.money import cents_to_input
 from app.outbox import request_delivery
-from orders.models import Cycle
+from orders.models import Cycle, Order, OrderLine
 from pickup import bp, services
 from pickup.forms import (
     NO_SHOW_OUTCOMES,
@@ -41,6 +42,7 @@ from pickup.forms import (
     SlotForm,
     WeightForm,
 )
+from pickup.models import Site
 from pickup.services import AlreadyRecorded, NeedsConfirmation, NotInDistribution, PickupError
 
 #: The desk's slot filter for households that chose no slot.
@@ -54,12 +56,53 @@ def _refuse(status: int, message: str):
     raise error
 
 
-def _current_cycle_or_404() -> Cycle:
-    """The distribution being handled, for pages that write."""
-    cycle = services.current_distribution()
-    if cycle is None:
+#: The session key remembering the site whose distribution a volunteer's listing pages show.
+CHOSEN_SITE = "pickup_site"
+
+
+def _asked_site_id() -> int | None:
+    """The site asked for by ?lieu=, or None when there is none or it cannot be an id."""
+    raw = request.args.get("lieu", "")
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
+        return int(raw)
+    return None
+
+
+def _chosen_distribution() -> tuple[Cycle | None, list[tuple[Cycle, Site]]]:
+    """The distribution a listing page shows, and every site's one for the chooser.
+
+    ?lieu= picks a site and is remembered for the volunteer's other pages; a site without a distribution
+    being handled (or no site at all) falls back to the remembered one, then to the first.
+    """
+    choices = services.current_distribution_sites()
+    by_site = {cycle.site_id: cycle for cycle, _site in choices}
+    asked = _asked_site_id()
+    if asked in by_site:
+        session[CHOSEN_SITE] = asked
+    cycle = by_site.get(asked) or by_site.get(session.get(CHOSEN_SITE))
+    return cycle or (choices[0][0] if choices else None), choices
+
+
+def _handled_cycle_or_404(cycle_id: int | None, message: str) -> tuple[Cycle, int | None]:
+    """A distribution being handled (any site's), for pages that write, and the ?lieu= that lists it.
+
+    Writes follow the bag, never the chooser: a volunteer with two sites open in two tabs writes where
+    the form says. The lieu is None with a single site, whose pages never carry one.
+    """
+    cycles = services.current_distributions()
+    if not cycles:
         _refuse(404, _("Aucune distribution en cours."))
-    return cycle
+    cycle = next((c for c in cycles if c.id == cycle_id), None)
+    if cycle is None:
+        _refuse(404, message)
+    return cycle, (cycle.site_id if len(cycles) > 1 else None)
+
+
+def _bag_cycle_or_404(order_id: int) -> tuple[Cycle, int | None]:
+    """The distribution being handled that a bag belongs to, and its lieu (404 otherwise)."""
+    order = db.session.get(Order, order_id)
+    return _handled_cycle_or_404(order.cycle_id if order else None,
+                                 _("Ce sac n'appartient pas à la distribution en cours."))
 
 
 
@@ -142,15 +185,15 @@ def slot_ics(order_id: int):
 @bp.route("/preparation")
 @roles_required("volunteer")
 def prepare():
-    """Bags to prepare, slot by slot, for the current distribution."""
-    cycle = services.current_distribution()
+    """Bags to prepare, slot by slot, for the current distribution (of the chosen site)."""
+    cycle, choices = _chosen_distribution()
     groups = services.bags_by_slot(cycle.id) if cycle else []
-    return render_template("pickup/prepare.html", cycle=cycle, groups=groups)
+    return render_template("pickup/prepare.html", cycle=cycle, choices=choices, groups=groups)
 
 
 def _render_bag(order_id: int, status: int = 200, forms: dict | None = None, ticked: set[int] | None = None):
     """The preparation page of one bag, with per-line forms (errors kept on the line that had them)."""
-    cycle = _current_cycle_or_404()
+    cycle, lieu = _bag_cycle_or_404(order_id)
     try:
         bag = services.get_bag(order_id, cycle.id)
     except NotInDistribution as error:
@@ -162,7 +205,7 @@ def _render_bag(order_id: int, status: int = 200, forms: dict | None = None, tic
             weight_forms[line.id] = forms.get(("w", line.id)) or WeightForm(prefix=f"w{line.id}", formdata=None)
         shortage_forms[line.id] = forms.get(("s", line.id)) or ShortageForm(prefix=f"s{line.id}", formdata=None)
     return render_template(
-        "pickup/prepare_bag.html", cycle=cycle, bag=bag, weight_forms=weight_forms,
+        "pickup/prepare_bag.html", cycle=cycle, lieu=lieu, bag=bag, weight_forms=weight_forms,
         shortage_forms=shortage_forms, prepared_form=forms.get("prepared") or PreparedForm(),
         ticked=ticked or set(), expected=services.expected_quantity, refusals=_undrawn_errors(bag, forms),
     ), status
@@ -189,22 +232,19 @@ def prepare_bag(order_id: int):
     return _render_bag(order_id)
 
 
-def _line_order_id(line_id: int, cycle_id: int) -> int:
-    """The bag of a line of the current distribution (404 otherwise)."""
-    from orders.models import OrderLine
-
+def _line_bag_or_404(line_id: int) -> tuple[int, Cycle]:
+    """The bag of a line and the distribution being handled it belongs to (404 otherwise)."""
     line = db.session.get(OrderLine, line_id)
-    if line is None or line.order.cycle_id != cycle_id:
-        _refuse(404, _("Ce produit n'appartient pas à la distribution en cours."))
-    return line.order_id
+    cycle, _lieu = _handled_cycle_or_404(line.order.cycle_id if line else None,
+                                         _("Ce produit n'appartient pas à la distribution en cours."))
+    return line.order_id, cycle
 
 
 @bp.route("/preparation/ligne/<int:line_id>/poids", methods=["POST"])
 @roles_required("volunteer")
 def record_weight(line_id: int):
     """Record the weight packed; a suspicious weight asks to be confirmed."""
-    cycle = _current_cycle_or_404()
-    order_id = _line_order_id(line_id, cycle.id)
+    order_id, cycle = _line_bag_or_404(line_id)
     form = WeightForm(prefix=f"w{line_id}")
     if form.validate_on_submit():
         try:
@@ -230,8 +270,7 @@ def record_weight(line_id: int):
 @roles_required("volunteer")
 def record_shortage(line_id: int):
     """A product is missing or short: the household is credited and told."""
-    cycle = _current_cycle_or_404()
-    order_id = _line_order_id(line_id, cycle.id)
+    order_id, cycle = _line_bag_or_404(line_id)
     form = ShortageForm(prefix=f"s{line_id}")
     if form.validate_on_submit():
         try:
@@ -251,7 +290,7 @@ def record_shortage(line_id: int):
 @roles_required("volunteer")
 def mark_prepared(order_id: int):
     """The bag is ready once every product is ticked."""
-    cycle = _current_cycle_or_404()
+    cycle, lieu = _bag_cycle_or_404(order_id)
     form = PreparedForm()
     ticked = {int(v) for v in request.form.getlist("line") if v.isdigit()}
     if form.validate_on_submit():
@@ -267,7 +306,7 @@ def mark_prepared(order_id: int):
         db.session.commit()
         request_delivery()
         flash(_("Sac prêt."), "success")
-        return redirect(url_for("pickup.prepare"))
+        return redirect(url_for("pickup.prepare", lieu=lieu))
     return _render_bag(order_id, 400, ticked=ticked)
 
 
@@ -277,8 +316,8 @@ def mark_prepared(order_id: int):
 @bp.route("/accueil")
 @roles_required("volunteer")
 def desk():
-    """Find a household by name, bag number or slot."""
-    cycle = services.current_distribution()
+    """Find a household by name, bag number or slot (in the chosen site's distribution)."""
+    cycle, choices = _chosen_distribution()
     form = SearchForm(request.args)
     slot_id = request.args.get("slot", type=int)
     # Households with only an AMAP basket may have no slot: "?slot=aucun" lists them.
@@ -290,8 +329,8 @@ def desk():
 
         results = services.find_bags(cycle.id, form.q.data or "", slot_id, no_slot=no_slot)
         dues = amounts_due_cents([bag.order for bag in results])
-    return render_template("pickup/desk.html", cycle=cycle, form=form, groups=groups, results=results,
-                           dues=dues, slot_id=NO_SLOT if no_slot else slot_id, no_slot=NO_SLOT)
+    return render_template("pickup/desk.html", cycle=cycle, choices=choices, form=form, groups=groups,
+                           results=results, dues=dues, slot_id=NO_SLOT if no_slot else slot_id, no_slot=NO_SLOT)
 
 
 def _card_payments_enabled() -> bool:
@@ -307,7 +346,7 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
     """What the household collects and still owes, with payment and hand-over buttons."""
     from orders.payments import amount_due_cents, desk_balance
 
-    cycle = _current_cycle_or_404()
+    cycle, lieu = _bag_cycle_or_404(order_id)
     try:
         bag = services.get_bag(order_id, cycle.id)
     except NotInDistribution as error:
@@ -323,7 +362,8 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
         bag.pickup and bag.pickup.collected_by_id) else None
     card_enabled = _card_payments_enabled()
     return render_template(
-        "pickup/desk_bag.html", cycle=cycle, bag=bag, due=due, balance=desk_balance(bag.household.id, cycle.id),
+        "pickup/desk_bag.html", cycle=cycle, lieu=lieu, bag=bag, due=due,
+        balance=desk_balance(bag.household.id, cycle.id),
         payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_enabled=card_enabled,
         expected=services.expected_quantity,
     ), status
@@ -340,7 +380,7 @@ def desk_bag(order_id: int):
 @roles_required("volunteer")
 def desk_pay(order_id: int):
     """Take cash, a cheque or the balance for a bag."""
-    cycle = _current_cycle_or_404()
+    cycle, _lieu = _bag_cycle_or_404(order_id)
     form = PaymentForm()
     if form.validate_on_submit():
         try:
@@ -370,7 +410,7 @@ def desk_pay(order_id: int):
 @roles_required("volunteer")
 def collect(order_id: int):
     """The bag is handed over (once only), even unprepared or unpaid, with a warning saying so."""
-    cycle = _current_cycle_or_404()
+    cycle, lieu = _bag_cycle_or_404(order_id)
     form = CollectForm()
     if not form.validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
@@ -390,20 +430,18 @@ def collect(order_id: int):
         flash(_("Sac remis. Attention : %(what)s.", what=" ; ".join(warnings)), "warning")
     else:
         flash(_("Sac remis. Bonne semaine !"), "success")
-    return redirect(url_for("pickup.desk"))
+    return redirect(url_for("pickup.desk", lieu=lieu))
 
 
 @bp.route("/distribution/<int:cycle_id>/fin", methods=["GET", "POST"])
 @roles_required("volunteer")
 def end_distribution(cycle_id: int):
     """End of the afternoon: bags not collected become no-shows, once the volunteer has confirmed."""
-    cycle = _current_cycle_or_404()
-    if cycle.id != cycle_id:
-        _refuse(404, _("Cette distribution n'est pas celle en cours."))
+    cycle, lieu = _handled_cycle_or_404(cycle_id, _("Cette distribution n'est pas celle en cours."))
     if request.method == "GET":
         # One tap marks many bags: the volunteer first sees how many and which.
-        return render_template("pickup/end_distribution.html", cycle=cycle, bags=services.bags_left(cycle.id),
-                               end_form=EndDistributionForm())
+        return render_template("pickup/end_distribution.html", cycle=cycle, lieu=lieu,
+                               bags=services.bags_left(cycle.id), end_form=EndDistributionForm())
     if not EndDistributionForm().validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
     count = services.end_distribution(cycle_id)
@@ -411,16 +449,16 @@ def end_distribution(cycle_id: int):
     flash(_("Distribution terminée : %(count)s sac(s) non récupéré(s).", count=count), "success")
     if current_user.has_role("coordinator"):
         return redirect(url_for("pickup.no_shows"))
-    return redirect(url_for("pickup.desk"))
+    return redirect(url_for("pickup.desk", lieu=lieu))
 
 
 @bp.route("/caisse")
 @roles_required("volunteer")
 def cash_summary():
     """The day's till, read-only: cash, cheques with number and bank, card, balance."""
-    cycle = services.current_distribution()
+    cycle, choices = _chosen_distribution()
     summary = services.cash_summary(cycle.id) if cycle else None
-    return render_template("pickup/cash_summary.html", cycle=cycle, summary=summary,
+    return render_template("pickup/cash_summary.html", cycle=cycle, choices=choices, summary=summary,
                            labels=services.PAYMENT_METHOD_LABELS)
 
 
@@ -431,9 +469,9 @@ def cash_summary():
 @roles_required("coordinator")
 def board():
     """The live board of the distribution (the page reloads itself)."""
-    cycle = services.current_distribution()
+    cycle, choices = _chosen_distribution()
     data = services.board(cycle.id) if cycle else None
-    page = render_template("pickup/board.html", cycle=cycle, board=data,
+    page = render_template("pickup/board.html", cycle=cycle, choices=choices, board=data,
                            labels=services.PAYMENT_METHOD_LABELS)
     # The header reloads the board even where a browser ignores the meta tag in the body.
     return page, 200, {"Refresh": "30"}

@@ -36,6 +36,8 @@ from pickup.models import (
 
 #: Cycle statuses whose bags are prepared and handed out.
 DISTRIBUTION_STATUSES = ("closed", "finalized", "distributed")
+#: Another site's distribution is handled alongside the first one when it is at most this many days later.
+NEARBY_DISTRIBUTION_DAYS = 3
 #: A weight this many times the expected quantity is probably a typing mistake.
 SUSPICIOUS_FACTOR = 10
 
@@ -113,15 +115,47 @@ def _money_after_change(order_id: int) -> int:
 # The distribution being handled and its bags
 
 
-def current_distribution(today: date | None = None) -> Cycle | None:
-    """The distribution of today or the next one whose orders are closed."""
+def current_distribution_sites(today: date | None = None) -> list[tuple[Cycle, Site]]:
+    """Each site's distribution being handled, with its site, by date then site name (one query).
+
+    A site's is its next distribution whose orders are closed, today's included (once ended, only while no
+    later one of the site is closed). Another site's counts
+    only within NEARBY_DISTRIBUTION_DAYS of the first one: a distribution a week later is next week's.
+    """
     today = today or paris_today()
-    return db.session.scalar(
-        sa.select(Cycle)
+    # A site's ended distribution gives way to its next one whose orders are closed (volunteers prepare it);
+    # alone, it stays current for the rest of its day (the till, the bags not collected).
+    ended_last = sa.case((Cycle.status == "distributed", 1), else_=0)
+    rank = sa.func.row_number().over(partition_by=Cycle.site_id,
+                                     order_by=(ended_last, Cycle.distribution_date, Cycle.id))
+    next_per_site = (
+        sa.select(Cycle.id, rank.label("rank"))
         .where(Cycle.status.in_(DISTRIBUTION_STATUSES), Cycle.distribution_date >= today)
-        .order_by(Cycle.distribution_date, Cycle.id)
-        .limit(1)
+        .subquery()
     )
+    rows = db.session.execute(
+        sa.select(Cycle, Site)
+        .join(next_per_site, next_per_site.c.id == Cycle.id)
+        .join(Site, Site.id == Cycle.site_id)
+        .where(next_per_site.c.rank == 1)
+        .order_by(Cycle.distribution_date, Site.name, Site.id)
+    ).tuples().all()
+    if not rows:
+        return []
+    last_day = rows[0][0].distribution_date + timedelta(days=NEARBY_DISTRIBUTION_DAYS)
+    return [(cycle, site) for cycle, site in rows if cycle.distribution_date <= last_day]
+
+
+def current_distributions(today: date | None = None) -> list[Cycle]:
+    """The distributions being handled, one per site at most (see current_distribution_sites)."""
+    return [cycle for cycle, _site in current_distribution_sites(today)]
+
+
+def current_distribution(today: date | None = None, site_id: int | None = None) -> Cycle | None:
+    """The distribution of the given site if it has one being handled, else the first of them."""
+    cycles = current_distributions(today)
+    chosen = next((cycle for cycle in cycles if cycle.site_id == site_id), None)
+    return chosen or (cycles[0] if cycles else None)
 
 
 @dataclass
