@@ -15,6 +15,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 from werkzeug.exceptions import Conflict, NotFound
 from wtforms.fields.choices import SelectChoice
@@ -446,7 +447,8 @@ def end_distribution(cycle_id: int):
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
     count = services.end_distribution(cycle_id)
     db.session.commit()
-    flash(_("Distribution terminée : %(count)s sac(s) non récupéré(s).", count=count), "success")
+    flash(ngettext("Distribution terminée : %(num)s sac non récupéré.", "Distribution terminée : %(num)s sacs non récupérés.",
+                   count), "success")
     if current_user.has_role("coordinator"):
         return redirect(url_for("pickup.no_shows"))
     return redirect(url_for("pickup.desk", lieu=lieu))

@@ -1051,7 +1051,8 @@ def send_rota_alerts(today: date | None = None) -> int:
         if not any(role.needed > 0 and role.filled == 0 for role in roles):
             continue
         missing = [
-            _("%(role)s : il manque %(count)s personne(s)", role=ROLE_LABELS[r.role], count=r.needed - r.filled)
+            ngettext("%(role)s : il manque %(num)s personne", "%(role)s : il manque %(num)s personnes",
+                     r.needed - r.filled, role=ROLE_LABELS[r.role])
             for r in roles if r.filled < r.needed
         ]
         for user in _volunteers():

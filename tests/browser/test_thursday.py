@@ -60,7 +60,7 @@ def test_thursday_on_a_phone(app, live_server, page):
     page.get_by_label("Œufs (boîte de 6)").check()
     page.get_by_label("Salade").check()
     page.get_by_role("button", name="Sac prêt").click()
-    expect(page.get_by_text("2 sac(s) prêt(s) sur 2")).to_be_visible()
+    expect(page.get_by_text("2 sacs prêts sur 2")).to_be_visible()
 
     # Desk: Dupont pays cash; what it owes drops to nothing; the bag is handed over.
     page.get_by_role("link", name="Accueil des foyers").first.click()
@@ -112,7 +112,7 @@ def test_thursday_on_a_phone(app, live_server, page):
     page.get_by_role("button", name="Terminer la distribution").click()
     expect(page.get_by_text("1 sac n'a pas été remis.")).to_be_visible()  # asked first, nothing done yet
     page.get_by_role("button", name="Oui, terminer la distribution").click()
-    expect(page.get_by_text("Distribution terminée : 1 sac(s) non récupéré(s).")).to_be_visible()
+    expect(page.get_by_text("Distribution terminée : 1 sac non récupéré.")).to_be_visible()
     expect(page.get_by_role("heading", name="Sac n° 3 · Foyer Leroy")).to_be_visible()
     expect(page.get_by_role("heading", name="Sac n° 1 · Foyer Dupont")).to_have_count(0)
     _fits_the_phone(page)

@@ -109,11 +109,11 @@ def test_end_of_distribution_lists_no_shows_for_the_coordinator(client, thursday
     post_form(client, f"{_desk_url(thursday.dupont)}/remis", {}, form_url=_desk_url(thursday.dupont))
     response = post_form(client, f"/retrait/distribution/{thursday.cycle.id}/fin", {}, form_url="/retrait/accueil")
     page = text(response)
-    assert "2 sac(s) non récupéré(s)" in page
+    assert "2 sacs non récupérés" in page
     assert "Foyer Martin" in page and "Foyer Leroy" in page and "Foyer Dupont" not in page
     # Pressing the button again marks nothing more.
     response = post_form(client, f"/retrait/distribution/{thursday.cycle.id}/fin", {}, form_url="/retrait/accueil")
-    assert "0 sac(s) non récupéré(s)" in text(response)
+    assert "0 sac non récupéré" in text(response)
 
     response = post_form(client, f"/retrait/non-recuperes/{thursday.martin.id}",
                          {f"n{thursday.martin.id}-outcome": "kept", f"n{thursday.martin.id}-note": "passera vendredi"},
@@ -205,7 +205,7 @@ def test_ending_the_distribution_asks_for_confirmation_first(client, thursday):
     assert db.session.scalar(sa.select(sa.func.count(Pickup.id)).where(Pickup.no_show.is_(True))) == 0
 
     response = post_form(client, end_url, {}, form_url=end_url)
-    assert "Distribution terminée : 2 sac(s) non récupéré(s)." in text(response)
+    assert "Distribution terminée : 2 sacs non récupérés." in text(response)
     assert db.session.scalar(sa.select(sa.func.count(Pickup.id)).where(Pickup.no_show.is_(True))) == 2
     assert "Tous les sacs ont été remis ou sont déjà notés" in text(client.get(end_url))
 

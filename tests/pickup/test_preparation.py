@@ -26,7 +26,7 @@ def test_volunteer_sees_bags_grouped_by_slot(client, thursday):
     assert "Préparation des sacs" in page
     assert page.index("16:30–17:00") < page.index("Sac n° 1 · Foyer Dupont") < page.index("17:00–17:30")
     assert page.index("17:00–17:30") < page.index("Sac n° 3 · Foyer Leroy")
-    assert "0 sac(s) prêt(s) sur 2" in page
+    assert "0 sac prêt sur 2" in page
 
 
 def test_weight_sets_the_line_price_and_the_charge(client, thursday):
@@ -149,7 +149,7 @@ def test_bag_ready_only_when_every_product_is_ticked_and_weighed(client, thursda
               form_url=_bag_url(thursday.dupont))
     response = post_form(client, url, {"line": [str(apples.id), str(salad.id)]}, form_url=_bag_url(thursday.dupont))
     assert "Sac prêt." in text(response)
-    assert "1 sac(s) prêt(s) sur 2" in text(response)
+    assert "1 sac prêt sur 2" in text(response)
     pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == thursday.dupont.id))
     assert pickup.prepared_at is not None and pickup.prepared_by_id is not None
 

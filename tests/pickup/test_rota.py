@@ -46,7 +46,7 @@ def test_volunteer_signs_up_and_withdraws(client, app):
     desk = _role(cycle, "desk")
     response = post_form(client, f"/retrait/permanences/{desk.id}/inscription", {}, form_url="/retrait/permanences")
     page = text(response)
-    assert "Merci, vous êtes inscrit·e." in page and "1 / 2 inscrit·e(s) : Paul" in page
+    assert "Merci, vous êtes inscrit·e." in page and "1 inscrit·e sur 2 : Paul" in page
     response = post_form(client, f"/retrait/permanences/{desk.id}/desinscription", {},
                          form_url="/retrait/permanences")
     assert "Vous êtes désinscrit·e." in text(response)
@@ -119,7 +119,7 @@ def test_alert_three_days_before_when_a_role_is_empty(app):
     send_rota_alerts(paris_today().isoformat())
     messages = db.session.scalars(sa.select(OutboxMessage)).all()
     assert sorted(m.recipient for m in messages) == ["anne@example.org", "paul@example.org"]
-    assert "Rangement : il manque 2 personne(s)" in messages[0].body
+    assert "Rangement : il manque 2 personnes" in messages[0].body
 
     # Once every role has someone, no alert for another distribution.
     other = _cycle_in(3)

@@ -241,7 +241,7 @@ def test_end_of_site_b_distribution_leaves_site_a_alone(client, sites):
     page = text(client.get(url))
     assert "Foyer Bernard" in page and "Foyer Dupont" not in page
     response = post_form(client, url, {}, form_url=url)
-    assert "Distribution terminée : 3 sac(s) non récupéré(s)." in text(response)
+    assert "Distribution terminée : 3 sacs non récupérés." in text(response)
     no_shows = set(db.session.scalars(sa.select(Pickup.order_id).where(Pickup.no_show.is_(True))))
     assert no_shows == {sites.b.dupont.id, sites.b.martin.id, sites.b.leroy.id}
 
