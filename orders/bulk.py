@@ -39,6 +39,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.db import THOUSANDTH, Quantity, to_quantity
 from app.extensions import db
@@ -526,6 +527,65 @@ def cases_to_order(cycle_id: int) -> list[CaseOrder]:
     return sorted(rows, key=lambda r: (r.producer_name.lower(), r.product_name.lower()))
 
 
+@dataclass(frozen=True)
+class BulkOutcome:
+    """How a bulk product of a closed cycle turned out: bought or not, and by which rule it was shared."""
+
+    #: At least one case was bought (some household got some of it).
+    bought: bool
+    #: The offer or the product was withdrawn after ordering: nothing was bought.
+    withdrawn: bool
+    #: The supplier's stock (the offer's cap) did not hold one whole case.
+    no_stock: bool
+    #: The cycle's sharing policy, "pro_rata" or "first_come".
+    policy: str
+
+    def reason(self, quantity: Decimal, allocated: Decimal | None) -> str | None:
+        """Why a line got less than it ordered, in short plain French; None when it got all (or before close)."""
+        if allocated is None or allocated >= quantity:
+            return None
+        if self.bought:
+            if self.policy == "first_come":
+                return _("partagé par ordre d'arrivée des commandes")
+            return _("partagé au prorata des commandes")
+        # Nothing bought: a withdrawal or the supplier's stock explains it better than the incomplete case.
+        if self.withdrawn:
+            return _("produit retiré : non acheté")
+        if self.no_stock:
+            return _("pas assez de stock chez le fournisseur : non acheté")
+        return _("colis incomplet : non acheté")
+
+
+def bulk_outcomes(offer_ids) -> dict[int, BulkOutcome]:
+    """Outcome of each of these bulk offers from its stored allocation, in one query (for the reasons shown)."""
+    offer_ids = sorted(set(offer_ids))
+    if not offer_ids:
+        return {}
+    getting = (
+        sa.select(OrderLine.offer_id, sa.func.count(OrderLine.id).label("getting"))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(OrderLine.offer_id.in_(offer_ids), Order.status.in_(COUNTED_ORDER_STATUSES),
+               OrderLine.quantity_allocated > 0)
+        .group_by(OrderLine.offer_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        sa.select(Offer.id, Offer.active, Offer.stock_cap, Product.active, Product.case_size,
+                  Cycle.allocation_policy, getting.c.getting)
+        .join(Product, Product.id == Offer.product_id)
+        .join(Cycle, Cycle.id == Offer.cycle_id)
+        .outerjoin(getting, getting.c.offer_id == Offer.id)
+        .where(Offer.id.in_(offer_ids), Product.case_size.is_not(None))
+    )
+    return {
+        offer_id: BulkOutcome(
+            bought=bool(count), withdrawn=not (offer_active and product_active),
+            no_stock=stock_cap is not None and stock_cap < case_size, policy=policy or "pro_rata",
+        )
+        for offer_id, offer_active, stock_cap, product_active, case_size, policy, count in rows
+    }
+
+
 @dataclass
 class OrderBulkLine:
     """A household's bulk line as shown on its order: ordered, accepted extra, and what it gets."""
@@ -536,17 +596,26 @@ class OrderBulkLine:
     tolerance: Decimal
     allocated: Decimal | None
     case_size: Decimal
+    #: Why it gets less than it ordered (« colis incomplet : non acheté »...); None when it gets all.
+    reason: str | None = None
 
 
 def order_bulk_lines(order_id: int) -> list[OrderBulkLine]:
-    """The bulk lines of one order, with their allocation once the cycle is closed."""
+    """The bulk lines of one order, with their allocation once the cycle is closed and why it is short."""
+    rows = db.session.execute(
+        sa.select(OrderLine, Product.name, Product.unit, Product.case_size)
+        .join(Offer, Offer.id == OrderLine.offer_id)
+        .join(Product, Product.id == Offer.product_id)
+        .where(OrderLine.order_id == order_id, Product.case_size.is_not(None))
+        .order_by(Product.name)
+    ).tuples().all()
+    short = [line.offer_id for line, *_rest in rows
+             if line.quantity_allocated is not None and line.quantity_allocated < line.quantity]
+    # One more query for all the short lines, none when nothing is short: the page stays flat.
+    outcomes = bulk_outcomes(short) if short else {}
     return [
-        OrderBulkLine(name, unit, line.quantity, line.tolerance, line.quantity_allocated, case_size)
-        for line, name, unit, case_size in db.session.execute(
-            sa.select(OrderLine, Product.name, Product.unit, Product.case_size)
-            .join(Offer, Offer.id == OrderLine.offer_id)
-            .join(Product, Product.id == Offer.product_id)
-            .where(OrderLine.order_id == order_id, Product.case_size.is_not(None))
-            .order_by(Product.name)
-        ).tuples()
+        OrderBulkLine(name, unit, line.quantity, line.tolerance, line.quantity_allocated, case_size,
+                      outcomes[line.offer_id].reason(line.quantity, line.quantity_allocated)
+                      if line.offer_id in outcomes else None)
+        for line, name, unit, case_size in rows
     ]

@@ -198,10 +198,27 @@ def _document(cycle_id: int, kind: str, chunk: str) -> Document | None:
 
 
 def cycle_documents(cycle_id: int) -> list[Document]:
-    """Every stored document of a cycle, in reading order."""
-    return list(db.session.scalars(
-        sa.select(Document).where(Document.cycle_id == cycle_id).order_by(Document.kind, Document.id)
-    ))
+    """Every stored document of a cycle, in reading order: by kind, then by slot time (or producer, product).
+
+    Not by id: ids follow whichever worker finished its chunk first.
+    """
+    documents = db.session.scalars(sa.select(Document).where(Document.cycle_id == cycle_id)).all()
+    starts = dict(db.session.execute(sa.select(Slot.id, Slot.starts_at).where(Slot.cycle_id == cycle_id)).all())
+    kinds = list(KIND_LABELS)
+
+    def reading_order(document: Document) -> tuple:
+        parts = document.chunk.split(":")
+        kind = kinds.index(document.kind) if document.kind in kinds else len(kinds)
+        if parts[0] == "slot":
+            # Slot chunks "slot:<id>[:<part>]"; documents without a slot come after the slots.
+            start = starts.get(int(parts[1]))
+            numbers = [int(p) for p in parts[2:]]
+            return kind, start is None, start.timestamp() if start else 0, numbers, document.filename, document.id
+        if parts[0] == "products":
+            return kind, False, 0, [int(p) for p in parts[1:]], document.filename, document.id
+        return kind, False, 0, [], document.filename.lower(), document.id
+
+    return sorted(documents, key=reading_order)
 
 
 def may_read(user, document: Document) -> bool:
@@ -219,11 +236,10 @@ def may_read(user, document: Document) -> bool:
 
 
 def is_current_distribution(cycle_id: int) -> bool:
-    """The cycle is the distribution volunteers are handling now (the preparation screen's one)."""
-    from pickup.services import current_distribution
+    """The cycle is a distribution volunteers are handling now (one per site, as the preparation screen)."""
+    from pickup.services import current_distributions
 
-    current = current_distribution()
-    return current is not None and current.id == cycle_id
+    return any(cycle.id == cycle_id for cycle in current_distributions())
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -231,7 +247,7 @@ def is_current_distribution(cycle_id: int) -> bool:
 
 @dataclass
 class PurchaseRow:
-    """One product of a purchase order."""
+    """One product of a purchase order (AMAP baskets apart: the farm brings them, the contract pays them)."""
 
     product_id: int
     name: str
@@ -241,11 +257,22 @@ class PurchaseRow:
     quantity: Decimal = Decimal(0)
     ordered: Decimal = Decimal(0)
     per_slot: dict = field(default_factory=dict)
+    #: VAT rate in basis points (550 = 5.5 %); prices are tax included.
+    vat_rate_bp: int = 550
+    #: AMAP baskets: paid to the producer by the season's cheques, so no amount on the order.
+    contract: bool = False
 
     @property
     def total_cents(self) -> int:
-        """Price times allocated quantity."""
+        """Price times allocated quantity, tax included; 0 for AMAP baskets (paid by the contract)."""
+        if self.contract:
+            return 0
         return line_total_cents(self.price_cents, self.quantity)
+
+    @property
+    def not_bought(self) -> bool:
+        """A bulk product ordered but not bought: its case was not filled."""
+        return bool(self.case_size) and not self.quantity and self.ordered > 0
 
     @property
     def cases(self) -> tuple[int, Decimal] | None:
@@ -254,6 +281,44 @@ class PurchaseRow:
             return None
         whole = int(self.quantity // self.case_size)
         return whole, self.quantity - whole * self.case_size
+
+
+def vat_of_tax_included(cents: int, rate_bp: int) -> int:
+    """The VAT inside an amount tax included: cents x rate / (10000 + rate), rounded half up (integers only)."""
+    numerator, denominator = cents * rate_bp, 10000 + rate_bp
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+@dataclass
+class VatLine:
+    """What a purchase order comes to at one VAT rate: tax included, the tax, before tax."""
+
+    rate_bp: int
+    total_cents: int
+
+    @property
+    def vat_cents(self) -> int:
+        """The VAT inside the total."""
+        return vat_of_tax_included(self.total_cents, self.rate_bp)
+
+    @property
+    def net_cents(self) -> int:
+        """The total before tax (HT)."""
+        return self.total_cents - self.vat_cents
+
+
+def vat_summary(rows: list[PurchaseRow]) -> list[VatLine]:
+    """The order's totals per VAT rate, computed on each rate's total (AMAP baskets are not in it)."""
+    totals: dict[int, int] = defaultdict(int)
+    for row in rows:
+        if not row.contract and row.quantity > 0:
+            totals[row.vat_rate_bp] += row.total_cents
+    return [VatLine(rate, cents) for rate, cents in sorted(totals.items())]
+
+
+def vat_rate_label(rate_bp: int) -> str:
+    """550 -> "5,5 %" (French, as the producer reads it)."""
+    return f"{format((Decimal(rate_bp) / 100).normalize(), 'f').replace('.', ',')}\u00a0%"
 
 
 def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[PurchaseRow]]:
@@ -265,44 +330,48 @@ def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[P
     offers = {
         row.offer_id: row for row in db.session.execute(
             sa.select(Offer.id.label("offer_id"), Product.id, Product.name, Product.unit, Product.case_size,
-                      Product.producer_id, Offer.price_cents)
+                      Product.producer_id, Offer.price_cents, Product.vat_rate_bp, Product.is_contract_basket)
             .join(Product, Product.id == Offer.product_id)
             .where(Offer.cycle_id == cycle_id, *([Product.producer_id == producer_id] if producer_id else []))
         )
     }
     # Sums stay in thousandths (plain integers) until the end: no per-row Decimal conversion.
+    # Contract lines (AMAP baskets) are summed apart: the order lists them without an amount.
+    contract_line = sa.case((OrderLine.contract_id.is_(None), 0), else_=1)
     query = (
         sa.select(OrderLine.offer_id, Order.slot_id,
                   sa.type_coerce(sa.func.sum(sa.func.coalesce(OrderLine.quantity_allocated, 0)), sa.BigInteger),
-                  sa.type_coerce(sa.func.sum(OrderLine.quantity), sa.BigInteger))
+                  sa.type_coerce(sa.func.sum(OrderLine.quantity), sa.BigInteger), contract_line)
         .join(Order, Order.id == OrderLine.order_id)
         .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()))
-        .group_by(OrderLine.offer_id, Order.slot_id)
+        .group_by(OrderLine.offer_id, Order.slot_id, contract_line)
     )
     if producer_id is not None:
         query = query.where(OrderLine.offer_id.in_(list(offers) or [0]))
     # Integer thousandths while summing; Decimals are made once per product and slot at the end.
-    totals: dict[int, list] = {}
-    for offer_id, slot_id, quantity, ordered_quantity in db.session.execute(query):
-        product_id = offers[offer_id].id
-        entry = totals.get(product_id)
+    totals: dict[tuple[int, bool], list] = {}
+    for offer_id, slot_id, quantity, ordered_quantity, from_contract in db.session.execute(query):
+        info = offers[offer_id]
+        key = (info.id, bool(from_contract) or bool(info.is_contract_basket))
+        entry = totals.get(key)
         if entry is None:
-            entry = totals[product_id] = [offer_id, 0, 0, defaultdict(int)]
+            entry = totals[key] = [offer_id, 0, 0, defaultdict(int)]
         entry[1] += int(quantity or 0)
         entry[2] += int(ordered_quantity or 0)
         entry[3][slot_id] += int(quantity or 0)
-    rows: dict[int, PurchaseRow] = {}
-    for product_id, (offer_id, quantity, ordered_quantity, per_slot) in totals.items():
+    rows: list[PurchaseRow] = []
+    for (product_id, contract), (offer_id, quantity, ordered_quantity, per_slot) in totals.items():
         info = offers[offer_id]
-        rows[product_id] = PurchaseRow(
+        rows.append(PurchaseRow(
             product_id, info.name, info.unit, info.case_size, info.price_cents,
             quantity=_from_thousandths(quantity), ordered=_from_thousandths(ordered_quantity),
             per_slot={slot: _from_thousandths(value) for slot, value in per_slot.items()},
-        )
+            vat_rate_bp=info.vat_rate_bp, contract=contract,
+        ))
     producer_of = {info.id: info.producer_id for info in offers.values()}
     result: dict[int, list[PurchaseRow]] = defaultdict(list)
-    for product_id, row in sorted(rows.items(), key=lambda item: item[1].name):
-        result[producer_of[product_id]].append(row)
+    for row in sorted(rows, key=lambda row: (row.name, row.contract)):
+        result[producer_of[row.product_id]].append(row)
     return dict(result)
 
 
@@ -355,16 +424,24 @@ def slot_label(slot: Slot | None) -> str:
 
 
 def render_purchase_order(cycle_id: int, producer_id: int) -> list[Document]:
-    """The purchase order of one producer, as PDF and CSV."""
+    """The purchase order of one producer, as PDF and CSV: what to bring (quantity > 0) and what it comes to.
+
+    Bulk products whose case was not filled are not bought: they are named apart, so the supplier
+    knows why they are missing. AMAP baskets are listed without an amount (the contract pays them).
+    """
     producer = snapshot(db.session.get(Producer, producer_id))
-    rows = aggregate(cycle_id, producer_id).get(producer_id, [])
+    aggregated = aggregate(cycle_id, producer_id).get(producer_id, [])
+    rows = [row for row in aggregated if row.quantity > 0]
+    not_bought = [row for row in aggregated if row.not_bought]
     context = _cycle_context(cycle_id)
     slots = context["slots"]
-    slot_ids = sorted({sid for row in rows for sid in row.per_slot},
+    slot_ids = sorted({sid for row in rows for sid, quantity in row.per_slot.items() if quantity},
                       key=lambda sid: (sid not in slots, slots[sid].starts_at.timestamp() if sid in slots else 0))
     total = sum(row.total_cents for row in rows)
     end_reads()
     pdf = render_pdf("orders/documents/purchase_order.html", producer=producer, rows=rows, total_cents=total,
+                     vat_lines=vat_summary(rows), vat_rate_label=vat_rate_label, not_bought=not_bought,
+                     has_contract=any(row.contract for row in rows),
                      slot_ids=slot_ids, slot_label=slot_label, title=_("Bon de commande"), **context)
     chunk = f"producer:{producer_id}"
     audience = f"producer:{producer_id}"
@@ -378,25 +455,47 @@ def render_purchase_order(cycle_id: int, producer_id: int) -> list[Document]:
 
 
 def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> bytes:
-    """The purchase order as a CSV a French spreadsheet opens (semicolons, decimal commas, BOM)."""
+    """The purchase order as a CSV a French spreadsheet opens (semicolons, decimal commas, BOM).
+
+    Only what is to be delivered (quantity > 0); prices tax included (TTC) with their VAT rate;
+    AMAP baskets without an amount; after the total, the totals per VAT rate (HT, TVA, TTC).
+    """
     # The producer reads units in French, as on the PDF ("panier", not "basket").
     from orders.routes import unit_label
 
     def number(value) -> str:
         return format(Decimal(value).normalize(), "f").replace(".", ",") if value is not None else ""
 
+    def euros(cents: int) -> str:
+        return number(Decimal(cents) / 100)
+
+    rows = [row for row in rows if row.quantity > 0]
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
-    writer.writerow(["produit", "unite", "taille_colis", "quantite", "colis_entiers", "reste_unites",
-                     "prix_unitaire_eur", "total_eur"] + [f"creneau_{slot_label(slots.get(s))}" for s in slot_ids])
+    writer.writerow(["produit", "unite", "taille_colis", "quantite", "colis_entiers", "reste_unites", "tva_pct",
+                     "prix_unitaire_ttc_eur", "total_ttc_eur", "remarque"]
+                    + [f"creneau_{slot_label(slots.get(s))}" for s in slot_ids])
     for row in rows:
         cases = row.cases
+        if row.contract:
+            money = ["", "", "", _("panier AMAP, réglé par contrat")]
+        else:
+            money = [number(Decimal(row.vat_rate_bp) / 100), euros(row.price_cents), euros(row.total_cents), ""]
         writer.writerow([
             text_cell(row.name), unit_label(row.unit), number(row.case_size), number(row.quantity),
             cases[0] if cases else "", number(cases[1]) if cases else "",
-            number(Decimal(row.price_cents) / 100), number(Decimal(row.total_cents) / 100),
-        ] + [number(row.per_slot.get(s, Decimal(0))) for s in slot_ids])
-    writer.writerow(["TOTAL", "", "", "", "", "", "", number(Decimal(sum(r.total_cents for r in rows)) / 100)])
+        ] + money + [number(row.per_slot.get(s, Decimal(0))) for s in slot_ids])
+    writer.writerow(["TOTAL TTC", "", "", "", "", "", "", "", euros(sum(r.total_cents for r in rows))])
+    vat_lines = vat_summary(rows)
+    if vat_lines:
+        writer.writerow([])
+        writer.writerow(["taux_tva_pct", "total_ht_eur", "tva_eur", "total_ttc_eur"])
+        for line in vat_lines:
+            writer.writerow([number(Decimal(line.rate_bp) / 100), euros(line.net_cents), euros(line.vat_cents),
+                             euros(line.total_cents)])
+        if len(vat_lines) > 1:
+            writer.writerow(["TOTAL", euros(sum(v.net_cents for v in vat_lines)),
+                             euros(sum(v.vat_cents for v in vat_lines)), euros(sum(v.total_cents for v in vat_lines))])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
@@ -405,8 +504,18 @@ def _slug(text: str) -> str:
     import re
     import unicodedata
 
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    # Letters lose their accents (é -> e, œ -> oe); any other sign (an en dash in "16h30–17h00",
+    # an apostrophe) separates words instead of gluing them together.
+    text = text.translate(_LIGATURES)
+    ascii_text = "".join(
+        char if char.isascii() else ("" if unicodedata.combining(char) else "-")
+        for char in unicodedata.normalize("NFKD", text)
+    )
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:60] or "x"
+
+
+#: Letters NFKD does not take apart.
+_LIGATURES = str.maketrans({"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ß": "ss"})
 
 
 # --------------------------------------------------------------------------- households
@@ -424,6 +533,17 @@ class BagLine:
     unit_price_cents: int
     total_cents: int
     bulk: bool
+    #: Priced on the weight packed on Thursday (Product.sold_by_weight).
+    sold_by_weight: bool = False
+    #: What was packed (the real weight once weighed); None before preparation.
+    prepared: Decimal | None = None
+    #: Bulk: why the household gets less than it ordered (orders.bulk.BulkOutcome.reason); None otherwise.
+    reason: str | None = None
+
+    @property
+    def estimated(self) -> bool:
+        """The amount is an estimate: a product sold by weight, not weighed yet, and something to weigh."""
+        return self.sold_by_weight and self.prepared is None and self.allocated > 0
 
 
 @dataclass
@@ -465,19 +585,30 @@ def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_du
     lines = db.session.execute(
         sa.select(OrderLine.order_id, Product.name, Producer.name, Product.unit, OrderLine.quantity,
                   OrderLine.quantity_allocated, OrderLine.unit_price_cents, Product.case_size, OrderLine.id,
-                  OrderLine.quantity_prepared)
+                  OrderLine.quantity_prepared, Product.sold_by_weight, OrderLine.offer_id)
         .join(Offer, Offer.id == OrderLine.offer_id)
         .join(Product, Product.id == Offer.product_id)
         .join(Producer, Producer.id == Product.producer_id)
         .where(OrderLine.order_id.in_(list(result)))
         .order_by(Producer.name, Product.name, OrderLine.id)
     ).all()
-    for order_id, name, producer, unit, quantity, allocated, price, case_size, _id, prepared in lines:
+    from orders.bulk import bulk_outcomes
+
+    # One query for every short bulk line of these bags: the sharing rule each household is told.
+    outcomes = bulk_outcomes(
+        line.offer_id for line in lines
+        if line.case_size is not None and line.quantity_allocated is not None
+        and line.quantity_allocated < line.quantity
+    )
+    for order_id, name, producer, unit, quantity, allocated, price, case_size, _id, prepared, by_weight, offer_id \
+            in lines:
         given = allocated if allocated is not None else quantity
         charged = prepared if prepared is not None else given
+        outcome = outcomes.get(offer_id)
         result[order_id].lines.append(
             BagLine(name, producer, unit, quantity, given, price, line_total_cents(price, charged),
-                    case_size is not None)
+                    case_size is not None, sold_by_weight=bool(by_weight), prepared=prepared,
+                    reason=outcome.reason(quantity, allocated) if outcome else None)
         )
     return list(result.values())
 
@@ -508,7 +639,12 @@ def render_grid(cycle_id: int, slot_id: int | None, part: int) -> Document:
             for line in bag.lines:
                 cell = products[(line.producer, line.name, line.unit)]
                 cell[column] = cell.get(column, Decimal(0)) + line.allocated
-        tables.append({"bags": group, "rows": sorted(products.items())})
+        # Each row's total is what to take from the crate for these bags (one unit per row, so no
+        # total across rows: kilograms and pieces do not add up). A product none of these bags
+        # gets (a bulk case not filled) has nothing to split: the bag slips say « non livré ».
+        rows = [(key, cells, total) for key, cells in sorted(products.items())
+                if (total := sum(cells.values(), Decimal(0)))]
+        tables.append({"bags": group, "rows": rows})
     end_reads()
     pdf = render_pdf("orders/documents/grid.html", tables=tables, slot=context["slots"].get(slot_id),
                      slot_label=slot_label, title=_("Tableau de répartition"), **context)
@@ -558,9 +694,11 @@ def render_repackaging(cycle_id: int, first: int, last: int, part: int) -> Docum
     """Repackaging sheet for bulk products first..last (or one part of one big product): cases into portions."""
     context = _cycle_context(cycle_id)
     products = repackaging_products(cycle_id, slice(first, last + 1))
+    parts = 1
     if first == last and products:
         # One big product: keep only this part's portions, case by case.
         product = products[0]
+        parts = max(1, math.ceil(sum(len(case.portions) for case in product.cases) / REPACK_PORTIONS))
         start, end, seen, cases = part * REPACK_PORTIONS, (part + 1) * REPACK_PORTIONS, 0, []
         for case in product.cases:
             kept = [p for n, p in enumerate(case.portions, start=seen) if start <= n < end]
@@ -570,10 +708,18 @@ def render_repackaging(cycle_id: int, first: int, last: int, part: int) -> Docum
         products = [_RepackProduct(product.product_name, product.unit, product.case_size, None, cases,
                                    total_cases=len(product.cases))]
     end_reads()
-    pdf = render_pdf("orders/documents/repackaging.html", products=products,
+    # Products are numbered as on the whole sheet, so the file's name ("produits-1-6") finds them.
+    numbered = [(first + index + 1, product) for index, product in enumerate(products)]
+    pdf = render_pdf("orders/documents/repackaging.html", products=numbered, part=part + 1, parts=parts,
                      title=_("Fiche de reconditionnement"), **context)
-    name = _slug(products[0].product_name) if products else "vide"
-    filename = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}-{first + 1}-{name}-{part + 1}.pdf"
+    stem = f"reconditionnement-{context['cycle'].distribution_date.isoformat()}"
+    if not products:
+        filename = f"{stem}-vide.pdf"
+    elif first == last:
+        name = f"{stem}-produit-{first + 1}-{_slug(products[0].product_name)}"
+        filename = f"{name}-partie-{part + 1}-sur-{parts}.pdf" if parts > 1 else f"{name}.pdf"
+    else:
+        filename = f"{stem}-produits-{first + 1}-{last + 1}.pdf"
     return store_document(cycle_id, "repackaging", f"products:{first}:{last}:{part}", "volunteer", filename,
                           pdf.data, pages=pdf.pages)
 
@@ -581,12 +727,25 @@ def render_repackaging(cycle_id: int, first: int, last: int, part: int) -> Docum
 # --------------------------------------------------------------------------- e-mails
 
 
+def _delivering_producers(cycle_id: int) -> set[int]:
+    """Producers with something to bring this cycle (an allocated quantity above 0)."""
+    return set(db.session.scalars(
+        sa.select(Product.producer_id).distinct()
+        .join(Offer, Offer.product_id == Product.id)
+        .join(OrderLine, OrderLine.offer_id == Offer.id)
+        .where(OrderLine.order_id.in_(_active(cycle_id)), OrderLine.quantity_allocated > 0)
+    ))
+
+
 def producers_without_email(cycle_id: int) -> list[Producer]:
-    """Producers with a purchase order this cycle but no address: theirs goes on paper."""
+    """Producers with something to deliver this cycle but no address: their purchase order goes on paper."""
     chunks = db.session.scalars(
         sa.select(Document.chunk).where(Document.cycle_id == cycle_id, Document.kind == "purchase_order")
     ).all()
     ids = [int(c.split(":")[1]) for c in chunks]
+    if ids:
+        delivering = _delivering_producers(cycle_id)
+        ids = [i for i in ids if i in delivering]
     if not ids:
         return []
     return list(db.session.scalars(
@@ -607,7 +766,14 @@ def cycle_messages(cycle_id: int) -> Iterator[MessageSpec]:
     by_producer: dict[int, list[Document]] = defaultdict(list)
     for document in sorted(documents, key=lambda d: d.kind):
         by_producer[int(document.chunk.split(":")[1])].append(document)
+    # A producer with nothing to bring (a bulk case not filled, every line capped to 0) gets no
+    # e-mail: an order of 0,00 € would only make them wonder. The PDF stays for the coordinator.
+    delivering = _delivering_producers(cycle_id)
     for producer_id, docs in sorted(by_producer.items()):
+        if producer_id not in delivering:
+            log.info("close: producer %s has nothing to deliver for cycle %s; no purchase order e-mail",
+                     producer_id, cycle_id)
+            continue
         producer = db.session.get(Producer, producer_id)
         if not producer.email:
             log.warning("close: producer %s (%s) has no e-mail; print its purchase order for cycle %s",
