@@ -1,4 +1,4 @@
-"""Forms of the payments area: pay, top up a balance, refund to the card, take a desk payment."""
+"""Forms of the payments area: pay, top up a balance, refund to the card, take, cancel a desk payment, hand credit back."""
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
@@ -102,3 +102,35 @@ class DeskPaymentForm(PageForm):
         """A cheque needs its bank."""
         if self.method.data == "cheque" and not (field.data or "").strip():
             raise ValidationError(_l("Indiquez la banque du chèque."))
+
+
+class CancelPaymentForm(PageForm):
+    """Cancel a desk payment recorded by mistake (wrong household, wrong method): the reason is kept."""
+
+    note = StringField(_l("Pourquoi annuler ce paiement ?"),
+                       validators=[DataRequired(_l("Indiquez pourquoi ce paiement est annulé.")), Length(max=200)])
+    #: A token made when the form is shown: the same form sent twice cancels once.
+    token = HiddenField()
+    submit = SubmitField(_l("Annuler ce paiement"))
+
+
+class HandBackForm(PageForm):
+    """Give a household's credit back in cash or by the association's cheque."""
+
+    method = SelectField(
+        _l("Rendu"),
+        choices=[SelectChoice("cash", _l("En espèces")), SelectChoice("cheque", _l("Par chèque"))],
+    )
+    amount = AmountField(_l("Montant rendu (€)"), validators=[DataRequired(_l("Indiquez un montant."))])
+    # No Optional() here: it would stop the chain before the cheque check below.
+    cheque_number = StringField(_l("Numéro du chèque"), validators=[Length(max=40)])
+    note = StringField(_l("Note"), validators=[DataRequired(_l("Indiquez pourquoi cet argent est rendu.")),
+                                               Length(max=200)])
+    #: A token made when the form is shown: the same form sent twice records one refund.
+    token = HiddenField()
+    submit = SubmitField(_l("Enregistrer le remboursement"))
+
+    def validate_cheque_number(self, field):
+        """A cheque needs its number."""
+        if self.method.data == "cheque" and not (field.data or "").strip():
+            raise ValidationError(_l("Indiquez le numéro du chèque."))

@@ -66,15 +66,26 @@ class Payment(db.Model):
     received_cents: Mapped[int | None]
     #: Why the payment was flagged for the coordinator.
     flag_reason: Mapped[str | None] = mapped_column(sa.String(300))
+    #: Desk payments recorded by mistake (wrong household, wrong method) are cancelled, never deleted:
+    #: status "cancelled", a reversing ledger entry, and who did it, when and why.
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+    cancel_note: Mapped[str | None] = mapped_column(sa.String(300))
 
     __table_args__ = (
         sa.CheckConstraint("method IN ('card', 'cash', 'cheque', 'balance')", name="known_method"),
         sa.CheckConstraint("refunded_cents >= 0 AND refunded_cents <= amount_cents", name="refund_within_amount"),
         sa.CheckConstraint(
-            "status IN ('pending', 'succeeded', 'failed', 'expired', 'refunded', 'flagged')",
+            "status IN ('pending', 'succeeded', 'failed', 'expired', 'refunded', 'flagged', 'cancelled')",
             name="known_status",
         ),
         sa.CheckConstraint("amount_cents > 0", name="amount_positive"),
+        # Only a desk payment is cancelled (a card payment goes back through Stripe), always with its reason.
+        sa.CheckConstraint(
+            "status <> 'cancelled' OR (method IN ('cash', 'cheque', 'balance') "
+            "AND cancel_note IS NOT NULL AND cancelled_at IS NOT NULL)",
+            name="cancelled_desk_payment_with_note",
+        ),
     )
 
 
@@ -90,22 +101,40 @@ class ReceiptCounter(db.Model):
 
 
 class Receipt(db.Model):
-    """A receipt for a fully paid order, numbered without gaps per association."""
+    """A receipt for a paid order, numbered without gaps per association, never changed once issued.
+
+    What it shows is frozen in ``snapshot`` when it is issued (orders.receipts). When the order or its
+    payments change afterwards, a new receipt with the next number replaces it (``replaces_id``); the
+    old row stays as it was.
+    """
 
     __tablename__ = "receipt"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     association: Mapped[str] = mapped_column(sa.String(120))
     number: Mapped[int]
-    order_id: Mapped[int] = mapped_column(sa.ForeignKey("order.id"), unique=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("order.id"), index=True)
+    #: 1 for the order's first receipt, then 2, 3... for each one that replaces the previous.
+    revision: Mapped[int] = mapped_column(default=1)
+    #: The receipt this one replaces (the order's previous revision); a receipt is replaced at most once.
+    replaces_id: Mapped[int | None] = mapped_column(sa.ForeignKey("receipt.id"), unique=True)
     household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
-    #: What the household had paid for the order when the receipt was issued (cents).
+    #: What the household had paid for the order when the receipt was issued (cents); equals the snapshot's.
     amount_cents: Mapped[int]
+    #: Everything the receipt prints, frozen at issue: lines, total, payments, paid, credited, due
+    #: (orders.receipts.order_snapshot). The PDF is always rendered from it, never from the order.
+    snapshot: Mapped[dict] = mapped_column(sa.JSON)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
         sa.UniqueConstraint("association", "number", name="uq_receipt_association_number"),
+        # Two issuers racing for the same order: one revision wins, the other's number is rolled back.
+        sa.UniqueConstraint("order_id", "revision", name="uq_receipt_order_revision"),
         sa.CheckConstraint("number > 0", name="number_positive"),
+        sa.CheckConstraint(
+            "(revision = 1 AND replaces_id IS NULL) OR (revision > 1 AND replaces_id IS NOT NULL)",
+            name="revision_replaces",
+        ),
     )
 
     @property

@@ -20,20 +20,32 @@ from flask_login import current_user, login_required
 from app.auth.decorators import roles_required
 from app.extensions import csrf, db
 from app.models import Household
-from app.money import cents_to_input
+from app.money import cents_to_input, format_cents
 from orders import bp
+from orders.ledger import balance_cents as household_balance_cents
 from orders.models import Cycle, Order
-from orders.payment_forms import DeskPaymentForm, PayForm, RefundForm, TopupForm
+from orders.payment_forms import (
+    CancelPaymentForm,
+    DeskPaymentForm,
+    HandBackForm,
+    PayForm,
+    RefundForm,
+    TopupForm,
+)
 from orders.payment_models import Payment, Receipt
 from orders.payments import (
     PaymentAlreadyRecorded,
     PaymentError,
     amount_due_cents,
     balances_csv,
+    cancel_desk_payment,
     cycle_money,
     cycle_money_csv,
+    hand_back_credit,
     household_account,
     household_balances,
+    household_payments,
+    order_payments,
     record_desk_payment,
     record_topup,
     spendable_balance_cents,
@@ -222,6 +234,7 @@ def household_ledger(household_id: int):
         refund_form=RefundForm(),
         card_enabled=False,
         form=PayForm(),
+        payments=household_payments(household_id),
     )
 
 
@@ -302,8 +315,68 @@ def desk_payment(order_id: int):
     return render_template(
         "orders/payments/desk_payment.html", form=form, order=order, household=household,
         due_cents=amount_due_cents(order.id), spendable_cents=spendable_balance_cents(order.household_id),
-        receipt=receipt_for_order(order.id),
+        receipt=receipt_for_order(order.id), payments=order_payments(order.id),
     )
+
+
+@bp.route("/paiements/<int:payment_id>/annuler", methods=["GET", "POST"])
+@roles_required("coordinator")
+def cancel_payment(payment_id: int):
+    """A coordinator cancels a cash, cheque or balance payment recorded by mistake, saying why."""
+    payment = db.session.get(Payment, payment_id) or abort(404)
+    form = CancelPaymentForm()
+    if request.method == "GET":
+        form.token.data = secrets.token_hex(16)
+    back = url_for("orders.household_ledger", household_id=payment.household_id)
+    if form.validate_on_submit():
+        try:
+            cancel_desk_payment(payment.id, note=form.note.data, cancelled_by_id=current_user.id,
+                                token=form.token.data or "")
+        except PaymentAlreadyRecorded as error:
+            db.session.rollback()
+            flash(str(error), "warning")
+            return redirect(back)
+        except PaymentError as error:
+            db.session.rollback()
+            form.note.errors.append(str(error))
+        else:
+            db.session.commit()
+            flash(_("Paiement annulé : la commande n° %(id)s doit de nouveau %(due)s.", id=payment.order_id,
+                    due=format_cents(amount_due_cents(payment.order_id))), "success")
+            return redirect(back)
+    return render_template("orders/payments/cancel_payment.html", form=form, payment=payment,
+                           household=db.session.get(Household, payment.household_id), back=back)
+
+
+@bp.route("/soldes/<int:household_id>/rendre", methods=["GET", "POST"])
+@roles_required("coordinator")
+def hand_back(household_id: int):
+    """A coordinator gives a household's credit back in cash or by cheque, with a note."""
+    household = db.session.get(Household, household_id) or abort(404)
+    form = HandBackForm()
+    if request.method == "GET":
+        form.token.data = secrets.token_hex(16)
+        form.method.data = "cash"
+    back = url_for("orders.household_ledger", household_id=household.id)
+    if form.validate_on_submit():
+        try:
+            hand_back_credit(household.id, form.amount.cents, form.method.data, note=form.note.data,
+                             token=form.token.data or "", created_by_id=current_user.id,
+                             cheque_number=form.cheque_number.data)
+        except PaymentAlreadyRecorded as error:
+            db.session.rollback()
+            flash(str(error), "warning")
+            return redirect(back)
+        except PaymentError as error:
+            db.session.rollback()
+            form.amount.errors.append(str(error))
+        else:
+            db.session.commit()
+            flash(_("Remboursement enregistré : %(amount)s rendus au foyer.", amount=format_cents(form.amount.cents)),
+                  "success")
+            return redirect(back)
+    return render_template("orders/payments/hand_back.html", form=form, household=household, back=back,
+                           balance_cents=household_balance_cents(household.id))
 
 
 @bp.route("/paiements/<int:payment_id>/accepter", methods=["POST"])

@@ -239,6 +239,120 @@ def _issue_receipt_if_paid(order_id: int) -> None:
     issue_receipt_if_paid(order_id)
 
 
+# --- corrections: a desk payment recorded by mistake, credit handed back ------------------------
+
+#: Notes of corrections are kept with the ledger entry (300 characters with the prefix).
+MAX_NOTE_LENGTH = 200
+#: How credit goes back to a household outside the card: cash from the till, or the association's cheque.
+HAND_BACK_METHODS = ("cash", "cheque")
+
+
+def _required_note(note: str | None, message: str) -> str:
+    """The coordinator's note, trimmed; PaymentError with ``message`` when there is none."""
+    note = " ".join((note or "").split())
+    if not note:
+        raise PaymentError(message)
+    return note[:MAX_NOTE_LENGTH]
+
+
+def cancel_desk_payment(payment_id: int, *, note: str | None, cancelled_by_id: int | None,
+                        token: str | None) -> Payment:
+    """Cancel a cash, cheque or balance payment recorded by mistake; the caller commits.
+
+    Nothing is deleted. The payment becomes ``cancelled`` by a guarded UPDATE (``WHERE status =
+    'succeeded'``), so the same form sent twice, or two coordinators at once, cancel it once; the second
+    gets PaymentAlreadyRecorded. An ``adjustment`` entry takes back from the balance what the payment
+    brought in (a balance payment brought nothing in: its entry is 0 and only keeps the note in the
+    history), the order owes again what the payment covered, and the receipt is replaced. ``token`` is
+    the form's one-time token (refused when missing, as on the desk form). Card payments go back through
+    Stripe (stripe_checkout.refund_to_card), never here.
+    """
+    _form_token(token)
+    note = _required_note(note, _("Indiquez pourquoi ce paiement est annulé."))
+    payment = db.session.scalar(sa.select(Payment).where(Payment.id == payment_id).with_for_update())
+    if payment is None:
+        raise PaymentError(_("Ce paiement n'existe pas."))
+    if payment.method not in DESK_METHODS:
+        raise PaymentError(_("Un paiement par carte ne s'annule pas ici : il se rembourse sur la carte."))
+    if payment.status == "cancelled":
+        raise PaymentAlreadyRecorded(_("Ce paiement est déjà annulé."))
+    if payment.status != "succeeded":
+        raise PaymentError(_("Ce paiement ne peut pas être annulé."))
+    result = db.session.execute(
+        sa.update(Payment)
+        .where(Payment.id == payment.id, Payment.status == "succeeded")
+        .values(status="cancelled", cancelled_at=utcnow(), cancelled_by_id=cancelled_by_id, cancel_note=note)
+    )
+    db.session.refresh(payment)
+    if result.rowcount != 1:
+        raise PaymentAlreadyRecorded(_("Ce paiement est déjà annulé."))
+    ledger.record_entry(
+        payment.household_id,
+        0 if payment.method == "balance" else -payment.amount_cents,
+        "adjustment",
+        f"payment:{payment.id}:cancelled",
+        order_id=payment.order_id,
+        note=f"paiement annulé ({_describe(payment)}, {format_cents(payment.amount_cents)}) : {note}"[:300],
+        created_by_id=cancelled_by_id,
+    )
+    if payment.order_id is not None:
+        _issue_receipt_if_paid(payment.order_id)
+    return payment
+
+
+def hand_back_credit(household_id: int, amount_cents: int, method: str, *, note: str | None, token: str | None,
+                     created_by_id: int | None, cheque_number: str | None = None) -> LedgerEntry:
+    """Give a household's credit back in cash or by the association's cheque: one ``refund`` entry; the caller commits.
+
+    At most the household's balance (what the ledger says it has with the association). ``token`` is
+    the form's one-time token: the same form sent twice records one refund and raises
+    PaymentAlreadyRecorded the second time.
+    """
+    from app.models import Household
+
+    if method not in HAND_BACK_METHODS:
+        raise PaymentError(_("Rendez l'argent en espèces ou par chèque."))
+    if not isinstance(amount_cents, int) or isinstance(amount_cents, bool) or amount_cents <= 0:
+        raise PaymentError(_("Le montant doit être supérieur à zéro."))
+    cheque_number = (cheque_number or "").strip() or None
+    if method == "cheque" and not cheque_number:
+        raise PaymentError(_("Pour un chèque, indiquez son numéro."))
+    note = _required_note(note, _("Indiquez pourquoi cet argent est rendu."))
+    reference = f"handback:{household_id}:{_form_token(token)}"
+    # The household's row lock (PostgreSQL; SQLite writes one at a time) queues two refunds of one balance.
+    if db.session.scalar(sa.select(Household.id).where(Household.id == household_id).with_for_update()) is None:
+        raise PaymentError(_("Ce foyer n'existe pas."))
+    if db.session.scalar(sa.select(LedgerEntry.id).where(LedgerEntry.reference == reference)):
+        raise PaymentAlreadyRecorded(_("Ce remboursement est déjà enregistré."))
+    balance = ledger.balance_cents(household_id)
+    if amount_cents > balance:
+        raise PaymentError(_("On peut rendre au plus le solde du foyer (%(amount)s).",
+                             amount=format_cents(max(0, balance))))
+    how = "rendu en espèces" if method == "cash" else f"rendu par chèque n° {cheque_number}"
+    return ledger.record_entry(
+        household_id, -amount_cents, "refund", reference,
+        note=f"{how} : {note}"[:300], created_by_id=created_by_id,
+    )
+
+
+def household_payments(household_id: int) -> list[Payment]:
+    """The household's payments that were made or cancelled, newest first (the coordinator's account view)."""
+    return list(db.session.scalars(
+        sa.select(Payment)
+        .where(Payment.household_id == household_id, Payment.status.in_(("succeeded", "cancelled")))
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+    ))
+
+
+def order_payments(order_id: int) -> list[Payment]:
+    """The order's payments that were made or cancelled, oldest first (the desk page)."""
+    return list(db.session.scalars(
+        sa.select(Payment)
+        .where(Payment.order_id == order_id, Payment.status.in_(("succeeded", "cancelled")))
+        .order_by(Payment.created_at, Payment.id)
+    ))
+
+
 def settle_balance_payments(cycle_id: int) -> int:
     """At finalize: charge every order of the cycle and pay what is due from spendable balances.
 
@@ -272,8 +386,12 @@ def settle_balance_payments(cycle_id: int) -> int:
             )
         )
         db.session.flush()
-        _issue_receipt_if_paid(order_id)
         settled += 1
+    # Receipts once every order is locked and charged (the counter's lock comes last, as in a desk
+    # payment): the cycle is closed now, so those issued while it was open are replaced where it changed.
+    from orders.receipts import refresh_cycle_receipts
+
+    refresh_cycle_receipts(cycle_id)
     return settled
 
 
@@ -532,9 +650,12 @@ def household_account(household_id: int) -> Account:
     for order in orders:
         paid = paid_cents(order.id)
         rows.append(OrderMoney(order, paid, max(0, order.total_cents - paid)))
+    # The current receipt of each order: its latest revision (older ones were replaced).
     receipts = {
         r.order_id: r
-        for r in db.session.scalars(sa.select(Receipt).where(Receipt.household_id == household_id)).all()
+        for r in db.session.scalars(
+            sa.select(Receipt).where(Receipt.household_id == household_id).order_by(Receipt.order_id, Receipt.revision)
+        ).all()
     }
     from orders.models import Cycle
 

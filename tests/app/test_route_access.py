@@ -88,6 +88,8 @@ ACCESS: dict[str, object] = {
     "orders.household_ledger": ("coordinator",),
     "orders.topup": ("coordinator",),
     "orders.refund_card": ("coordinator",),
+    "orders.cancel_payment": ("coordinator",),
+    "orders.hand_back": ("coordinator",),
     "orders.money": ("coordinator",),
     "orders.stripe_webhook": PUBLIC,
     # Pickup
