@@ -341,8 +341,12 @@ def cancel_payment(payment_id: int):
             form.note.errors.append(str(error))
         else:
             db.session.commit()
-            flash(_("Paiement annulé : la commande n° %(id)s doit de nouveau %(due)s.", id=payment.order_id,
-                    due=format_cents(amount_due_cents(payment.order_id))), "success")
+            order = db.session.get(Order, payment.order_id) if payment.order_id else None
+            if order is not None and order.status == "confirmed":
+                flash(_("Paiement annulé : la commande n° %(id)s doit de nouveau %(due)s.", id=payment.order_id,
+                        due=format_cents(amount_due_cents(payment.order_id))), "success")
+            else:
+                flash(_("Paiement annulé ; l'avoir du foyer est réduit d'autant."), "success")
             return redirect(back)
     return render_template("orders/payments/cancel_payment.html", form=form, payment=payment,
                            household=db.session.get(Household, payment.household_id), back=back)

@@ -295,9 +295,24 @@ def cancel_desk_payment(payment_id: int, *, note: str | None, cancelled_by_id: i
         note=f"paiement annulé ({_describe(payment)}, {format_cents(payment.amount_cents)}) : {note}"[:300],
         created_by_id=cancelled_by_id,
     )
+    _refuse_debt_no_order_shows(payment.household_id)
     if payment.order_id is not None:
         _issue_receipt_if_paid(payment.order_id)
     return payment
+
+
+def _refuse_debt_no_order_shows(household_id: int) -> None:
+    """Refuse (the caller rolls back) when the household would owe more than its orders show as due.
+
+    That happens when a cancelled payment's surplus went to the balance and was already spent on another
+    order: that balance payment must be cancelled first, or the desk would collect less than is owed."""
+    db.session.flush()
+    orders = db.session.scalars(
+        sa.select(Order).where(Order.household_id == household_id, Order.status == "confirmed")).all()
+    shown = sum(amounts_due_cents(list(orders)).values())
+    if ledger.balance_cents(household_id) + shown < 0:
+        raise PaymentError(_("Une partie de ce paiement a déjà servi à payer une autre commande depuis le solde : "
+                             "annulez d'abord ce paiement par le solde."))
 
 
 def hand_back_credit(household_id: int, amount_cents: int, method: str, *, note: str | None, token: str | None,

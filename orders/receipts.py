@@ -377,6 +377,11 @@ def _refresh_changed_receipts(session) -> None:
     """
     if session.info.get(_REFRESHING) or not has_app_context():
         return
+    if session.in_nested_transaction():
+        # SQLAlchemy also calls before_commit when a SAVEPOINT is released: refreshing there would take the
+        # receipt counter's lock in the middle of the caller's order locks (a deadlock with finalize). The
+        # orders noted stay for the real commit.
+        return
     if not db.session.registry.has() or db.session.registry() is not session:
         return  # another session than the application's: not ours to extend
     session.flush()

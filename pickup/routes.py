@@ -331,7 +331,8 @@ def desk():
         results = services.find_bags(cycle.id, form.q.data or "", slot_id, no_slot=no_slot)
         dues = amounts_due_cents([bag.order for bag in results])
     return render_template("pickup/desk.html", cycle=cycle, choices=choices, form=form, groups=groups,
-                           results=results, dues=dues, slot_id=NO_SLOT if no_slot else slot_id, no_slot=NO_SLOT)
+                           results=results, dues=dues, slot_id=NO_SLOT if no_slot else slot_id, no_slot=NO_SLOT,
+                           today=services.paris_today())
 
 
 def _card_payments_enabled() -> bool:
@@ -440,12 +441,18 @@ def end_distribution(cycle_id: int):
     """End of the afternoon: bags not collected become no-shows, once the volunteer has confirmed."""
     cycle, lieu = _handled_cycle_or_404(cycle_id, _("Cette distribution n'est pas celle en cours."))
     if request.method == "GET":
+        if cycle.distribution_date > services.paris_today():
+            _refuse(409, _("Cette distribution n'a pas encore eu lieu : elle se termine le jour même, pas avant."))
         # One tap marks many bags: the volunteer first sees how many and which.
         return render_template("pickup/end_distribution.html", cycle=cycle, lieu=lieu,
                                bags=services.bags_left(cycle.id), end_form=EndDistributionForm())
     if not EndDistributionForm().validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
-    count = services.end_distribution(cycle_id)
+    try:
+        count = services.end_distribution(cycle_id)
+    except PickupError as error:
+        db.session.rollback()
+        _refuse(409, error.message)
     db.session.commit()
     flash(ngettext("Distribution terminée : %(num)s sac non récupéré.", "Distribution terminée : %(num)s sacs non récupérés.",
                    count), "success")

@@ -615,6 +615,10 @@ def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | N
             _("Ce sac a déjà été remis (%(when)s, par %(who)s).",
               when=format_datetime(pickup.collected_at, "EEEE d MMMM HH:mm"), who=who.name if who else "?")
         )
+    # A paid bag with a product never weighed gets its receipt once handed out (orders.receipts).
+    from orders.receipts import refresh_receipts
+
+    refresh_receipts([order_id])
     return pickup
 
 
@@ -637,7 +641,13 @@ def bags_left(cycle_id: int) -> list[Bag]:
 
 
 def end_distribution(cycle_id: int) -> int:
-    """Mark every bag not collected as a no-show; returns how many (running it again adds none)."""
+    """Mark every bag not collected as a no-show; returns how many (running it again adds none).
+
+    Only on or after its day: a site's next distribution is handled days ahead (bags are prepared), and
+    ending it then would mark every bag not collected before anyone came."""
+    day = db.session.scalar(sa.select(Cycle.distribution_date).where(Cycle.id == cycle_id))
+    if day is None or day > paris_today():
+        raise PickupError(_("Cette distribution n'a pas encore eu lieu : elle se termine le jour même, pas avant."))
     order_ids = list(db.session.scalars(
         sa.select(Order.id).where(Order.cycle_id == cycle_id, Order.status == "confirmed")
     ))
@@ -653,6 +663,10 @@ def end_distribution(cycle_id: int) -> int:
         sa.update(Cycle).where(Cycle.id == cycle_id, Cycle.status == "finalized").values(status="distributed")
     )
     db.session.expire_all()
+    # The distribution is over: paid orders still waiting for a weight get their receipt (orders.receipts).
+    from orders.receipts import refresh_receipts
+
+    refresh_receipts(order_ids)
     return result.rowcount
 
 

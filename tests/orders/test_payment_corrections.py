@@ -359,3 +359,36 @@ def test_two_coordinators_at_once_cancel_once_and_never_hand_back_more_than_the_
     assert len(adjustments()) == 1
     assert balance_cents(household_id) == 0
     assert amount_due_cents(order_id) == 600
+
+
+def test_cash_whose_surplus_already_paid_another_order_is_not_cancelled_first(app):
+    """20 € cash on an order that shrank to 15 €; the 5 € surplus paid order B from the balance. Cancelling the
+    cash alone would leave 5 € owed that no order shows: refused until B's balance payment is cancelled."""
+    from orders.ledger import sync_order_charge
+
+    household = HouseholdFactory()
+    first = OrderFactory(household_id=household.id)
+    line = OrderLineFactory(order=first, unit_price_cents=2000, base_price_cents=2000, quantity=Decimal(1))
+    first.total_cents = 2000
+    db.session.flush()
+    cash = record_desk_payment(first.id, "cash", 2000, received_by_id=None)
+    db.session.commit()
+    line.quantity_allocated = Decimal("0.75")
+    first.total_cents = 1500
+    sync_order_charge(first.id)
+    second = OrderFactory(household_id=household.id)
+    OrderLineFactory(order=second, unit_price_cents=500, base_price_cents=500, quantity=Decimal(1))
+    second.total_cents = 500
+    db.session.flush()
+    from_balance = record_desk_payment(second.id, "balance", 500, received_by_id=None)
+    db.session.commit()
+
+    with pytest.raises(PaymentError, match="annulez d'abord ce paiement par le solde"):
+        cancel_desk_payment(cash.id, note="mauvais foyer", cancelled_by_id=None, token="abcdefgh12")
+    db.session.rollback()
+    assert db.session.get(Payment, cash.id).status == "succeeded"
+    cancel_desk_payment(from_balance.id, note="suite", cancelled_by_id=None, token="abcdefgh13")
+    cancel_desk_payment(cash.id, note="mauvais foyer", cancelled_by_id=None, token="abcdefgh14")
+    db.session.commit()
+    assert (amount_due_cents(first.id), amount_due_cents(second.id)) == (1500, 500)
+    assert balance_cents(household.id) == -2000

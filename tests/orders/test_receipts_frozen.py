@@ -333,3 +333,37 @@ def test_migration_freezes_the_receipts_issued_before_it(fresh_database_url):
         assert db.session.get(Payment, 1).status == "cancelled"
         db.session.remove()
         db.engine.dispose()
+
+
+def _receipts():
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(Receipt).order_by(Receipt.number)))
+
+
+def test_a_paid_bag_with_a_product_never_weighed_gets_its_receipt_when_handed_out(app):
+    """The receipt waits for the scale; handing the bag out (or ending the day) settles the price as it is."""
+    from pickup import services as pickup
+    from tests.factories import UserFactory
+    from tests.pickup.conftest import make_thursday
+
+    thursday = make_thursday()
+    volunteer = UserFactory(email="v@example.org", roles=["volunteer"])
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    db.session.commit()
+    assert _receipts() == []
+    pickup.collect_bag(thursday.dupont.id, cycle_id=thursday.cycle.id, user_id=volunteer.id)
+    db.session.commit()
+    assert [r.order_id for r in _receipts()] == [thursday.dupont.id]
+
+
+def test_a_paid_bag_never_weighed_gets_its_receipt_at_the_end_of_the_distribution(app):
+    from pickup import services as pickup
+    from tests.pickup.conftest import make_thursday
+
+    thursday = make_thursday()
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    db.session.commit()
+    assert _receipts() == []
+    pickup.end_distribution(thursday.cycle.id)
+    db.session.commit()
+    assert [r.order_id for r in _receipts()] == [thursday.dupont.id]

@@ -299,3 +299,26 @@ def test_an_ended_distribution_gives_way_to_the_sites_next_closed_one(app):
     thursday.cycle.status = "open"
     db.session.commit()
     assert [c.id for c in current_distributions()] == [monday.cycle.id]
+
+
+def test_a_distribution_days_ahead_cannot_be_ended(client, app):
+    """Thursday's bags are prepared on Monday: ending it then would mark them all not collected."""
+    from orders.models import Cycle
+    from pickup.models import Pickup
+
+    monday = make_thursday(status="distributed")
+    thursday = make_thursday(day=paris_today() + timedelta(days=3), tag=" jeudi")
+    thursday.cycle.site_id = monday.cycle.site_id
+    UserFactory(email=VOLUNTEER, roles=["volunteer"])
+    db.session.commit()
+    login(client, VOLUNTEER)
+    url = f"/retrait/distribution/{thursday.cycle.id}/fin"
+    desk = text(client.get("/retrait/accueil"))
+    assert "Sacs à remettre" in desk or "Accueil" in desk
+    assert url not in desk and "Terminer la distribution" not in desk
+    assert client.get(url).status_code == 409
+    response = post_form(client, url, {}, form_url="/retrait/accueil")
+    assert response.status_code == 409 and "pas encore eu lieu" in text(response)
+    db.session.expire_all()
+    assert db.session.get(Cycle, thursday.cycle.id).status == "finalized"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Pickup).where(Pickup.no_show.is_(True))) == 0
