@@ -177,8 +177,8 @@ def finalize_cycle(cycle_id: int, *, inline: bool = False) -> FinalizeResult:
         db.session.rollback()
         if db.session.scalar(sa.select(Cycle.finalize_error).where(Cycle.id == cycle_id)) is None:
             # run_chunk already stored a more precise message when a document failed.
-            record_error(cycle_id, _("La préparation des documents a échoué. Relancez la finalisation ; si l'échec "
-                                     "se répète, transmettez le détail technique à la personne qui s'occupe du site."),
+            record_error(cycle_id, _("La finalisation a échoué. Relancez-la ; si l'échec se répète, transmettez le "
+                                     "détail technique à la personne qui s'occupe du site."),
                          f"{type(exc).__name__}: {exc}")
         raise
     result.status = db.session.scalar(sa.select(Cycle.status).where(Cycle.id == cycle_id))

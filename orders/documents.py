@@ -221,15 +221,21 @@ def cycle_documents(cycle_id: int) -> list[Document]:
     return sorted(documents, key=reading_order)
 
 
-def may_read(user, document: Document) -> bool:
-    """Whether a user may download a document: coordinator all, producer its own, volunteers the lists."""
+def may_read(user, document: Document, current_ids: set[int] | None = None) -> bool:
+    """Whether a user may download a document: coordinator all, producer its own, volunteers the lists.
+
+    current_ids: the current distributions' ids when the caller checks many documents (one query for all)."""
     if user.has_role("coordinator"):
         return True
     audience = document.audience
     if audience.startswith("producer:"):
         return "producer" in user.roles and user.producer_id == int(audience.split(":")[1])
     if audience == "volunteer":
-        return "volunteer" in user.roles and is_current_distribution(document.cycle_id)
+        if "volunteer" not in user.roles:
+            return False
+        if current_ids is None:
+            return is_current_distribution(document.cycle_id)
+        return document.cycle_id in current_ids
     if audience.startswith("household:"):
         return user.household_id == int(audience.split(":")[1])
     return False
@@ -352,7 +358,9 @@ def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[P
     totals: dict[tuple[int, bool], list] = {}
     for offer_id, slot_id, quantity, ordered_quantity, from_contract in db.session.execute(query):
         info = offers[offer_id]
-        key = (info.id, bool(from_contract) or bool(info.is_contract_basket))
+        # By the line, as the money page: a product ticked « panier de saison » after households ordered it
+        # in the week keeps their paid lines on the order.
+        key = (info.id, bool(from_contract))
         entry = totals.get(key)
         if entry is None:
             entry = totals[key] = [offer_id, 0, 0, defaultdict(int)]

@@ -118,7 +118,7 @@ class HandBackForm(PageForm):
     """Give a household's credit back in cash or by the association's cheque."""
 
     method = SelectField(
-        _l("Rendu"),
+        _l("Comment rendre l'argent ?"),
         choices=[SelectChoice("cash", _l("En espèces")), SelectChoice("cheque", _l("Par chèque"))],
     )
     amount = AmountField(_l("Montant rendu (€)"), validators=[DataRequired(_l("Indiquez un montant."))])

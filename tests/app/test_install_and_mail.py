@@ -79,12 +79,13 @@ def test_first_coordinator_is_asked_for_in_french_and_checked(app, runner):
     assert user.check_password("un-mot-de-passe-sur")
 
 
-@pytest.mark.parametrize("email, name", [("chef@", "Dominique"), ("chef@cafe-du-bourg.fr", "   ")])
-def test_first_coordinator_refuses_a_bad_address_or_an_empty_name(app, runner, email, name):
+@pytest.mark.parametrize("email, name, message", [("chef@", "Dominique", "n'est pas une adresse e-mail valide"),
+                                                  ("chef@cafe-du-bourg.fr", "   ", "Indiquez un nom.")])
+def test_first_coordinator_refuses_a_bad_address_or_an_empty_name(app, runner, email, name, message):
     result = runner.invoke(args=["users", "create-coordinator", "--email", email, "--name", name,
                                  "--password", "un-mot-de-passe-sur"])
     assert result.exit_code != 0
-    assert "n'est pas une adresse e-mail valide" in result.output or "Indiquez un nom." in result.output
+    assert message in result.output
     assert _count_users() == 0
 
 

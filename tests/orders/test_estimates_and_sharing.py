@@ -146,7 +146,7 @@ def test_unweighed_products_are_estimates_in_the_mail_the_slips_and_the_sheet(ap
     # 0,35 kg x 25,90 EUR = 9,065 -> 9,07: an estimate until the cheese is weighed.
     assert "Comté (Fromagerie du Val) : 0,35 kg, au poids, prix estimé ≈ 9,07 €" in martin
     assert "= 9,07 €" not in martin
-    assert "Montant de la commande (montant estimé) : ≈ 21,07 €" in martin
+    assert "Montant estimé de la commande : ≈ 21,07 €" in martin
     assert "Reste à payer au retrait (montant estimé) : ≈ 21,07 €" in martin
     assert "Reste à payer au retrait : 21,07 €" not in martin
     # Nothing weighed in Diallo's order: its amounts are final and said so plainly.
@@ -361,7 +361,7 @@ def test_signing_sheet_payment_boxes_sit_with_their_labels(app, tmp_path):
     make_week()
     document = db.session.scalar(sa.select(Document).where(Document.kind == "distribution_sheet"))
     text = pdf_text(document.path)
-    assert text.count("espèces chèque carte solde reçu : ________ €") == 2  # both bags are to pay
+    assert text.count("espèces chèque carte solde montant reçu : ________ €") == 2  # both bags are to pay
     found = words(document.path)
     image = gray_page(document.path, tmp_path)
     labels = [word for word in found if word[0] in PAYMENT_LABELS]

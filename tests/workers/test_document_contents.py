@@ -91,7 +91,7 @@ def test_purchase_order_lists_only_what_is_bought_and_nothing_to_deliver_sends_n
     assert "Légume 1.1" in text and "Aucune commande" not in text
     # Pâtes only in the note, with what was ordered and the case size, not as a line of 0.
     assert text.count("Pâtes penne") == 1
-    assert "Non commandé (colis incomplet) : Pâtes penne (commandé 3 kg, colis de 5)" in text
+    assert "Non acheté (aucun colis complet) : Pâtes penne (3 kg demandés, colis de 5 kg)" in text
     assert "×" not in text and "0,00 €" not in text
     assert "Total TTC 4,20 €" in text  # 1.5 kg x 2.80 EUR
     rows = csv_rows(document("purchase_order_csv", f"producer:{first}"))
@@ -101,7 +101,7 @@ def test_purchase_order_lists_only_what_is_bought_and_nothing_to_deliver_sends_n
     empty = document("purchase_order", f"producer:{second}")
     text = pdf_text(empty.path)
     assert "Aucune commande pour vous cette semaine." in text
-    assert "Non commandé (colis incomplet) : Lentilles vertes" in text and "Riz basmati (commandé 1,5 kg" in text
+    assert "Non acheté (aucun colis complet) : Lentilles vertes" in text and "Riz basmati (1,5 kg demandés" in text
     assert "Total" not in text and "0,00 €" not in text and empty.pages == pdf_pages(empty.path) == 1
     assert [row[0] for row in csv_rows(document("purchase_order_csv", f"producer:{second}"))[1:]] == ["TOTAL TTC"]
 
@@ -320,3 +320,15 @@ def test_a_producer_without_address_and_nothing_to_bring_is_not_on_the_paper_lis
     db.session.commit()
     finalize(data.cycle_id)
     assert [p.id for p in producers_without_email(data.cycle_id)] == [data.producer_ids[0]]
+
+
+def test_a_product_ticked_as_season_basket_after_it_was_ordered_keeps_its_amount(app):
+    """Households ordered it in the week (no contract): their lines are paid by them, so the order shows the
+    amount owed to the producer, as the money page does; only lines of a contract go without one."""
+    data = make_cycle(households=2, slots=1, producers=1, products_per_producer=1, lines=1)
+    db.session.get(Offer, data.offer_ids[0]).product.is_contract_basket = True
+    db.session.commit()
+    finalize(data.cycle_id)
+    lines = layout_lines(document("purchase_order").path)
+    assert "panier AMAP, réglé par contrat" not in " ".join(lines)
+    assert "Total TTC 8,40 €" in lines

@@ -182,3 +182,26 @@ def test_volunteer_reads_only_the_distribution_being_prepared(app, client):
     by_cycle = {d.cycle_id: d for d in slips}
     assert client.get(f"/commandes/documents/{by_cycle[first.cycle_id].id}").status_code == 200
     assert client.get(f"/commandes/documents/{by_cycle[later.cycle_id].id}").status_code in (403, 404)
+
+
+def test_volunteer_documents_page_queries_do_not_grow_with_documents(app, client, count_queries):
+    """Which distributions are current is read once per page, not once per document."""
+    from orders.documents import store_document
+
+    data = _finalized()
+    user = UserFactory(roles=["volunteer"])
+    db.session.commit()
+    login(client, user.email)
+    url = f"/commandes/cycles/{data.cycle_id}/documents"
+
+    def measure() -> int:
+        db.session.commit()
+        with count_queries() as counter:
+            assert client.get(url).status_code == 200
+        return counter["n"]
+
+    before = measure()
+    for n in range(15):
+        store_document(data.cycle_id, "grid", f"extra:{n}", "volunteer", f"extra-{n}.pdf", b"%PDF-1.4 extra")
+    db.session.commit()
+    assert measure() == before
