@@ -9,16 +9,13 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 import sqlalchemy as sa
-from aiosmtpd.controller import Controller
 
 from app import create_app
 from app.extensions import db
 from app.models import Household, OutboxMessage, User
 from app.outbox import build_email, deliver_pending
-from tests.app.test_mail import Inbox
 from tests.factories import HouseholdFactory, PriceTierFactory, UserFactory
 from tests.helpers import login, post_form
-from tests.servers import free_port
 
 SITE = "Les Paniers du Bourg"
 ASSOCIATION = "AMAP des Tilleuls"
@@ -122,20 +119,6 @@ def named(app):
     app.config.update(SITE_NAME=SITE, ASSOCIATION_NAME=ASSOCIATION,
                       MAIL_SENDER=f"{SITE} <panier@paniers-du-bourg.fr>")
     return app
-
-
-@pytest.fixture()
-def inbox(app):
-    """An aiosmtpd server on a free loopback port; the app sends through it."""
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_TRANSPORT="smtp", MAIL_USE_TLS=False)
-    try:
-        yield handler
-    finally:
-        controller.stop()
 
 
 def _assert_dated_now(message) -> None:
