@@ -16,6 +16,7 @@ from app.spreadsheet import text_cell
 from orders import ledger
 from orders.models import Order, OrderLine
 from orders.payment_models import LedgerEntry, Payment
+from orders.receipts import refresh_cycle_receipts, refresh_receipt
 
 DESK_METHODS = ("cash", "cheque", "balance")
 #: No single desk payment is larger than this (a typo guard: 2 000,00 €).
@@ -221,7 +222,7 @@ def record_desk_payment(
             note=_describe(payment),
             created_by_id=received_by_id,
         )
-    _issue_receipt_if_paid(order_id)
+    refresh_receipt(order_id)
     return payment
 
 
@@ -231,12 +232,6 @@ def _describe(payment: Payment) -> str:
         return f"chèque n° {payment.provider_reference} ({payment.cheque_bank})"
     return {"cash": "espèces", "card": "carte bancaire", "balance": "solde"}.get(payment.method, payment.method)
 
-
-def _issue_receipt_if_paid(order_id: int) -> None:
-    """Issue the order's receipt once it is fully paid (receipts module, imported lazily)."""
-    from orders.receipts import issue_receipt_if_paid
-
-    issue_receipt_if_paid(order_id)
 
 
 # --- corrections: a desk payment recorded by mistake, credit handed back ------------------------
@@ -297,7 +292,7 @@ def cancel_desk_payment(payment_id: int, *, note: str | None, cancelled_by_id: i
     )
     _refuse_debt_no_order_shows(payment.household_id)
     if payment.order_id is not None:
-        _issue_receipt_if_paid(payment.order_id)
+        refresh_receipt(payment.order_id)
     return payment
 
 
@@ -404,8 +399,6 @@ def settle_balance_payments(cycle_id: int) -> int:
         settled += 1
     # Receipts once every order is locked and charged (the counter's lock comes last, as in a desk
     # payment): the cycle is closed now, so those issued while it was open are replaced where it changed.
-    from orders.receipts import refresh_cycle_receipts
-
     refresh_cycle_receipts(cycle_id)
     return settled
 

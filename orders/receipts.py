@@ -20,7 +20,7 @@ When the order or its payments change afterwards
     than was kept, or an order that was cancelled: then the replacement is issued at once.
 
 Who calls it
-    Payments call ``issue_receipt_if_paid`` (desk, card webhook, balance); finalize refreshes every order
+    Payments call ``refresh_receipt`` (desk, card webhook, balance); finalize refreshes every order
     of the cycle (``refresh_cycle_receipts``). Changes made elsewhere (weighing, shortages at the
     distribution, a cancelled distribution, card refunds) are caught at commit: the session hooks at the
     end of this module note the orders whose lines, payments or ledger entries were written through the
@@ -253,11 +253,6 @@ def refresh_receipt(order_id: int) -> Receipt | None:
     except IntegrityError:
         return receipt_for_order(order_id)
     return receipt
-
-
-def issue_receipt_if_paid(order_id: int) -> Receipt | None:
-    """After a payment: issue or replace the order's receipt as refresh_receipt says; the caller commits."""
-    return refresh_receipt(order_id)
 
 
 def refresh_receipts(order_ids) -> int:

@@ -303,9 +303,9 @@ def _mark_paid(payment: Payment, session: dict) -> str:
         order_id=payment.order_id,
         note="carte bancaire",
     )
-    from orders.receipts import issue_receipt_if_paid
+    from orders.receipts import refresh_receipt
 
-    issue_receipt_if_paid(payment.order_id)
+    refresh_receipt(payment.order_id)
     if payment.payment_intent:
         _apply_deferred(payment.payment_intent)
     return "applied"
@@ -453,9 +453,9 @@ def accept_flagged_payment(payment_id: int, *, accepted_by_id: int | None) -> Pa
         note="carte bancaire (vérifié par le coordinateur)",
         created_by_id=accepted_by_id,
     )
-    from orders.receipts import issue_receipt_if_paid
+    from orders.receipts import refresh_receipt
 
-    issue_receipt_if_paid(payment.order_id)
+    refresh_receipt(payment.order_id)
     if payment.payment_intent:
         _apply_deferred(payment.payment_intent)
     return payment
