@@ -30,6 +30,8 @@ def create_app(config: type[Config] | str | None = None, **overrides) -> Flask:
     app.config.from_object(config)
     app.config.update(overrides)
     _check_secret_key(app)
+    # Every process (web, worker, beat, CLI) starts here: say it once when sign-in cannot work.
+    _warn_if_cookies_cannot_work(app)
     if app.config.get("TRUSTED_PROXIES"):
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -45,6 +47,20 @@ def create_app(config: type[Config] | str | None = None, **overrides) -> Flask:
     register_security_headers(app)
     register_commands(app)
     return app
+
+
+def _warn_if_cookies_cannot_work(app: Flask) -> None:
+    """Say at startup when BASE_URL is plain http:// while the session cookies are Secure."""
+    base_url = app.config.get("BASE_URL") or ""
+    if app.config.get("SESSION_COOKIE_SECURE") and base_url.startswith("http://"):
+        # Browsers drop Secure cookies on plain HTTP (except, at best, on localhost): every
+        # sign-in would then end in « Le formulaire a expiré » with nothing in the logs.
+        app.logger.warning(
+            "BASE_URL is %s, but session cookies are Secure (PANIER_CONFIG=production): browsers "
+            "keep them only over HTTPS, so signing in from another machine fails with « Le formulaire "
+            "a expiré ». Serve the site over HTTPS and set BASE_URL=https://... (README, Configuration).",
+            base_url,
+        )
 
 
 def _check_secret_key(app: Flask) -> None:
@@ -145,9 +161,7 @@ def register_security_headers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """Flask CLI commands (users, demo data, cycles)."""
-    from app.cli import register, warn_if_cookies_cannot_work
+    from app.cli import register
 
     register(app)
-    # Every process (web, worker, beat, CLI) goes through here: say it once at start when sign-in cannot work.
-    warn_if_cookies_cannot_work(app)
     logging.getLogger("panier").setLevel(logging.INFO)

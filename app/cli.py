@@ -97,20 +97,6 @@ def demo_logins() -> None:
     click.echo(f"  mot de passe de tous les comptes : {demo.DEMO_PASSWORD}")
 
 
-def warn_if_cookies_cannot_work(app: Flask) -> None:
-    """Say at startup when BASE_URL is plain http:// while the session cookies are Secure."""
-    base_url = app.config.get("BASE_URL") or ""
-    if app.config.get("SESSION_COOKIE_SECURE") and base_url.startswith("http://"):
-        # Browsers drop Secure cookies on plain HTTP (except, at best, on localhost): every
-        # sign-in would then end in « Le formulaire a expiré » with nothing in the logs.
-        app.logger.warning(
-            "BASE_URL is %s, but session cookies are Secure (PANIER_CONFIG=production): browsers "
-            "keep them only over HTTPS, so signing in from another machine fails with « Le formulaire "
-            "a expiré ». Serve the site over HTTPS and set BASE_URL=https://... (README, Configuration).",
-            base_url,
-        )
-
-
 def register(app: Flask) -> None:
     """Attach every command group to the app."""
     app.cli.add_command(users_cli)
