@@ -138,6 +138,12 @@ def _checked_cycle(cycle_id) -> Cycle:
 DETAIL_SEPARATOR = "\n\n"
 
 
+def error_parts(stored: str) -> tuple[str, str]:
+    """A stored finalize_error as (what the coordinator reads, the technical detail)."""
+    message, _sep, detail = stored.partition(DETAIL_SEPARATOR)
+    return message, detail
+
+
 def record_error(cycle_id: int, message: str, detail: str) -> None:
     """Store the pipeline's last error on the cycle for the coordinator's page (commits): a French sentence,
     then the exception's text for whoever looks after the site (the page folds it away)."""

@@ -131,3 +131,11 @@ def retry_message(message_id: int):
     else:
         flash(_("Ce courriel n'est pas en échec : rien à renvoyer."), "warning")
     return redirect(url_for("orders.outbox"))
+
+
+@bp.app_template_global()
+def finalize_error_parts(stored: str) -> tuple[str, str]:
+    """orders.close.error_parts for the templates that show a close pipeline failure."""
+    from orders.close import error_parts
+
+    return error_parts(stored or "")
