@@ -464,11 +464,15 @@ class OrderMoney:
     household_name: str = ""
 
     @property
+    def final_total_cents(self) -> int:
+        """What the order costs in the end: its total, or nothing once cancelled (as ledger.order_target_cents)."""
+        return self.order.total_cents if self.order.status == "confirmed" else 0
+
+    @property
     def credited_cents(self) -> int:
         """Paid beyond the final total (weighed lighter, items missing, distribution cancelled): the ledger put
         it on the balance."""
-        total = 0 if self.order.status == "cancelled" else self.order.total_cents
-        return max(0, self.paid_cents - total)
+        return max(0, self.paid_cents - self.final_total_cents)
 
 
 @dataclass
@@ -544,9 +548,9 @@ def cycle_money(cycle_id: int) -> CycleMoney:
         per_order[p.order_id][p.method] = per_order[p.order_id].get(p.method, 0) + kept
     rows = []
     for o in orders:
-        paid = sum(per_order[o.id].values())
-        due = 0 if o.status == "cancelled" else max(0, o.total_cents - paid)
-        rows.append(OrderMoney(o, paid, due, per_order[o.id]))
+        row = OrderMoney(o, sum(per_order[o.id].values()), 0, per_order[o.id])
+        row.due_cents = max(0, row.final_total_cents - row.paid_cents)
+        rows.append(row)
     names = dict(
         db.session.execute(sa.select(Household.id, Household.name).where(
             Household.id.in_([o.household_id for o in orders]))).all()
@@ -599,7 +603,7 @@ def cycle_money_csv(cycle_id: int) -> str:
         m = row.methods
         writer.writerow([
             "commande", text_cell(row.household_name), row.order.id, row.order.bag_number or "",
-            euros(0 if row.order.status == "cancelled" else row.order.total_cents),
+            euros(row.final_total_cents),
             euros(m.get("card", 0)), euros(m.get("cash", 0)), euros(m.get("cheque", 0)),
             euros(m.get("balance", 0)), euros(row.due_cents), euros(row.credited_cents),
         ])
