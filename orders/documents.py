@@ -571,7 +571,8 @@ class Bag:
 def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_due: bool = True) -> list[Bag]:
     """The bags of a slot (one batch of households when part is given), by bag number."""
     query = (
-        sa.select(Order.id, Order.household_id, Household.name, Order.bag_number, Order.slot_id, Order.total_cents)
+        sa.select(Order.id, Order.household_id, Household.name, Order.bag_number, Order.slot_id, Order.total_cents,
+                  Order.status)
         .join(Household, Household.id == Order.household_id)
         .where(Order.cycle_id == cycle_id, Order.status.in_(_statuses()))
         .order_by(Order.bag_number, Household.name, Order.id)
@@ -582,12 +583,10 @@ def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_du
         query = query.offset(part * size).limit(size)
     rows = db.session.execute(query).all()
     slot = snapshot(db.session.get(Slot, slot_id)) if slot_id else None
-    from orders.payments import amount_due_cents
+    from orders.payments import amounts_due_cents
 
-    result = {
-        r[0]: Bag(r[0], r[1], r[2], r[3], slot, r[5], amount_due_cents(r[0]) if with_due else r[5])
-        for r in rows
-    }
+    due = amounts_due_cents(rows) if with_due and rows else {}  # one query for the whole batch
+    result = {r[0]: Bag(r[0], r[1], r[2], r[3], slot, r[5], due[r[0]] if with_due else r[5]) for r in rows}
     if not result:
         return []
     lines = db.session.execute(

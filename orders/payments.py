@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -84,8 +85,11 @@ def _owed_on_charged_orders(household_id: int) -> dict[int, int]:
     return {order_id: max(0, int(c) - paid.get(order_id, 0)) for order_id, c in charged.items()}
 
 
-def amounts_due_cents(orders: list[Order]) -> dict[int, int]:
-    """What each of these orders still owes (as amount_due_cents), in one query for them all."""
+def amounts_due_cents(orders: Sequence[Order]) -> dict[int, int]:
+    """What each of these orders still owes (as amount_due_cents), in one query for them all.
+
+    Anything with the order's ``id``, ``status`` and ``total_cents`` will do (an Order, or a row that
+    selected those columns)."""
     paid = _paid_by_order([order.id for order in orders]) if orders else {}
     return {
         order.id: max(0, order.total_cents - paid.get(order.id, 0)) if order.status == "confirmed" else 0

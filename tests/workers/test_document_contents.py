@@ -15,7 +15,7 @@ from app.extensions import db
 from app.models import Document, OutboxMessage
 from orders import close, documents
 from orders.contract_models import Contract, ContractOffer
-from orders.models import Cycle, OrderLine
+from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
 from producers.models import Offer, Producer, Product
 from tests.factories import UserFactory
@@ -332,3 +332,22 @@ def test_a_product_ticked_as_season_basket_after_it_was_ordered_keeps_its_amount
     lines = layout_lines(document("purchase_order").path)
     assert "panier AMAP, réglé par contrat" not in " ".join(lines)
     assert "Total TTC 8,40 €" in lines
+
+
+def test_bag_list_reads_what_is_due_in_the_same_queries_for_five_or_twenty_households(app, count_queries):
+    from orders.payment_models import Payment
+
+    small, big = make_cycle(households=5, slots=1), make_cycle(households=20, slots=1)
+    # 1.5 kg twice at 2,80 € = 8,40 € an order; the first household of the big cycle paid 5,00 € of it.
+    order = db.session.get(Order, big.order_ids[0])
+    order.total_cents = 840
+    db.session.add(Payment(order_id=order.id, household_id=order.household_id, method="cash", amount_cents=500,
+                           status="succeeded"))
+    db.session.commit()
+    counts = []
+    for data in (small, big):
+        with count_queries() as counter:
+            found = documents.bags(data.cycle_id, data.slot_ids[0])
+        counts.append(counter["n"])
+    assert len(found) == 20 and counts[0] == counts[1]
+    assert {bag.order_id: bag.due_cents for bag in found}[order.id] == 340
