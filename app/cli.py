@@ -79,10 +79,22 @@ demo_cli = AppGroup("demo", help="Données de démonstration.")
 
 
 @demo_cli.command("load")
-def demo_load() -> None:
+@click.option("--allow-real", is_flag=True,
+              help="Charger la démonstration dans une base qui a déjà des comptes réels (jamais en service réel).")
+def demo_load(allow_real: bool) -> None:
     """Load the demo data (idempotent: a second run adds nothing)."""
     from app import demo
 
+    if not allow_real and not demo_accounts():
+        real = db.session.scalar(sa.select(User.email).order_by(User.id).limit(1))
+        if real is not None:
+            # The demo's accounts share a published password: loaded here, they would let anybody
+            # sign in to a real association's database, as coordinator too.
+            raise click.ClickException(
+                f"Cette base a déjà des comptes réels (par exemple {real}) : la démonstration y ajouterait "
+                "des comptes dont le mot de passe est publié. Chargez-la dans une base à part "
+                "(PANIER_INSTANCE ou DATABASE_URL). Pour la charger quand même : --allow-real."
+            )
     created = demo.load()
     click.echo(f"Données de démonstration prêtes ({created} nouvelles lignes).")
 

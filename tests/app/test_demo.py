@@ -31,6 +31,18 @@ def test_demo_load_twice_adds_nothing_the_second_time(app, runner):
     assert "(0 nouvelles lignes)" in second.output
 
 
+def test_demo_refuses_a_database_with_real_accounts_unless_told(app, runner):
+    assert runner.invoke(args=["users", "create-coordinator", "--email", "presidente@cafe-du-bourg.fr",
+                               "--name", "Anne", "--password", "une-phrase-longue"]).exit_code == 0
+    refused = runner.invoke(args=["demo", "load"])
+    assert refused.exit_code == 1
+    assert "Cette base a déjà des comptes réels (par exemple presidente@cafe-du-bourg.fr)" in refused.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Household)) == 0
+    forced = runner.invoke(args=["demo", "load", "--allow-real"])
+    assert forced.exit_code == 0, forced.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Household)) == 30
+
+
 def test_demo_looks_like_the_real_cafe(app, client, runner):
     assert runner.invoke(args=["demo", "load"]).exit_code == 0
     site = db.session.scalar(sa.select(Site).where(Site.name == "Café du Bourg"))
