@@ -428,3 +428,27 @@ def test_money_view_does_not_owe_the_producer_the_baskets_paid_by_season_cheques
     (farm,) = cycle_money(cycle.id).producers
     assert (farm.name, farm.owed_cents, farm.contract_cents) == ("Ferme des Saules", 700, 2000)
     assert "producteur,Ferme des Saules,7.00,20.00" in cycle_money_csv(cycle.id)
+
+
+def test_an_absence_on_a_basket_only_order_cancels_it_and_cancelling_the_absence_brings_it_back(app):
+    from pickup.models import Slot
+    from tests.factories import SlotFactory
+
+    season = Season(cycles=1)
+    cycle = season.cycles[0]
+    home = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, home.id, now=NOW)
+    order = db.session.scalar(sa.select(Order).where(Order.cycle_id == cycle.id, Order.household_id == home.id))
+    slot = SlotFactory(cycle_id=cycle.id, booked=1)
+    order.slot_id = slot.id  # the household chose where to collect its basket
+    db.session.flush()
+
+    absence = declare_absence(contract.id, cycle.id, home.id, "skip", now=NOW)
+    db.session.refresh(order)
+    assert (order.status, order.slot_id, order.lines) == ("cancelled", None, [])
+    assert db.session.get(Slot, slot.id).booked == 0  # no empty bag on Thursday, and the place is free again
+
+    cancel_absence(absence.id, home.id, now=NOW)
+    db.session.refresh(order)
+    assert order.status == "confirmed"
+    assert contract_lines(cycle.id) == [("Martin", contract.id, Decimal(1))]
