@@ -1,6 +1,7 @@
 """Contract and bulk pages: members subscribe and declare absences, volunteers record, producers see."""
 from __future__ import annotations
 
+import html
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -43,11 +44,14 @@ def test_member_subscribes_and_sees_the_season_total(app, client):
     login(client, user.email)
     page = client.get("/commandes/contrats")
     assert "Petit panier hiver" in page.text and "Contrats AMAP" in page.text
+    assert "2 absences possibles (le panier d'une absence reste payé)." in html.unescape(page.text)
     response = client.post("/commandes/contrats/inscription", data={
         "csrf_token": csrf_token(page.data), "offer_id": season.offer.id, "quantity": "2"}, follow_redirects=True)
     assert "Inscription enregistrée" in response.text
     assert "192,00" in response.text  # 8 distributions x 2 x 12,00 €
     assert response.text.count('class="schedule-row"') == 8
+    assert ("Le panier d'une absence reste payé avec la saison : le producteur ne le prépare pas."
+            in html.unescape(response.text))
     assert db.session.scalar(sa.select(Contract.quantity)) == Decimal(2)
 
 
