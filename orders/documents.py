@@ -267,6 +267,8 @@ class PurchaseRow:
     vat_rate_bp: int = 550
     #: AMAP baskets: paid to the producer by the season's cheques, so no amount on the order.
     contract: bool = False
+    #: Priced on the weight prepared on Thursday: the amount here is an estimate.
+    sold_by_weight: bool = False
 
     @property
     def total_cents(self) -> int:
@@ -336,7 +338,8 @@ def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[P
     offers = {
         row.offer_id: row for row in db.session.execute(
             sa.select(Offer.id.label("offer_id"), Product.id, Product.name, Product.unit, Product.case_size,
-                      Product.producer_id, Offer.price_cents, Product.vat_rate_bp, Product.is_contract_basket)
+                      Product.producer_id, Offer.price_cents, Product.vat_rate_bp, Product.is_contract_basket,
+                      Product.sold_by_weight)
             .join(Product, Product.id == Offer.product_id)
             .where(Offer.cycle_id == cycle_id, *([Product.producer_id == producer_id] if producer_id else []))
         )
@@ -374,7 +377,7 @@ def aggregate(cycle_id: int, producer_id: int | None = None) -> dict[int, list[P
             product_id, info.name, info.unit, info.case_size, info.price_cents,
             quantity=_from_thousandths(quantity), ordered=_from_thousandths(ordered_quantity),
             per_slot={slot: _from_thousandths(value) for slot, value in per_slot.items()},
-            vat_rate_bp=info.vat_rate_bp, contract=contract,
+            vat_rate_bp=info.vat_rate_bp, contract=contract, sold_by_weight=bool(info.sold_by_weight),
         ))
     producer_of = {info.id: info.producer_id for info in offers.values()}
     result: dict[int, list[PurchaseRow]] = defaultdict(list)
@@ -450,6 +453,7 @@ def render_purchase_order(cycle_id: int, producer_id: int) -> list[Document]:
     pdf = render_pdf("orders/documents/purchase_order.html", producer=producer, rows=rows, total_cents=total,
                      vat_lines=vat_summary(rows), vat_rate_label=vat_rate_label, not_bought=not_bought,
                      has_contract=any(row.contract for row in rows),
+                     estimated=any(row.sold_by_weight and not row.contract for row in rows),
                      slot_ids=slot_ids, slot_label=slot_label, title=_("Bon de commande"), **context)
     chunk = f"producer:{producer_id}"
     audience = f"producer:{producer_id}"
@@ -488,7 +492,8 @@ def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> 
         if row.contract:
             money = ["", "", "", _("panier AMAP, réglé par contrat")]
         else:
-            money = [number(Decimal(row.vat_rate_bp) / 100), euros(row.price_cents), euros(row.total_cents), ""]
+            note = _("montant estimé (au poids)") if row.sold_by_weight else ""
+            money = [number(Decimal(row.vat_rate_bp) / 100), euros(row.price_cents), euros(row.total_cents), note]
         writer.writerow([
             text_cell(row.name), unit_label(row.unit), number(row.case_size), number(row.quantity),
             cases[0] if cases else "", number(cases[1]) if cases else "",

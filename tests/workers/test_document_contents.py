@@ -189,6 +189,22 @@ def test_vat_column_prices_tax_included_and_summary_per_rate(app):
                        ["TOTAL", "8,01", "0,45", "8,46"]]
 
 
+def test_weighed_products_read_as_estimates_on_the_purchase_order(app):
+    data = make_cycle(households=2, slots=1, producers=1, products_per_producer=2, lines=1)
+    tomatoes = product_of(data.offer_ids[0])
+    tomatoes.name, tomatoes.sold_by_weight = "Tomates", True
+    db.session.commit()
+    finalize(data.cycle_id)
+
+    text = pdf_text(document("purchase_order").path)
+    assert "Tomates kg 1,5 — 5,5 % 2,80 € ≈ 4,20 €" in text
+    assert "Légume 1.2 kg 1,5 — 5,5 % 2,80 € 4,20 €" in text  # priced by the piece or the bunch: firm
+    assert "Total TTC ≈ 8,40 €" in text
+    assert "≈ : produit vendu au poids. Le montant est estimé sur les quantités commandées" in text
+    rows = csv_rows(document("purchase_order_csv"))
+    assert [row[9] for row in rows[1:3]] == ["", "montant estimé (au poids)"]
+
+
 def test_vat_of_an_amount_tax_included_rounds_half_up_in_integers():
     assert documents.vat_of_tax_included(3, 2000) == 1  # 0.5 -> 1
     assert documents.vat_of_tax_included(9, 2000) == 2  # 1.5 -> 2
