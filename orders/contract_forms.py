@@ -92,7 +92,9 @@ class MemberSubscribeForm(PageForm):
 class SubscribeForm(MemberSubscribeForm):
     """A volunteer subscribes a household, and may pick the household that shares its basket."""
 
-    household_name = StringField(_l("Foyer"), validators=[Optional(), Length(max=120)])
+    #: Choices (active households, or those the search found) are set by the page.
+    household_id = SelectField(_l("Foyer"), coerce=_optional_id, default=None,
+                               validators=[InputRequired(message=_l("Choisissez le foyer à inscrire."))])
     #: Choices (active households) are set by the page.
     co_holder_id = SelectField(_l("Partagé avec le foyer (facultatif)"), coerce=_optional_id, default=None)
     submit = SubmitField(_l("Inscrire ce foyer"))

@@ -39,7 +39,6 @@ from orders.contracts import (
     contract_view,
     create_contract_offer,
     declare_absence,
-    find_household,
     household_choices,
     household_contracts,
     mark_instalment_passed_on,
@@ -231,20 +230,24 @@ def contract_offer_detail(offer_id: int):
     form = SubscribeForm(offer_id=str(offer.id))
     form.co_holder_id.choices = _household_select(_("— personne —"))
     search = HouseholdSearchForm(request.args)
+    found = search_households(search.q.data) if search.q.data else []
+    # The search narrows the list to the households it found; the form posts back to the same address.
+    form.household_id.choices = _household_select(_("— choisir un foyer —"), found if search.q.data else None)
     if form.validate_on_submit():
         try:
-            household = find_household(form.household_name.data or "")
+            household = db.session.get(Household, form.household_id.data)
+            if household is None or not household.active:
+                raise ContractError(_("Choisissez le foyer à inscrire."))
             # Only volunteers link two households: they check with both that they agree to share.
             subscribe(offer.id, household.id, quantity=form.quantity.data, co_holder_id=form.co_holder_id.data,
                       subscribed_by_id=current_user.id)
         except ContractError as error:
             db.session.rollback()
-            form.household_name.errors.append(str(error))
+            form.household_id.errors.append(str(error))
         else:
             db.session.commit()
             flash(_("Foyer %(name)s inscrit.", name=household.name), "success")
             return redirect(url_for("orders.contract_offer_detail", offer_id=offer.id))
-    found = search_households(search.q.data) if search.q.data else []
     status = 400 if form.errors else 200
     return render_template("orders/contracts/offer.html", offer=offer,
                            product=db.session.get(Product, offer.product_id), subscribers=season_subscribers(offer.id),
@@ -287,9 +290,9 @@ def _volunteer_absence_form() -> VolunteerAbsenceForm:
     return form
 
 
-def _household_select(none_label: str) -> list[SelectChoice]:
-    """A "none" choice, then every active household by name (volunteer pages only)."""
-    return [SelectChoice("", none_label)] + [SelectChoice(hid, name) for hid, name in household_choices()]
+def _household_select(none_label: str, households: list[Household] | None = None) -> list[SelectChoice]:
+    """A "none" choice, then these households (default: every active one) by name (volunteer pages only)."""
+    return [SelectChoice("", none_label)] + [SelectChoice(hid, label) for hid, label in household_choices(households)]
 
 
 @bp.route("/contrats/contrat/<int:contract_id>/absence", methods=["POST"])

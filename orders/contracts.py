@@ -334,35 +334,33 @@ def create_contract_offer(
 # --- households ------------------------------------------------------------------------------------
 
 
-def find_household(name: str) -> Household:
-    """The one active household with exactly this name (case and surrounding spaces aside), for volunteers.
+def household_choices(households: list[Household] | None = None) -> list[tuple[int, str]]:
+    """(id, label) of these households (default: every active one), by name, for the volunteers' selects.
 
-    No partial match: a name typed on a form must not pick, or reveal, a household whose name merely
-    contains it. Members never reach this lookup (they cannot name another household).
-    """
-    wanted = (name or "").strip()
-    if not wanted:
-        raise ContractError(_("Indiquez le nom du foyer."))
-    exact = db.session.scalars(
-        sa.select(Household).where(Household.active.is_(True), sa.func.lower(Household.name) == wanted.lower())
-        .limit(2)
-    ).all()
-    if len(exact) > 1:
-        raise ContractError(_("Plusieurs foyers portent le nom « %(name)s » : précisez le nom.", name=wanted))
-    if not exact:
-        raise ContractError(_("Aucun foyer ne porte le nom « %(name)s ».", name=wanted))
-    return exact[0]
+    Households may share a name (two « Famille Martin »): those are told apart by a member's name,
+    else by their number, so the volunteer picks the right one."""
+    from app.models import User
 
-
-def household_choices() -> list[tuple[int, str]]:
-    """(id, name) of every active household, by name, for the volunteers' household selects."""
-    return list(
-        db.session.execute(
-            sa.select(Household.id, Household.name)
-            .where(Household.active.is_(True))
+    if households is None:
+        rows = db.session.execute(
+            sa.select(Household.id, Household.name).where(Household.active.is_(True))
             .order_by(Household.name, Household.id)
-        ).tuples()
-    )
+        ).all()
+    else:
+        rows = sorted(((h.id, h.name) for h in households), key=lambda row: (row[1], row[0]))
+    seen: dict[str, int] = {}
+    for _id, name in rows:
+        seen[name.casefold()] = seen.get(name.casefold(), 0) + 1
+    twins = [hid for hid, name in rows if seen[name.casefold()] > 1]
+    members: dict[int, str] = {}
+    if twins:
+        for household_id, member in db.session.execute(
+                sa.select(User.household_id, User.name).where(User.household_id.in_(twins), User.active.is_(True))
+                .order_by(User.id)):
+            members.setdefault(household_id, member)
+    return [(hid, name if hid not in twins else
+             _("%(name)s (%(member)s)", name=name, member=members[hid]) if hid in members else
+             _("%(name)s (foyer n° %(id)s)", name=name, id=hid)) for hid, name in rows]
 
 
 def search_households(text: str, limit: int = 20) -> list[Household]:

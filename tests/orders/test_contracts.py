@@ -22,7 +22,6 @@ from orders.contracts import (
     contract_view,
     create_contract_offer,
     declare_absence,
-    find_household,
     generate_contract_lines,
     mark_instalment_passed_on,
     mark_instalment_received,
@@ -212,9 +211,8 @@ def test_skip_absence_drops_the_producers_count_before_or_after_generation(app):
 def test_handover_gives_the_basket_to_the_named_household(app):
     season = Season()
     a = HouseholdFactory(name="Martin")
-    HouseholdFactory(name="Lefèvre")
+    neighbour = HouseholdFactory(name="Lefèvre")
     contract = subscribe(season.offer.id, a.id, now=NOW)
-    neighbour = find_household("lefèvre")
     declare_absence(contract.id, season.cycles[1].id, a.id, "handover", handed_to_id=neighbour.id, now=NOW)
     assert contract_lines(season.cycles[1].id) == [("Lefèvre", contract.id, Decimal(1))]
     order = db.session.scalar(sa.select(Order).where(Order.household_id == neighbour.id))
@@ -231,15 +229,17 @@ def test_handover_gives_the_basket_to_the_named_household(app):
     assert contract_lines(season.cycles[1].id) == [("Martin", contract.id, Decimal(1))]
 
 
-def test_household_lookup_takes_whole_names_only(app):
-    """A volunteer's typed name finds a household only by its whole name: no guess, no other name shown."""
-    HouseholdFactory(name="Famille Dupont")
+def test_households_that_share_a_name_are_told_apart_in_the_volunteers_lists(app):
+    from orders.contracts import household_choices
+    from tests.factories import UserFactory
+
+    first, second = HouseholdFactory(name="Famille Martin"), HouseholdFactory(name="Famille Martin")
+    UserFactory(name="Claire Martin", household=first)
     HouseholdFactory(name="Famille Abadie")
-    assert find_household("  famille DUPONT ").name == "Famille Dupont"
-    for typed in ("Dupont", "a", "Famille"):
-        with pytest.raises(ContractError, match="Aucun foyer ne porte le nom") as refused:
-            find_household(typed)
-        assert "Famille Dupont" not in str(refused.value)
+    labels = dict(household_choices())
+    assert labels[first.id] == "Famille Martin (Claire Martin)"
+    assert labels[second.id] == f"Famille Martin (foyer n° {second.id})"
+    assert "Famille Abadie" in labels.values()
 
 
 def rows_written():
@@ -259,8 +259,6 @@ def test_bad_absences_are_refused_in_french_and_write_nothing(app):
     with pytest.raises(ContractError, match="date limite"):
         declare_absence(contract.id, season.cycles[2].id, a.id, "skip",
                         now=season.cycles[2].closes_at + timedelta(minutes=1))
-    with pytest.raises(ContractError, match="Aucun foyer"):
-        find_household("Inconnu du quartier")
     with pytest.raises(ContractError, match="Foyer inconnu"):
         declare_absence(contract.id, season.cycles[1].id, a.id, "handover", handed_to_id=999999, now=NOW)
     with pytest.raises(ContractError, match="pas celui de votre foyer"):

@@ -176,7 +176,7 @@ def test_volunteer_shares_a_basket_between_two_households(app, client):
     url = f"/commandes/contrats/offre/{season.offer.id}"
     page = client.get(url)
     assert f'<option value="{partner_id}">Famille Dupont</option>' in page.text
-    done = client.post(url, data={"csrf_token": csrf_token(page.data), "household_name": "Mme Roussel",
+    done = client.post(url, data={"csrf_token": csrf_token(page.data), "household_id": holder.id,
                                   "quantity": "1", "co_holder_id": partner_id}, follow_redirects=True)
     assert "Foyer Mme Roussel inscrit" in done.text
     assert "Mme Roussel</a> + Famille Dupont" in done.text
@@ -225,15 +225,20 @@ def test_coordinator_opens_an_offer_and_bad_dates_are_refused(app, client):
 
 def test_volunteer_subscribes_a_household_and_records_three_cheques(app, client):
     season = Season(weeks=6)
-    HouseholdFactory(name="Mme Roussel")
+    roussel = HouseholdFactory(name="Mme Roussel")
+    HouseholdFactory(name="Famille Dupont")
     volunteer = UserFactory(roles=["volunteer"])
     db.session.commit()
     login(client, volunteer.email)
     url = f"/commandes/contrats/offre/{season.offer.id}"
     page = client.get(url + "?q=rouss")
-    assert "Mme Roussel" in page.text
-    done = client.post(url, data={"csrf_token": csrf_token(page.data), "household_name": "Mme Roussel",
-                                  "quantity": "1"}, follow_redirects=True)
+    # The search narrows the list of households to choose from.
+    assert f'<option value="{roussel.id}">Mme Roussel</option>' in page.text
+    chooser = page.text[page.text.index('name="household_id"'):]
+    chooser = chooser[:chooser.index("</select>")]
+    assert "1 foyer trouvé" in page.text and "Famille Dupont" not in chooser
+    done = client.post(url + "?q=rouss", data={"csrf_token": csrf_token(page.data), "household_id": roussel.id,
+                                               "quantity": "1"}, follow_redirects=True)
     assert "Foyer Mme Roussel inscrit" in done.text
     contract = db.session.scalar(sa.select(Contract))
     assert contract.subscribed_by_id == volunteer.id
@@ -354,3 +359,22 @@ def test_volunteer_declares_an_absence_for_a_household_at_the_cafe(app, client):
         "household_id": household_id, "kind": "skip"}, follow_redirects=True)
     assert "Absence enregistrée" in done.text and "absent·e" in done.text
     assert db.session.scalar(sa.select(ContractAbsence.declared_by_id)) == volunteer.id
+
+
+def test_volunteer_subscribes_the_right_one_of_two_households_with_the_same_name(app, client):
+    season = Season(weeks=6)
+    first, second = HouseholdFactory(name="Famille Martin"), HouseholdFactory(name="Famille Martin")
+    volunteer = UserFactory(roles=["volunteer"])
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/contrats/offre/{season.offer.id}"
+    page = client.get(url + "?q=martin")
+    assert f'<option value="{second.id}">Famille Martin (foyer n° {second.id})</option>' in page.text
+    refused = client.post(url + "?q=martin", data={"csrf_token": csrf_token(page.data), "household_id": "",
+                                                    "quantity": "1"})
+    assert refused.status_code == 400 and "Choisissez le foyer à inscrire." in refused.text
+    done = client.post(url + "?q=martin", data={"csrf_token": csrf_token(page.data), "household_id": second.id,
+                                                 "quantity": "1"}, follow_redirects=True)
+    assert "Foyer Famille Martin inscrit" in done.text
+    assert db.session.scalar(sa.select(Contract.household_id)) == second.id
+    assert first.id != second.id
