@@ -37,6 +37,7 @@ from orders.services import (
     current_cycle,
     generate_cycles,
     household_orders,
+    households_without_email,
     move_cycle,
     notify_assisted_order,
     open_due_cycles,
@@ -218,16 +219,18 @@ def cycle_edit(cycle_id: int):
             db.session.rollback()
             flash(str(refused), "error")
         else:
-            request_delivery()  # households whose pickup time changed
-            flash(_("Distribution déplacée."), "success")
-            return redirect(url_for("orders.cycles"))
+            request_delivery()  # households whose pickup time or deadline changed
+            flash(_("Distribution déplacée. Les foyers concernés reçoivent un e-mail ; prévenez par téléphone "
+                    "ceux de la liste « Foyers sans e-mail »."), "success")
+            return redirect(url_for("orders.cycle_edit", cycle_id=cycle_id))
     elif request.method == "GET":
         form.opens_at.data, form.closes_at.data = _local_naive(cycle.opens_at), _local_naive(cycle.closes_at)
         form.starts_at.data = _local_naive(cycle.distribution_starts_at)
         form.ends_at.data = _local_naive(cycle.distribution_ends_at)
     orders = db.session.scalar(sa.select(sa.func.count(Order.id)).where(
         Order.cycle_id == cycle_id, Order.status == "confirmed"))
-    return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm(), orders=orders)
+    return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm(), orders=orders,
+                           unreached=households_without_email(cycle_id))
 
 
 @bp.route("/cycles/<int:cycle_id>/annuler", methods=["POST"])
@@ -248,8 +251,9 @@ def cycle_cancel(cycle_id: int):
         flash(str(refused), "error")
     else:
         request_delivery()  # each household is told
-        flash(_("Distribution annulée."), "success")
-    return redirect(url_for("orders.cycles"))
+        flash(_("Distribution annulée. Les foyers reçoivent un e-mail ; prévenez par téléphone ceux de la "
+                "liste « Foyers sans e-mail »."), "success")
+    return redirect(url_for("orders.cycle_edit", cycle_id=cycle_id))
 
 
 

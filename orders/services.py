@@ -17,7 +17,7 @@ from app.driver_sql import DriverStatement
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.money import line_total_cents
-from app.templating import local_date
+from app.templating import local_date, local_datetime
 from app.timeutil import local_today, local_zone
 from orders.models import Cycle, Order, OrderLine, Schedule
 from orders.pricing import (
@@ -207,6 +207,7 @@ def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
     if schedule is not None:
         _check_free_week(cycle, new_day)
     old_window = (cycle.distribution_starts_at, cycle.distribution_ends_at)
+    old_closes_at = cycle.closes_at
     plan = _plan_slots(cycle, schedule, zone, distribution_starts_at, distribution_ends_at)
     before = _pickup_times(cycle.id, old_window)
     result = db.session.execute(
@@ -223,6 +224,8 @@ def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
     after = _pickup_times(cycle.id, (distribution_starts_at, distribution_ends_at))
     changed = {order_id: times for order_id, times in after.items() if before.get(order_id) != times}
     _notify_moved(cycle, changed, before, now)
+    if cycle.status == "open" and closes_at < old_closes_at:
+        _notify_deadline_earlier(cycle, old_closes_at, now)
     return cycle
 
 
@@ -442,6 +445,51 @@ def _notify_moved(cycle: Cycle, changed: dict[int, tuple[int, datetime, datetime
                 f"cycle:{cycle.id}:household:{household_id}:moved:{int(starts.timestamp())}:{int(now.timestamp())}"
                 f":{recipient.lower()}", recipient, subject, body, kind="cycle_moved", cycle_id=cycle.id))
     return queue_messages(specs) if specs else 0
+
+
+def _notify_deadline_earlier(cycle: Cycle, old_closes_at: datetime, now: datetime) -> int:
+    """Queue an e-mail to every active household: the open week's deadline comes sooner than announced.
+
+    Households that have not ordered yet would otherwise find the cart closed; those that have may
+    want to change their order in time. Returns messages queued."""
+    from flask import render_template
+
+    from app.outbox import MessageSpec, queue_messages
+
+    site = db.session.get(Site, cycle.site_id)
+    household_ids = set(db.session.scalars(sa.select(Household.id).where(Household.active.is_(True))))
+    specs = []
+    for household in sorted(_households_to_write_to(household_ids).values(), key=lambda h: h.id):
+        with force_locale(household.mail_locale):
+            body = render_template("orders/cycle_deadline_email.txt", household=household, cycle=cycle, site=site,
+                                   old_closes_at=old_closes_at)
+            subject = _("Date limite avancée : commandes jusqu'au %(deadline)s",
+                        deadline=local_datetime(cycle.closes_at))
+        for recipient in household.contact_emails():
+            specs.append(MessageSpec(
+                f"cycle:{cycle.id}:household:{household.id}:deadline:{int(cycle.closes_at.timestamp())}"
+                f":{int(now.timestamp())}:{recipient.lower()}", recipient, subject, body, kind="cycle_deadline",
+                cycle_id=cycle.id))
+    return queue_messages(specs) if specs else 0
+
+
+def households_without_email(cycle_id: int) -> list[tuple[Household, bool]]:
+    """Active households no e-mail reaches (no address of their own, no active member), by name, each with
+    whether it has an order in the cycle: the coordinator phones them when a distribution moves or is cancelled."""
+    from app.models import User
+
+    # An order with lines: in an open week, an emptied order has none; a cancelled week keeps them.
+    ordered = set(db.session.scalars(
+        sa.select(Order.household_id).where(Order.cycle_id == cycle_id,
+                                            sa.exists().where(OrderLine.order_id == Order.id))))
+    reached_by_member = sa.select(User.id).where(User.household_id == Household.id, User.active.is_(True))
+    households = db.session.scalars(
+        sa.select(Household)
+        .where(Household.active.is_(True), sa.or_(Household.email.is_(None), Household.email == ""),
+               ~reached_by_member.exists())
+        .order_by(Household.name, Household.id)
+    ).all()
+    return [(household, household.id in ordered) for household in households]
 
 
 def cancel_cycle(cycle_id: int, now: datetime | None = None) -> Cycle:

@@ -385,3 +385,50 @@ def test_an_ambiguous_autumn_time_is_its_first_occurrence(app):
                cycle.distribution_ends_at)
     db.session.commit()
     assert db.session.get(Cycle, cycle.id).closes_at == datetime(2027, 10, 31, 0, 30, tzinfo=UTC)  # 02:30 CEST
+
+
+# --------------------------------------------------------------------------- moving the deadline; households without e-mail
+
+
+def test_a_deadline_moved_earlier_is_written_to_every_household_and_a_later_one_is_not(week):
+    cycle, offer = week
+    order_in(cycle, offer, slots_of(cycle.id)[0], name="Famille Martin", email="martin@example.org")
+    HouseholdFactory(name="Famille Diallo", email="diallo@example.org")  # has not ordered yet
+    HouseholdFactory(name="Mme Écoffier", email=None)  # no address: phoned
+    db.session.commit()
+
+    move_cycle(cycle.id, cycle.opens_at, cycle.closes_at + timedelta(hours=12), cycle.distribution_starts_at,
+               cycle.distribution_ends_at, now=NOW)
+    db.session.commit()
+    assert messages("cycle_deadline") == []  # later: nobody misses it
+
+    move_cycle(cycle.id, cycle.opens_at, paris(2026, 12, 7, 20), cycle.distribution_starts_at,
+               cycle.distribution_ends_at, now=NOW)
+    db.session.commit()
+    mails = messages("cycle_deadline")
+    assert sorted(m.recipient for m in mails) == ["diallo@example.org", "martin@example.org"]
+    assert "Commandez ou modifiez votre commande avant le lundi 7 décembre 20:00" in mails[0].body
+    assert "(au lieu du mercredi 9 décembre 11:59)" in mails[0].body
+    assert messages("cycle_moved") == []  # the pickup time did not change
+
+
+def test_the_cycle_page_lists_the_households_to_phone(week, client):
+    cycle, offer = week
+    order_in(cycle, offer, slots_of(cycle.id)[0], name="Mme Écoffier", email=None, phone="04 75 00 00 00",
+             notes="Pas d'internet, appeler le matin")
+    HouseholdFactory(name="M. Bernard", email=None)
+    reached = HouseholdFactory(name="Famille Roux", email=None)
+    UserFactory(household=reached)  # a member's address reaches the household
+    boss = UserFactory(roles=["coordinator"], household=None)
+    db.session.commit()
+    login(client, boss.email)
+    url = f"/commandes/cycles/{cycle.id}"
+    response = post_form(client, f"{url}/annuler", {"sure": "y"}, form_url=url)
+    page = response.get_data(as_text=True)
+    assert "prévenez par téléphone ceux de la liste « Foyers sans e-mail »" in page
+    listed = page[page.index('id="sans-email"'):]
+    assert 'M. Bernard — pas de téléphone noté' in listed
+    assert ('Mme Écoffier — <a href="tel:0475000000">04 75 00 00 00</a> · <strong>a une commande</strong>'
+            in listed)
+    assert "Pas d&#39;internet, appeler le matin" in listed and "Famille Roux" not in listed
+    assert "Annuler la distribution" not in page  # a cancelled distribution has nothing left to move or cancel
