@@ -10,6 +10,7 @@ from wtforms.fields.choices import SelectChoice
 from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import Household
+from app.search import search_households
 from orders import bp
 from orders.bulk import (
     bulk_progress,
@@ -46,7 +47,6 @@ from orders.contracts import (
     open_offers,
     producer_distributions,
     record_instalments,
-    search_households,
     season_subscribers,
     set_subscriptions_open,
     subscribe,
@@ -230,7 +230,7 @@ def contract_offer_detail(offer_id: int):
     form = SubscribeForm(offer_id=str(offer.id))
     form.co_holder_id.choices = _household_select(_("— personne —"))
     search = HouseholdSearchForm(request.args)
-    found = search_households(search.q.data) if search.q.data else []
+    found = search_households(search.q.data).households if search.q.data else []
     # The search narrows the list to the households it found; the form posts back to the same address.
     form.household_id.choices = _household_select(_("— choisir un foyer —"), found if search.q.data else None)
     if form.validate_on_submit():

@@ -363,22 +363,6 @@ def household_choices(households: list[Household] | None = None) -> list[tuple[i
              _("%(name)s (foyer n° %(id)s)", name=name, id=hid)) for hid, name in rows]
 
 
-def search_households(text: str, limit: int = 20) -> list[Household]:
-    """Active households whose name contains the text (for volunteers)."""
-    text = (text or "").strip()
-    if not text:
-        return []
-    return list(
-        db.session.scalars(
-            sa.select(Household)
-            .where(Household.active.is_(True),
-                   sa.func.lower(Household.name).contains(text.lower(), autoescape=True))
-            .order_by(Household.name)
-            .limit(limit)
-        )
-    )
-
-
 # --- subscriptions ----------------------------------------------------------------------------------
 
 

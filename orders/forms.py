@@ -51,7 +51,7 @@ class HouseholdSearchForm(PageForm):
     class Meta:
         csrf = False  # a GET search changes nothing
 
-    q = StringField(_l("Nom du foyer ou d'une personne"), validators=[
+    q = StringField(_l("Nom, e-mail ou téléphone"), validators=[
         DataRequired(_l("Tapez au moins deux lettres.")), Length(min=2, max=80, message=_l("Tapez au moins deux lettres."))])
 
 

@@ -14,6 +14,7 @@ from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.outbox import request_delivery
+from app.search import search_households
 from app.templating import money
 from app.timeutil import local_zone, to_local
 from orders import bp
@@ -43,7 +44,6 @@ from orders.services import (
     open_due_cycles,
     order_with_lines,
     save_cart,
-    search_households,
 )
 from pickup.models import Site
 
@@ -159,8 +159,8 @@ def order_detail(order_id: int):
 def assist():
     """A volunteer searches a household to order on its behalf."""
     form = HouseholdSearchForm(request.args)
-    households = search_households(form.q.data) if request.args and form.validate() else []
-    return render_template("orders/assist.html", form=form, households=households)
+    found = search_households(form.q.data) if request.args and form.validate() else None
+    return render_template("orders/assist.html", form=form, found=found)
 
 
 @bp.route("/au-cafe/foyer/<int:household_id>", methods=["GET", "POST"])
@@ -327,10 +327,11 @@ def tier_households():
         flash(_("Tarif de %(name)s changé.", name=household.name), "success")
         return redirect(url_for("orders.tier_households", q=request.args.get("q", "")))
     search = HouseholdSearchForm(request.args)
-    households = search_households(search.q.data, limit=50) if request.args.get("q") and search.validate() else []
+    found = search_households(search.q.data, limit=50) if request.args.get("q") and search.validate() else None
+    households = found.households if found else []
     choices = [(0, _("Sans tarif (prix de base)"))] + [(t.id, t.name) for t in tiers_list]
     return render_template("orders/tier_households.html", search=search, households=households,
-                           choices=choices, assign=assign)
+                           more=bool(found and found.more), choices=choices, assign=assign)
 
 
 @bp.route("/cycles/<int:cycle_id>/tarifs")

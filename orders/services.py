@@ -1110,20 +1110,6 @@ def household_orders(household_id: int) -> list[tuple[Order, Cycle]]:
     ).all()
 
 
-def search_households(text: str, limit: int = 20) -> list[Household]:
-    """Active households whose name (or a member's name or e-mail) contains the text."""
-    from app.models import User
-
-    pattern = f"%{text.strip()}%"
-    return list(db.session.scalars(
-        sa.select(Household).where(Household.active.is_(True))
-        .where(sa.or_(Household.name.ilike(pattern),
-                      Household.id.in_(sa.select(User.household_id).where(
-                          sa.or_(User.name.ilike(pattern), User.email.ilike(pattern))))))
-        .order_by(Household.name).limit(limit)
-    ))
-
-
 # --------------------------------------------------------------------------- pages
 
 

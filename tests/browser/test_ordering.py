@@ -96,7 +96,7 @@ def test_volunteer_orders_for_a_household(live_server, page, market):
     db.session.commit()
     sign_in(page, live_server, "paul@example.org", PASSWORD)
     page.get_by_role("navigation").get_by_role("link", name="Commande pour un foyer").click()
-    page.get_by_label("Nom du foyer ou d'une personne").fill("bernard")
+    page.get_by_label("Nom, e-mail ou téléphone").fill("bernard")
     page.get_by_role("button", name="Chercher").click()
     page.get_by_role("link", name="Foyer Bernard").click()
     expect(page.locator("body")).to_contain_text("Commande pour le foyer Foyer Bernard")
