@@ -51,7 +51,7 @@ from pickup.models import Site
 def _slot_label(slot) -> str:
     """'16:30 – 17:00 (3 places)' for the slot select."""
     left = slot.capacity - slot.booked
-    places = _("complet") if left <= 0 else ngettext("%(num)d place", "%(num)d places", left)
+    places = _("complet") if left <= 0 else ngettext("%(num)d place restante", "%(num)d places restantes", left)
     return f"{to_local(slot.starts_at):%H:%M} – {to_local(slot.ends_at):%H:%M} ({places})"
 
 

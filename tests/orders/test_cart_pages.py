@@ -73,10 +73,13 @@ def test_member_orders_and_sees_history(client, shop):
     s = shop
     page = client.get("/commandes/panier").get_data(as_text=True)
     assert "Ferme des Saules" in page and "Vrac &amp; Co" in page and "reste 4" in page
+    assert "Tolérance (kg) : combien de plus vous acceptez pour compléter un colis" in page
+    assert "Votre commande en cours" not in page  # nothing saved yet
     response = post_cart(client, {f"q-{s['carrots'].id}": "1,5", f"q-{s['rice'].id}": "2,5",
                                   f"t-{s['rice'].id}": "1", "slot_id": s["slot"].id})
     text = response.get_data(as_text=True)
     assert "Commande enregistrée : 12,20" in text  # 4,20 + 8,00
+    assert "Votre commande en cours : 12,20\xa0€." in text  # beside the button, for the next change
     history = client.get("/commandes/mes-commandes").get_data(as_text=True)
     assert "12,20" in history and "confirmée" in history
     order = db.session.scalar(sa.select(Order))

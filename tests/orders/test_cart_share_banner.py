@@ -66,6 +66,6 @@ def test_a_slot_with_one_place_left_says_place_in_the_singular(app):
 
     slot = SlotFactory(capacity=3, booked=2)
     with app.test_request_context():
-        assert _slot_label(slot).endswith("(1 place)")
+        assert _slot_label(slot).endswith("(1 place restante)")
         slot.booked = 1
-        assert _slot_label(slot).endswith("(2 places)")
+        assert _slot_label(slot).endswith("(2 places restantes)")

@@ -66,7 +66,7 @@ def test_member_chooses_then_changes_slot(client, member):
     login(client, "marie@example.org")
     order, (first, second, _third) = member["order"], member["slots"]
     page = text(client.get("/retrait/mon-creneau"))
-    assert "pas encore choisi de créneau" in page and "16:30–17:00" in page and "(2 places)" in page
+    assert "pas encore choisi de créneau" in page and "16:30–17:00" in page and "(2 places restantes)" in page
     response = post_form(client, f"/retrait/mon-creneau/{order.id}", {f"o{order.id}-slot": str(first.id)},
                          form_url="/retrait/mon-creneau")
     page = text(response)
@@ -84,7 +84,7 @@ def test_one_place_left_is_written_in_the_singular(client, member):
     db.session.commit()
     login(client, "marie@example.org")
     page = text(client.get("/retrait/mon-creneau"))
-    assert "(1 place)" in page and "(2 places)" in page
+    assert "(1 place restante)" in page and "(2 places restantes)" in page
 
 
 def test_the_cart_links_to_the_slot_page_and_its_calendar_file(client, member):
