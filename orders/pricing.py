@@ -98,6 +98,14 @@ def tier_takings(cycle_id: int) -> list[TierTakings]:
     return sorted(by_tier.values(), key=lambda t: t.tier_name)
 
 
+def no_tier_label(tiers) -> str:
+    """How a household without a tier of its own is priced, for tier selects: the default tier, else base prices."""
+    default = next((t for t in tiers if t.is_default), None)
+    if default is not None:
+        return _("Tarif par défaut (%(name)s)", name=default.name)
+    return _("Sans tarif (prix de base)")
+
+
 def household_with_tier(household_id: int) -> tuple[Household | None, PriceTier | None]:
     """A household and its tier (or the default tier) in one query."""
     row = db.session.execute(

@@ -28,7 +28,7 @@ from orders.forms import (
     read_cart,
 )
 from orders.models import Cycle, Order
-from orders.pricing import tier_takings
+from orders.pricing import no_tier_label, tier_takings
 from orders.services import (
     CycleRefused,
     OrderRefused,
@@ -305,7 +305,11 @@ def tiers(tier_id: int | None = None):
         form.markup_percent.errors = [error]
     all_tiers = db.session.scalars(sa.select(PriceTier).order_by(PriceTier.name)).all()
     counts = dict(db.session.execute(sa.select(Household.price_tier_id, sa.func.count())
-                                     .group_by(Household.price_tier_id)).all())
+                                     .where(Household.active.is_(True)).group_by(Household.price_tier_id)).all())
+    # A household without a tier of its own pays the default tier's prices (orders.pricing): it counts there.
+    default = next((t for t in all_tiers if t.is_default), None)
+    if default is not None:
+        counts[default.id] = counts.get(default.id, 0) + counts.pop(None, 0)
     return render_template("orders/tiers.html", form=form, tiers=all_tiers, counts=counts, editing=tier_id)
 
 
@@ -329,7 +333,7 @@ def tier_households():
     search = HouseholdSearchForm(request.args)
     found = search_households(search.q.data, limit=50) if request.args.get("q") and search.validate() else None
     households = found.households if found else []
-    choices = [(0, _("Sans tarif (prix de base)"))] + [(t.id, t.name) for t in tiers_list]
+    choices = [(0, no_tier_label(tiers_list))] + [(t.id, t.name) for t in tiers_list]
     return render_template("orders/tier_households.html", search=search, households=households,
                            more=bool(found and found.more), choices=choices, assign=assign)
 

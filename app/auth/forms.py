@@ -145,7 +145,9 @@ class HouseholdForm(PageForm):
 
     def set_tiers(self, tiers) -> bool:
         """Fill the price tier list; False when there is no tier (the field is then hidden)."""
-        self.price_tier_id.choices = [(0, _l("— tarif normal —"))] + [(t.id, t.name) for t in tiers]
+        from orders.pricing import no_tier_label
+
+        self.price_tier_id.choices = [(0, no_tier_label(tiers))] + [(t.id, t.name) for t in tiers]
         return bool(tiers)
 
 

@@ -1,6 +1,7 @@
 """Solidarity price tiers: managed by the coordinator, followed by prices, reported per cycle."""
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -143,3 +144,22 @@ def test_tier_list_writes_a_decimal_comma(app, client):
     login(client, boss.email)
     page = client.get("/commandes/tarifs").get_data(as_text=True)
     assert "prix -12,5 %" in page and "-12.5" not in page
+
+
+def test_households_without_a_tier_count_in_the_default_one_and_the_selects_say_so(app, client):
+    boss = UserFactory(roles=["coordinator"], household=None)
+    quartier = PriceTierFactory(name="Habitant·e du quartier", markup_bp=0, is_default=True)
+    soutien = PriceTierFactory(name="Soutien", markup_bp=1000)
+    HouseholdFactory(price_tier_id=None)
+    HouseholdFactory(price_tier_id=None)
+    HouseholdFactory(price_tier_id=quartier.id)
+    HouseholdFactory(price_tier_id=soutien.id)
+    HouseholdFactory(price_tier_id=None, active=False)  # gone: counts nowhere
+    db.session.commit()
+    login(client, boss.email)
+    page = client.get("/commandes/tarifs").get_data(as_text=True)
+    rows = {name: count for name, count in re.findall(
+        r"<td>([^<]+?)(?: <span class=\"badge\">par défaut</span>)?</td>\s*<td>[^<]*</td>\s*<td class=\"num\">(\d+)</td>", page)}
+    assert rows == {"Habitant·e du quartier": "3", "Soutien": "1"}
+    chooser = client.get("/commandes/tarifs/foyers?q=foyer").get_data(as_text=True)
+    assert "Tarif par défaut (Habitant·e du quartier)" in chooser
