@@ -289,12 +289,10 @@ def edit_household(household_id: int):
 
 
 def _attach_form(household: Household) -> AttachMemberForm:
-    """The list of active accounts that are not yet in this household."""
+    """The list of active accounts that belong to no household (someone in another one is taken out of it first)."""
     form = AttachMemberForm()
     people = db.session.scalars(
-        sa.select(User).where(User.active.is_(True),
-                              sa.or_(User.household_id.is_(None), User.household_id != household.id))
-        .order_by(User.name)
+        sa.select(User).where(User.active.is_(True), User.household_id.is_(None)).order_by(User.name)
     ).all()
     form.user_id.choices = [(u.id, f"{u.name} ({u.email})") for u in people]
     return form
@@ -308,7 +306,12 @@ def attach_member(household_id: int):
     form = _attach_form(household)
     if not form.validate_on_submit():
         abort(400)
-    user = services.attach_member(household.id, form.user_id.data)
+    try:
+        user = services.attach_member(household.id, form.user_id.data)
+    except services.AccountError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+        return redirect(url_for("auth.edit_household", household_id=household.id))
     db.session.commit()
     flash(_("%(name)s fait maintenant partie du foyer.", name=user.name), "success")
     return redirect(url_for("auth.edit_household", household_id=household.id))

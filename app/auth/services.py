@@ -282,11 +282,18 @@ def save_household(
 
 
 def attach_member(household_id: int, user_id: int) -> User:
-    """Make a user a member of a household (they leave their previous one)."""
+    """Make a user without a household a member of this one.
+
+    A member of another household is refused (AccountError): moving someone would leave their
+    household without them, silently; the coordinator takes them out of it first."""
     household = db.session.get(Household, household_id)
     user = db.session.get(User, user_id)
     if household is None or user is None:
         raise LookupError((household_id, user_id))
+    if user.household_id is not None and user.household_id != household.id:
+        other = db.session.get(Household, user.household_id)
+        raise AccountError(_("%(name)s fait déjà partie du foyer %(household)s : retirez-le·la d'abord de ce foyer.",
+                             name=user.name, household=other.name))
     user.household_id = household.id
     if "member" not in user.roles:
         user.set_roles(user.roles | {"member"})

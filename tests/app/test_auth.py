@@ -5,6 +5,7 @@ import html
 import re
 import time
 
+import pytest
 import sqlalchemy as sa
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
@@ -371,6 +372,20 @@ def test_coordinator_creates_a_household_with_a_tier_and_attaches_members(app, c
     assert "Claire ne fait plus partie du foyer." in text(page)
     db.session.expire_all()
     assert db.session.get(User, claire.id).household_id is None
+
+    # Someone in another household is not offered, and is not taken out of it without a word.
+    dupont = HouseholdFactory(name="Famille Dupont")
+    marie = UserFactory(name="Marie Dupont", household=dupont)
+    db.session.commit()
+    page = text(client.get(url))
+    assert "Marie Dupont" not in page and "Seules les personnes sans foyer sont proposées." in page
+    refused = post_form(client, f"{url}/membres", {"user_id": str(marie.id)}, form_url=url)
+    assert refused.status_code == 400
+    from app.auth.services import AccountError, attach_member
+    with pytest.raises(AccountError, match="Marie Dupont fait déjà partie du foyer Famille Dupont"):
+        attach_member(household.id, marie.id)
+    db.session.rollback()
+    assert db.session.get(User, marie.id).household_id == dupont.id
 
 
 def test_household_without_tiers_hides_the_select_and_refuses_bad_input(app, client):
