@@ -141,6 +141,9 @@ class HouseholdForm(PageForm):
         Optional(), Length(max=2000, message=_l("Ce texte est trop long (2000 caractères au plus)."))])
     price_tier_id = SelectField(_l("Tarif"), coerce=_int_or_zero, validate_choice=True)
     active = BooleanField(_l("Foyer actif"), default=True)
+    #: Shown once a household of the same name was found (ask_same_name): two « Famille Martin » may well exist.
+    same_name_ok = BooleanField(_l("C'est bien un autre foyer, qui porte le même nom"))
+    ask_same_name = False
     submit = SubmitField(_l("Enregistrer"))
 
     def set_tiers(self, tiers) -> bool:

@@ -263,7 +263,13 @@ def _save_household(household_id: int | None, form: HouseholdForm) -> Household 
         household = services.save_household(
             household_id, name=form.name.data, email=form.email.data, phone=form.phone.data,
             notes=form.notes.data, price_tier_id=form.price_tier_id.data, active=form.active.data,
+            same_name_ok=form.same_name_ok.data,
         )
+    except services.SameName as error:
+        db.session.rollback()
+        form.name.errors.append(str(error))
+        form.ask_same_name = True  # shows the box
+        return None
     except AccountError as error:
         db.session.rollback()
         form.price_tier_id.errors.append(str(error))

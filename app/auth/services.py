@@ -29,6 +29,10 @@ class AccountError(ValueError):
     """A refused account operation, with a French message for the form."""
 
 
+class SameName(AccountError):
+    """Another household already has this name."""
+
+
 @dataclass
 class LinkCheck:
     """The user a link was made for, or why it is refused ("expired" or "invalid")."""
@@ -258,8 +262,24 @@ def save_household(
     notes: str | None,
     price_tier_id: int | None,
     active: bool = True,
+    same_name_ok: bool = False,
 ) -> Household:
-    """Create a household (household_id None) or change one."""
+    """Create a household (household_id None) or change one.
+
+    Another active household with the same name (accents and case aside) is refused with SameName,
+    unless `same_name_ok`: a form sent twice (the back button) would otherwise make a twin."""
+    from app.search import fold
+    from app.templating import local_date
+
+    others = db.session.execute(
+        sa.select(Household.name, Household.created_at)
+        .where(Household.active.is_(True), Household.id != (household_id or 0))
+    ).all()
+    twin = next((row for row in others if fold(row.name) == fold(name)), None)
+    if twin is not None and not same_name_ok:
+        raise SameName(_("Un foyer « %(name)s » existe déjà (créé le %(day)s). Si c'est bien un autre foyer, "
+                         "cochez la case ci-dessous et enregistrez à nouveau.", name=twin.name,
+                         day=local_date(twin.created_at)))
     # The tier lookup may query (and so autoflush): a new household joins the session only once
     # its name is set, or the flush inserts it without one.
     if price_tier_id and db.session.get(PriceTier, price_tier_id) is None:

@@ -574,3 +574,19 @@ def test_a_member_changes_their_password_on_the_account_page(app, client):
     assert other_device.get("/commandes/panier").status_code == 302
     db.session.expire_all()
     assert db.session.scalar(sa.select(User).where(User.email == "claire@example.org")).check_password(NEW_PASSWORD)
+
+
+def test_a_second_household_of_the_same_name_needs_the_box_ticked(client):
+    _coordinator(client)
+    HouseholdFactory(name="Mme Hélène Écoffier")
+    db.session.commit()
+    fields = {"name": "mme helene ECOFFIER", "email": "", "phone": "", "notes": "", "price_tier_id": "0",
+              "active": "y"}
+    refused = post_form(client, "/compte/foyers", fields)
+    page = text(refused)
+    assert "Un foyer « Mme Hélène Écoffier » existe déjà (créé le" in page
+    assert "C'est bien un autre foyer, qui porte le même nom" in html.unescape(page)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Household)) == 1
+    created = post_form(client, "/compte/foyers", {**fields, "same_name_ok": "y"})
+    assert "Foyer « mme helene ECOFFIER » créé." in text(created)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Household)) == 2
