@@ -15,8 +15,10 @@ Accounting rules (every euro is accounted for):
       below the order, a lighter weight). An order is charged when its cycle is finalized, or
       earlier when a payment is recorded for it (so a payment and the charge it covers land
       together and a positive balance is always money the household may spend).
-    - ``refund`` (-): money that went back out (a Stripe refund to the card).
-    - ``topup`` (+): money handed to the coordinator to keep on the account.
+    - ``refund`` (-): money that went back out: a Stripe refund to the card, or credit handed back
+      in cash or by the association's cheque (``method``, and ``cycle_id`` when it left a distribution's till).
+    - ``topup`` (+): money handed to the coordinator, or to a volunteer at the desk, to keep on the
+      account; with its ``method`` (cash, cheque) and the distribution whose till took it (``cycle_id``).
     - ``adjustment`` (+/-): a coordinator's correction, with a note.
 * Hence, summed over all households:
   ``SUM(balances) == payments in + top-ups - refunds out - net charges (+ adjustments)``.
@@ -66,8 +68,16 @@ def record_entry(
     order_id: int | None = None,
     note: str | None = None,
     created_by_id: int | None = None,
+    method: str | None = None,
+    cheque_number: str | None = None,
+    cheque_bank: str | None = None,
+    cycle_id: int | None = None,
 ) -> LedgerEntry:
-    """Add one ledger entry, or return the existing one with the same reference (idempotent)."""
+    """Add one ledger entry, or return the existing one with the same reference (idempotent).
+
+    ``method``, the cheque's details and ``cycle_id`` are for money handed over by hand (a top-up, credit
+    handed back): how, and at which distribution's till.
+    """
     if kind not in LEDGER_KINDS:
         raise ValueError(f"unknown ledger kind {kind!r}")
     if not isinstance(amount_cents, int) or isinstance(amount_cents, bool):
@@ -86,6 +96,10 @@ def record_entry(
         order_id=order_id,
         note=note,
         created_by_id=created_by_id,
+        method=method,
+        cheque_number=cheque_number,
+        cheque_bank=cheque_bank,
+        cycle_id=cycle_id,
     )
     # A concurrent writer may insert the same reference between our read and our insert:
     # the savepoint keeps the caller's transaction usable and we return the winner's entry.

@@ -53,9 +53,17 @@ class PayForm(PageForm):
 
 
 class TopupForm(PageForm):
-    """Money handed to the coordinator to keep on a household's account."""
+    """Money handed to the coordinator to keep on a household's account: cash, or a cheque (number and bank)."""
 
+    method = SelectField(
+        _l("Comment le foyer a-t-il payé ?"),
+        choices=[SelectChoice("cash", _l("En espèces")), SelectChoice("cheque", _l("Par chèque"))],
+        invalid_choice_message=_l("Choisissez espèces ou chèque."),
+    )
     amount = AmountField(_l("Montant reçu (€)"), validators=[DataRequired(_l("Indiquez un montant."))])
+    # No Optional() here: it would stop the chain before the cheque checks below.
+    cheque_number = StringField(_l("Numéro du chèque"), validators=[Length(max=40)])
+    cheque_bank = StringField(_l("Banque"), validators=[Length(max=80)])
     note = StringField(_l("Note (facultatif)"), validators=[Optional(), Length(max=200)])
     #: A token made when the form is shown: submitting twice records one top-up.
     token = HiddenField()
@@ -65,6 +73,16 @@ class TopupForm(PageForm):
         """Refuse absurd top-ups."""
         if field.cents is not None and field.cents > MAX_TOPUP_CENTS:
             raise ValidationError(_l("Ce montant est trop élevé pour un versement (500,00 € au plus)."))
+
+    def validate_cheque_number(self, field):
+        """A cheque needs its number."""
+        if self.method.data == "cheque" and not (field.data or "").strip():
+            raise ValidationError(_l("Indiquez le numéro du chèque."))
+
+    def validate_cheque_bank(self, field):
+        """A cheque needs its bank."""
+        if self.method.data == "cheque" and not (field.data or "").strip():
+            raise ValidationError(_l("Indiquez la banque du chèque."))
 
 
 class RefundForm(PageForm):

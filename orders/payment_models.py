@@ -28,13 +28,32 @@ class LedgerEntry(db.Model):
     note: Mapped[str | None] = mapped_column(sa.String(300))
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Money handed over outside an order payment (a top-up in, credit handed back out): cash or cheque.
+    #: NULL on every other entry, and on top-ups recorded before the method was asked (« non précisé »).
+    method: Mapped[str | None] = mapped_column(sa.String(10))
+    #: Cheque: its number (the household's for a top-up, the association's for a hand-back).
+    cheque_number: Mapped[str | None] = mapped_column(sa.String(40))
+    #: Cheque of a top-up: the household's bank.
+    cheque_bank: Mapped[str | None] = mapped_column(sa.String(80))
+    #: The distribution whose till the money went into or came out of; NULL away from a distribution.
+    cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("cycle.id"), index=True)
 
     __table_args__ = (
         sa.UniqueConstraint("reference", name="uq_ledger_entry_reference"),
         sa.CheckConstraint(
             "kind IN ('payment', 'charge', 'credit', 'refund', 'adjustment', 'topup')", name="known_kind"
         ),
+        # Only top-ups and refunds move money by hand; a cheque always has its number.
+        sa.CheckConstraint(
+            "method IS NULL OR (method IN ('cash', 'cheque') AND kind IN ('topup', 'refund'))", name="known_method"
+        ),
+        sa.CheckConstraint("method IS NULL OR method <> 'cheque' OR cheque_number IS NOT NULL",
+                           name="cheque_with_number"),
     )
+
+
+#: The reference of a credit handed back in cash or by cheque starts with this (orders.payments.hand_back_credit).
+HAND_BACK_PREFIX = "handback:"
 
 
 class Payment(db.Model):

@@ -41,6 +41,7 @@ from orders.payments import (
     cancel_desk_payment,
     cycle_money,
     cycle_money_csv,
+    distribution_today,
     hand_back_credit,
     household_account,
     household_balances,
@@ -246,18 +247,25 @@ def topup(household_id: int):
     form = TopupForm()
     if request.method == "GET":
         form.token.data = secrets.token_hex(16)
+        form.method.data = "cash"
+    back = url_for("orders.household_ledger", household_id=household.id)
     if form.validate_on_submit():
         try:
-            record_topup(household.id, form.amount.cents, token=form.token.data,
-                         created_by_id=current_user.id, note=form.note.data)
+            record_topup(household.id, form.amount.cents, method=form.method.data, token=form.token.data or "",
+                         created_by_id=current_user.id, note=form.note.data,
+                         cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data)
+        except PaymentAlreadyRecorded as error:
+            db.session.rollback()
+            flash(str(error), "warning")
+            return redirect(back)
         except PaymentError as error:
             db.session.rollback()
             form.amount.errors.append(str(error))
         else:
             db.session.commit()
             flash(_("Versement enregistré."), "success")
-            return redirect(url_for("orders.household_ledger", household_id=household.id))
-    return render_template("orders/payments/topup.html", form=form, household=household)
+            return redirect(back)
+    return render_template("orders/payments/topup.html", form=form, household=household, back=back)
 
 
 @bp.route("/soldes/<int:household_id>/rembourser", methods=["POST"])
@@ -362,11 +370,14 @@ def hand_back(household_id: int):
         form.token.data = secrets.token_hex(16)
         form.method.data = "cash"
     back = url_for("orders.household_ledger", household_id=household.id)
+    # On a distribution day, cash handed back comes out of that distribution's till.
+    distribution = distribution_today(household.id)
     if form.validate_on_submit():
         try:
             hand_back_credit(household.id, form.amount.cents, form.method.data, note=form.note.data,
                              token=form.token.data or "", created_by_id=current_user.id,
-                             cheque_number=form.cheque_number.data)
+                             cheque_number=form.cheque_number.data,
+                             cycle_id=distribution.id if distribution else None)
         except PaymentAlreadyRecorded as error:
             db.session.rollback()
             flash(str(error), "warning")
@@ -380,7 +391,7 @@ def hand_back(household_id: int):
                   "success")
             return redirect(back)
     return render_template("orders/payments/hand_back.html", form=form, household=household, back=back,
-                           balance_cents=household_balance_cents(household.id))
+                           balance_cents=household_balance_cents(household.id), distribution=distribution)
 
 
 @bp.route("/paiements/<int:payment_id>/accepter", methods=["POST"])

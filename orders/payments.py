@@ -14,9 +14,10 @@ from app.db import utcnow
 from app.extensions import db
 from app.money import format_cents, line_total_cents
 from app.spreadsheet import text_cell
+from app.timeutil import local_today
 from orders import ledger
 from orders.models import Order, OrderLine
-from orders.payment_models import LedgerEntry, Payment
+from orders.payment_models import HAND_BACK_PREFIX, LedgerEntry, Payment
 from orders.receipts import refresh_cycle_receipts, refresh_receipt
 
 DESK_METHODS = ("cash", "cheque", "balance")
@@ -244,6 +245,8 @@ def _describe(payment: Payment) -> str:
 MAX_NOTE_LENGTH = 200
 #: How credit goes back to a household outside the card: cash from the till, or the association's cheque.
 HAND_BACK_METHODS = ("cash", "cheque")
+#: How a household hands money in to keep on its account.
+TOPUP_METHODS = ("cash", "cheque")
 
 
 def _required_note(note: str | None, message: str) -> str:
@@ -315,12 +318,14 @@ def _refuse_debt_no_order_shows(household_id: int) -> None:
 
 
 def hand_back_credit(household_id: int, amount_cents: int, method: str, *, note: str | None, token: str | None,
-                     created_by_id: int | None, cheque_number: str | None = None) -> LedgerEntry:
+                     created_by_id: int | None, cheque_number: str | None = None,
+                     cycle_id: int | None = None) -> LedgerEntry:
     """Give a household's credit back in cash or by the association's cheque: one ``refund`` entry; the caller commits.
 
     At most the household's balance (what the ledger says it has with the association). ``token`` is
     the form's one-time token: the same form sent twice records one refund and raises
-    PaymentAlreadyRecorded the second time.
+    PaymentAlreadyRecorded the second time. ``cycle_id`` is the distribution whose till the cash comes
+    out of (see distribution_today), None away from a distribution.
     """
     from app.models import Household
 
@@ -332,7 +337,7 @@ def hand_back_credit(household_id: int, amount_cents: int, method: str, *, note:
     if method == "cheque" and not cheque_number:
         raise PaymentError(_("Pour un chèque, indiquez son numéro."))
     note = _required_note(note, _("Indiquez pourquoi cet argent est rendu."))
-    reference = f"handback:{household_id}:{_form_token(token)}"
+    reference = f"{HAND_BACK_PREFIX}{household_id}:{_form_token(token)}"
     # The household's row lock (PostgreSQL; SQLite writes one at a time) queues two refunds of one balance.
     if db.session.scalar(sa.select(Household.id).where(Household.id == household_id).with_for_update()) is None:
         raise PaymentError(_("Ce foyer n'existe pas."))
@@ -342,11 +347,37 @@ def hand_back_credit(household_id: int, amount_cents: int, method: str, *, note:
     if amount_cents > balance:
         raise PaymentError(_("On peut rendre au plus le solde du foyer (%(amount)s).",
                              amount=format_cents(max(0, balance))))
+    # The method also opens the note, as before it had a column (the migration read it back from there).
     how = "rendu en espèces" if method == "cash" else f"rendu par chèque n° {cheque_number}"
     return ledger.record_entry(
         household_id, -amount_cents, "refund", reference,
         note=f"{how} : {note}"[:300], created_by_id=created_by_id,
+        method=method, cheque_number=cheque_number if method == "cheque" else None, cycle_id=cycle_id,
     )
+
+
+def distribution_today(household_id: int, today=None):
+    """The distribution held today whose till money handed over now belongs to, or None.
+
+    The household's own (it has an order in it) when several sites distribute today, else the only one
+    held today. Away from a distribution day, None: the money did not go through a distribution's till.
+    """
+    from orders.models import Cycle
+    from pickup.services import DISTRIBUTION_STATUSES
+
+    today = today or local_today()
+    cycles = db.session.scalars(
+        sa.select(Cycle)
+        .where(Cycle.distribution_date == today, Cycle.status.in_(DISTRIBUTION_STATUSES))
+        .order_by(Cycle.id)
+    ).all()
+    if len(cycles) <= 1:
+        return cycles[0] if cycles else None
+    own = db.session.scalar(
+        sa.select(Order.cycle_id).where(Order.household_id == household_id,
+                                        Order.cycle_id.in_([c.id for c in cycles]))
+    )
+    return next((c for c in cycles if c.id == own), None)
 
 
 def household_payments(household_id: int) -> list[Payment]:
@@ -414,9 +445,23 @@ MAX_TOPUP_CENTS = 50_000
 
 
 def record_topup(
-    household_id: int, amount_cents: int, *, token: str, created_by_id: int | None, note: str | None = None
+    household_id: int,
+    amount_cents: int,
+    *,
+    method: str,
+    token: str,
+    created_by_id: int | None,
+    note: str | None = None,
+    cheque_number: str | None = None,
+    cheque_bank: str | None = None,
+    cycle_id: int | None = None,
 ) -> LedgerEntry:
-    """Money handed to the coordinator, kept on the household's account; one entry per form token."""
+    """Money handed in (cash, or a cheque with its number and bank), kept on the household's account.
+
+    ``cycle_id`` is the distribution whose till took it (a top-up at the desk), None when the coordinator
+    took it elsewhere. ``token`` is the form's one-time token: the same form sent twice records one
+    top-up and raises PaymentAlreadyRecorded the second time. The caller commits.
+    """
     from app.models import Household
 
     if db.session.get(Household, household_id) is None:
@@ -425,14 +470,121 @@ def record_topup(
         raise PaymentError(_("Le montant doit être supérieur à zéro."))
     if amount_cents > MAX_TOPUP_CENTS:
         raise PaymentError(_("Ce montant est trop élevé pour un versement (500,00 € au plus)."))
+    if method not in TOPUP_METHODS:
+        raise PaymentError(_("Choisissez espèces ou chèque."))
+    # Cash keeps no cheque details, even if the form still had some typed in.
+    cheque_number = ((cheque_number or "").strip() or None) if method == "cheque" else None
+    cheque_bank = ((cheque_bank or "").strip() or None) if method == "cheque" else None
+    if method == "cheque" and (not cheque_number or not cheque_bank):
+        raise PaymentError(_("Pour un chèque, indiquez son numéro et sa banque."))
+    reference = f"topup:{household_id}:{_form_token(token)}"
+    # The household's row lock (PostgreSQL; SQLite writes one at a time) queues two copies of one form.
+    db.session.scalar(sa.select(Household.id).where(Household.id == household_id).with_for_update())
+    if db.session.scalar(sa.select(LedgerEntry.id).where(LedgerEntry.reference == reference)):
+        raise PaymentAlreadyRecorded(_("Ce versement est déjà enregistré."))
     return ledger.record_entry(
         household_id,
         amount_cents,
         "topup",
-        f"topup:{household_id}:{_form_token(token)}",
+        reference,
         note=(note or "").strip()[:300] or None,
         created_by_id=created_by_id,
+        method=method,
+        cheque_number=cheque_number,
+        cheque_bank=cheque_bank,
+        cycle_id=cycle_id,
     )
+
+
+@dataclass
+class HandedOver:
+    """One top-up taken or one credit handed back at a distribution, with whose it was."""
+
+    entry: LedgerEntry
+    household_name: str
+    bag_number: int | None
+
+    @property
+    def amount_cents(self) -> int:
+        """What changed hands, always positive (a hand-back's entry is negative)."""
+        return abs(self.entry.amount_cents)
+
+
+@dataclass
+class CashMovements:
+    """Money that changed hands at a distribution outside order payments: top-ups in, credit handed back out."""
+
+    topups: list[HandedOver]
+    handed_back: list[HandedOver]
+
+    @staticmethod
+    def _by_method(rows: list[HandedOver]) -> dict[str, int]:
+        """Cents per method, cash and cheque always present."""
+        totals = {method: 0 for method in TOPUP_METHODS}
+        for row in rows:
+            totals[row.entry.method] = totals.get(row.entry.method, 0) + row.amount_cents
+        return totals
+
+    @staticmethod
+    def _counts(rows: list[HandedOver]) -> dict[str, int]:
+        """How many per method, cash and cheque always present."""
+        counts = {method: 0 for method in TOPUP_METHODS}
+        for row in rows:
+            counts[row.entry.method] = counts.get(row.entry.method, 0) + 1
+        return counts
+
+    @property
+    def topups_by_method(self) -> dict[str, int]:
+        """Top-ups taken, cents per method."""
+        return self._by_method(self.topups)
+
+    @property
+    def topup_counts(self) -> dict[str, int]:
+        """How many top-ups per method."""
+        return self._counts(self.topups)
+
+    @property
+    def handed_back_by_method(self) -> dict[str, int]:
+        """Credit handed back, cents (positive) per method."""
+        return self._by_method(self.handed_back)
+
+    @property
+    def handed_back_counts(self) -> dict[str, int]:
+        """How many hand-backs per method."""
+        return self._counts(self.handed_back)
+
+    @property
+    def topup_cheques(self) -> list[HandedOver]:
+        """The households' cheques taken as top-ups (they are in the till with the payments' cheques)."""
+        return [row for row in self.topups if row.entry.method == "cheque"]
+
+    @property
+    def net_cash_cents(self) -> int:
+        """What these movements leave in the till's cash: cash top-ups minus cash handed back."""
+        return self.topups_by_method["cash"] - self.handed_back_by_method["cash"]
+
+    @property
+    def any(self) -> bool:
+        """Whether anything changed hands at all."""
+        return bool(self.topups or self.handed_back)
+
+
+def cash_movements(cycle_id: int) -> CashMovements:
+    """The top-ups taken and the credit handed back at a distribution, oldest first (one query)."""
+    from app.models import Household
+
+    rows = db.session.execute(
+        sa.select(LedgerEntry, Household.name, Order.bag_number)
+        .join(Household, Household.id == LedgerEntry.household_id)
+        .outerjoin(Order, sa.and_(Order.household_id == LedgerEntry.household_id,
+                                  Order.cycle_id == LedgerEntry.cycle_id))
+        .where(LedgerEntry.cycle_id == cycle_id, LedgerEntry.method.is_not(None),
+               LedgerEntry.kind.in_(("topup", "refund")))
+        .order_by(LedgerEntry.created_at, LedgerEntry.id)
+    ).tuples().all()
+    moved = [HandedOver(entry, name, bag_number) for entry, name, bag_number in rows]
+    return CashMovements(topups=[row for row in moved if row.entry.kind == "topup"],
+                         handed_back=[row for row in moved if row.entry.kind == "refund"])
 
 
 @dataclass
@@ -502,6 +654,13 @@ class CycleMoney:
     flagged: list[Payment]
     orders: list[OrderMoney]
     producers: list[ProducerOwed]
+    #: Top-ups taken and credit handed back at this distribution (not order payments).
+    handed_over: CashMovements
+
+    @property
+    def expected_cash_cents(self) -> int:
+        """The cash that should be in the till: cash payments kept, plus cash top-ups, minus cash handed back."""
+        return self.paid_by_method["cash"] + self.handed_over.net_cash_cents
 
     @property
     def paid_cents(self) -> int:
@@ -520,7 +679,8 @@ class CycleMoney:
 
 
 def cycle_money(cycle_id: int) -> CycleMoney:
-    """Due, paid by method, still owed, refunds, flagged card payments and what each producer is owed."""
+    """Due, paid by method, still owed, refunds, flagged card payments, what each producer is owed, and the
+    top-ups taken and credit handed back at the distribution."""
     from app.models import Household
     from producers.models import Offer, Producer, Product
 
@@ -587,6 +747,7 @@ def cycle_money(cycle_id: int) -> CycleMoney:
         flagged=flagged,
         orders=rows,
         producers=producers,
+        handed_over=cash_movements(cycle_id),
     )
 
 
@@ -616,6 +777,14 @@ def cycle_money_csv(cycle_id: int) -> str:
     for producer in summary.producers:
         writer.writerow(["producteur", text_cell(producer.name), euros(producer.owed_cents),
                          euros(producer.contract_cents)])
+    moved = summary.handed_over
+    writer.writerow([])
+    writer.writerow(["type", "moyen", "montant", "nombre"])
+    for kind, cents, counts in (("versement", moved.topups_by_method, moved.topup_counts),
+                                ("avoir_rendu", moved.handed_back_by_method, moved.handed_back_counts)):
+        for method, label in (("cash", "especes"), ("cheque", "cheque")):
+            writer.writerow([kind, label, euros(cents[method]), counts[method]])
+    writer.writerow(["caisse", "especes_attendues", euros(summary.expected_cash_cents), ""])
     return out.getvalue()
 
 

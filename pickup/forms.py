@@ -93,6 +93,23 @@ class PaymentForm(PageForm):
     submit = SubmitField(_l("Encaisser"))
 
 
+class DeskTopupForm(PageForm):
+    """Money a household hands in at the desk to keep on its account (not for today's bag)."""
+
+    method = RadioField(
+        _l("Comment le foyer paie-t-il ?"),
+        choices=[SelectChoice("cash", _l("Espèces")), SelectChoice("cheque", _l("Chèque"))],
+        # Nothing chosen is not a choice either: one message for both.
+        invalid_choice_message=_l("Choisissez espèces ou chèque."),
+    )
+    amount = StringField(_l("Montant versé (€)"), validators=[DataRequired(_l("Écrivez le montant.")), _euros])
+    cheque_number = StringField(_l("Numéro du chèque"), validators=[Optional(), Length(max=40)])
+    cheque_bank = StringField(_l("Banque du chèque"), validators=[Optional(), Length(max=80)])
+    #: A token made when the form is shown: the same form sent twice records one top-up.
+    token = HiddenField()
+    submit = SubmitField(_l("Enregistrer le versement"))
+
+
 class CollectForm(PageForm):
     """The bag is handed over."""
 

@@ -23,13 +23,14 @@ from wtforms.fields.choices import SelectChoice
 from app.auth.decorators import roles_required
 from app.extensions import db
 from app.models import User
-from app.money import cents_to_input
+from app.money import cents_to_input, format_cents
 from app.outbox import request_delivery
 from orders.models import Cycle, Order, OrderLine
 from pickup import bp, services
 from pickup.forms import (
     NO_SHOW_OUTCOMES,
     CollectForm,
+    DeskTopupForm,
     EndDistributionForm,
     NoShowOutcomeForm,
     PaymentForm,
@@ -406,6 +407,52 @@ def desk_pay(order_id: int):
         flash(_("Paiement enregistré."), "success")
         return redirect(url_for("pickup.desk_bag", order_id=order_id))
     return _render_desk_bag(order_id, 422, form)
+
+
+def _render_desk_topup(order_id: int, form: DeskTopupForm, status: int = 200):
+    """The top-up form for the bag's household, with its balance."""
+    from orders.payments import MAX_TOPUP_CENTS, desk_balance
+
+    cycle, lieu = _bag_cycle_or_404(order_id)
+    try:
+        bag = services.get_bag(order_id, cycle.id)
+    except NotInDistribution as error:
+        _refuse(404, error.message)
+    return render_template("pickup/desk_topup.html", cycle=cycle, lieu=lieu, bag=bag, form=form,
+                           balance=desk_balance(bag.household.id, cycle.id), max_cents=MAX_TOPUP_CENTS), status
+
+
+@bp.route("/accueil/sac/<int:order_id>/versement", methods=["GET", "POST"])
+@roles_required("volunteer")
+def desk_topup(order_id: int):
+    """Money the household hands in to keep on its account, counted in this distribution's till."""
+    cycle, _lieu = _bag_cycle_or_404(order_id)
+    form = DeskTopupForm()
+    if request.method == "GET":
+        form.token.data = secrets.token_hex(16)
+        form.method.data = "cash"
+        return _render_desk_topup(order_id, form)
+    if not form.validate_on_submit():
+        return _render_desk_topup(order_id, form, 422)
+    try:
+        services.desk_topup(order_id, cycle_id=cycle.id, method=form.method.data, amount_cents=form.amount.cents,
+                            user_id=current_user.id, cheque_number=form.cheque_number.data,
+                            cheque_bank=form.cheque_bank.data, token=form.token.data or "")
+    except NotInDistribution as error:
+        db.session.rollback()
+        _refuse(404, error.message)
+    except AlreadyRecorded as error:
+        db.session.rollback()
+        flash(error.message, "warning")
+        return redirect(url_for("pickup.desk_bag", order_id=order_id))
+    except PickupError as error:
+        db.session.rollback()
+        form.submit.errors = [error.message]
+        return _render_desk_topup(order_id, form, 422)
+    db.session.commit()
+    flash(_("Versement enregistré : %(amount)s gardés sur le compte du foyer.", amount=format_cents(form.amount.cents)),
+          "success")
+    return redirect(url_for("pickup.desk_bag", order_id=order_id))
 
 
 @bp.route("/accueil/sac/<int:order_id>/remis", methods=["POST"])

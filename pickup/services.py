@@ -5,6 +5,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask import current_app
@@ -18,10 +19,11 @@ from app.db import plain_decimal, to_quantity, utcnow
 from app.extensions import db
 from app.models import Household, User, UserRole
 from app.money import format_cents, line_total_cents
+from app.search import fold
 from app.templating import local_date
 from app.timeutil import local_today
 from orders.models import Cycle, Order, OrderLine
-from orders.payment_models import Payment
+from orders.payment_models import LedgerEntry, Payment
 from pickup.models import (
     DEFAULT_ROTA_NEEDS,
     ROTA_ROLES,
@@ -33,6 +35,9 @@ from pickup.models import (
     Site,
     Slot,
 )
+
+if TYPE_CHECKING:
+    from orders.payments import CashMovements
 
 #: Cycle statuses whose bags are prepared and handed out.
 DISTRIBUTION_STATUSES = ("closed", "finalized", "distributed")
@@ -255,18 +260,20 @@ def get_bag(order_id: int, cycle_id: int) -> Bag:
 
 
 def find_bags(cycle_id: int, query: str = "", slot_id: int | None = None, no_slot: bool = False) -> list[Bag]:
-    """Bags of the distribution by household name, bag number or slot (or those without a slot)."""
+    """Bags of the distribution by household name (accents and case aside, every word), bag number or slot
+    (or those without a slot)."""
     stmt = _bag_query().where(Order.cycle_id == cycle_id)
     text = (query or "").strip()
-    if text.isdigit():
-        stmt = stmt.where(sa.or_(Order.bag_number == int(text), Household.name.icontains(text, autoescape=True)))
-    elif text:
-        stmt = stmt.where(Household.name.icontains(text, autoescape=True))
+    if text.isdigit() and len(text) <= 9:
+        stmt = stmt.where(sa.or_(Order.bag_number == int(text), Household.name.contains(text, autoescape=True)))
     if slot_id is not None:
         stmt = stmt.where(Order.slot_id == slot_id)
     if no_slot:
         stmt = stmt.where(Order.slot_id.is_(None))
-    return [Bag(*row) for row in db.session.execute(stmt)]
+    bags = [Bag(*row) for row in db.session.execute(stmt)]
+    words = fold(text).split() if text and not text.isdigit() else []
+    # A distribution's bags are a few hundred at most: the name is compared here, as app.search does.
+    return [bag for bag in bags if all(word in fold(bag.household.name) for word in words)]
 
 
 def ensure_pickup(order_id: int) -> Pickup:
@@ -599,6 +606,27 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
         raise PickupError(str(error)) from error
 
 
+def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, user_id: int,
+               cheque_number: str | None = None, cheque_bank: str | None = None,
+               token: str | None = None) -> LedgerEntry:
+    """Money the bag's household hands in at the desk to keep on its account, counted in this distribution's till.
+
+    ``token`` is the form's one-time token: the same form sent twice raises AlreadyRecorded.
+    """
+    from orders.payments import PaymentAlreadyRecorded, PaymentError, record_topup
+
+    bag = get_bag(order_id, cycle_id)
+    try:
+        return record_topup(
+            bag.household.id, amount_cents, method=method, token=token or "", created_by_id=user_id,
+            cheque_number=cheque_number, cheque_bank=cheque_bank, cycle_id=cycle_id,
+        )
+    except PaymentAlreadyRecorded as error:
+        raise AlreadyRecorded(str(error)) from error
+    except PaymentError as error:
+        raise PickupError(str(error)) from error
+
+
 def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | None = None) -> Pickup:
     """Hand the bag over: who and when, once only (a second click is refused)."""
     get_bag(order_id, cycle_id)
@@ -728,25 +756,43 @@ class ChequeTaken:
     amount_cents: int
     household: str
     bag_number: int | None
+    #: A top-up kept on the household's account, not a payment for its bag.
+    topup: bool = False
 
 
 @dataclass
 class CashSummary:
-    """The day's till for volunteers: what each method brought in, and every cheque."""
+    """The day's till for volunteers: what each method brought in, top-ups and credit handed back, every cheque."""
 
     cycle: Cycle
+    #: Order payments kept, per method.
     totals: dict[str, int]
     counts: dict[str, int]
+    #: Every cheque in the till: the payments', then the top-ups'.
     cheques: list[ChequeTaken]
+    #: Top-ups taken and credit handed back at this distribution.
+    handed_over: CashMovements
 
     @property
     def total(self) -> int:
-        """All methods together."""
+        """Order payments, all methods together."""
         return sum(self.totals.values())
+
+    @property
+    def expected_cash(self) -> int:
+        """Cash that should be in the till: cash payments kept, plus cash top-ups, minus cash handed back."""
+        return self.totals["cash"] + self.handed_over.net_cash_cents
+
+    @property
+    def cheques_cents(self) -> int:
+        """All the cheques in the till: payments' and top-ups'."""
+        return sum(cheque.amount_cents for cheque in self.cheques)
 
 
 def cash_summary(cycle_id: int) -> CashSummary:
-    """The distribution's payments per method (kept amounts) and its cheques, in one query."""
+    """The distribution's payments per method (kept amounts), its top-ups and credit handed back, and its cheques."""
+    from orders.payments import cash_movements
+
     totals = {method: 0 for method in PAYMENT_METHOD_LABELS}
     counts = {method: 0 for method in PAYMENT_METHOD_LABELS}
     cheques = []
@@ -764,7 +810,10 @@ def cash_summary(cycle_id: int) -> CashSummary:
         if payment.method == "cheque":
             cheques.append(ChequeTaken(payment.provider_reference or "", payment.cheque_bank or "", kept,
                                        household, bag_number))
-    return CashSummary(db.session.get(Cycle, cycle_id), totals, counts, cheques)
+    moved = cash_movements(cycle_id)
+    cheques += [ChequeTaken(row.entry.cheque_number or "", row.entry.cheque_bank or "", row.amount_cents,
+                            row.household_name, row.bag_number, topup=True) for row in moved.topup_cheques]
+    return CashSummary(db.session.get(Cycle, cycle_id), totals, counts, cheques, moved)
 
 
 # ---------------------------------------------------------------------------

@@ -87,3 +87,48 @@ def test_downgrade_then_upgrade_again(fresh_database_url):
     assert _differences(application) == [], "models changed: write a migration (flask db migrate)"
     with application.app_context():
         db.engine.dispose()
+
+
+def test_credit_handed_back_gets_its_method_back_from_its_note(fresh_database_url):
+    """06fde9681cf2: hand-backs read their method from their note; top-ups and card refunds keep none."""
+    application = _app_on(fresh_database_url)
+    runner = application.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "e30324cb596d"]).exit_code == 0
+    with application.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO household (id, name, active, created_at) "
+                             "VALUES (1, 'Foyer Dupont', true, '2026-01-01 00:00:00')"))
+        for entry_id, amount, kind, reference, note in (
+            (1, 3000, "topup", "topup:1:aaaaaaaa", "versement"),
+            (2, -500, "refund", "handback:1:bbbbbbbb", "rendu en espèces : rendu à sa demande"),
+            (3, -700, "refund", "handback:1:cccccccc", "rendu par chèque n° 0000123 : départ du foyer"),
+            (4, -100, "refund", "stripe:re_1", "remboursé sur la carte"),
+        ):
+            conn.execute(sa.text(
+                "INSERT INTO ledger_entry (id, household_id, amount_cents, kind, reference, note, created_at) "
+                "VALUES (:id, 1, :amount, :kind, :reference, :note, '2026-01-01 00:00:00')"),
+                {"id": entry_id, "amount": amount, "kind": kind, "reference": reference, "note": note})
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with application.app_context():
+        with db.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, method, cheque_number, cycle_id FROM ledger_entry ORDER BY id"))
+            assert [tuple(row) for row in rows] == [
+                (1, None, None, None), (2, "cash", None, None), (3, "cheque", "0000123", None), (4, None, None, None)]
+        with db.engine.connect() as conn, pytest.raises(sa.exc.IntegrityError):
+            # A cheque always has its number.
+            conn.execute(sa.text(
+                "INSERT INTO ledger_entry (household_id, amount_cents, kind, reference, method, created_at) "
+                "VALUES (1, 100, 'topup', 'topup:1:dddddddd', 'cheque', '2026-01-01 00:00:00')"))
+        db.engine.dispose()
+    down = runner.invoke(args=["db", "downgrade", "e30324cb596d"])
+    assert down.exit_code == 0, down.output
+    with application.app_context():
+        columns = {column["name"] for column in sa.inspect(db.engine).get_columns("ledger_entry")}
+        assert not {"method", "cheque_number", "cheque_bank", "cycle_id"} & columns
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT sum(amount_cents) FROM ledger_entry")).scalar_one() == 1700
+        db.engine.dispose()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert _differences(application) == []
+    with application.app_context():
+        db.engine.dispose()

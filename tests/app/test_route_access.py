@@ -104,6 +104,7 @@ ACCESS: dict[str, object] = {
     "pickup.desk": ("volunteer",),
     "pickup.desk_bag": ("volunteer",),
     "pickup.desk_pay": ("volunteer",),
+    "pickup.desk_topup": ("volunteer",),
     "pickup.collect": ("volunteer",),
     "pickup.end_distribution": ("volunteer",),
     "pickup.rota": ("volunteer",),

@@ -221,7 +221,8 @@ def test_money_is_never_created_or_lost(app):
         def topup(self, household, amount):
             """The coordinator records money handed in (negative or absurd amounts refused)."""
             try:
-                record_topup(self.households[household], amount, token=secrets.token_hex(8), created_by_id=None)
+                record_topup(self.households[household], amount, method="cash", token=secrets.token_hex(8),
+                             created_by_id=None)
             except PaymentError:
                 db.session.rollback()
                 assert amount <= 0 or amount > 50_000

@@ -392,3 +392,50 @@ def test_cash_whose_surplus_already_paid_another_order_is_not_cancelled_first(ap
     db.session.commit()
     assert (amount_due_cents(first.id), amount_due_cents(second.id)) == (1500, 500)
     assert balance_cents(household.id) == -2000
+
+
+def test_hand_back_keeps_its_method_and_the_distribution_held_that_day(client, people):
+    """Away from a distribution the money left no till; on a distribution day it left that distribution's."""
+    from tests.pickup.conftest import make_thursday
+
+    household = people["member"].household
+    record_entry(household.id, 1200, "topup", "topup:test:1")
+    db.session.commit()
+    login(client, people["coordinator"].email)
+    url = f"/commandes/soldes/{household.id}/rendre"
+
+    def hand_back(data):
+        page = client.get(url)
+        client.post(url, data={"csrf_token": csrf_token(page.data), "token": form_token(page), "note": "départ",
+                               **data})
+        return text(page)
+
+    assert "Pas de distribution aujourd'hui" in hand_back({"method": "cash", "amount": "2"})
+    thursday = make_thursday()
+    db.session.commit()
+    assert "sortent de la caisse de la distribution du" in hand_back(
+        {"method": "cheque", "amount": "3", "cheque_number": "0000124"})
+    hand_back({"method": "cash", "amount": "1"})
+    db.session.expire_all()
+    refunds = db.session.scalars(sa.select(LedgerEntry).where(LedgerEntry.kind == "refund")
+                                 .order_by(LedgerEntry.id)).all()
+    assert [(e.amount_cents, e.method, e.cheque_number, e.cycle_id) for e in refunds] == [
+        (-200, "cash", None, None),
+        (-300, "cheque", "0000124", thursday.cycle.id),
+        (-100, "cash", None, thursday.cycle.id),
+    ]
+    # The money page of that distribution counts the cash that left its till.
+    page = text(client.get(f"/commandes/argent?cycle={thursday.cycle.id}")).replace("\xa0", " ")
+    assert 'id="rendu-cash">− 1,00 €' in page and 'id="rendu-cheque">− 3,00 €' in page
+
+
+def test_with_two_sites_distributing_today_money_goes_to_the_households_own_till(app, people):
+    from orders.payments import distribution_today
+    from tests.pickup.conftest import make_thursday
+
+    first, second = make_thursday(), make_thursday(tag=" bis")
+    db.session.commit()
+    assert distribution_today(first.martin.household_id).id == first.cycle.id
+    assert distribution_today(second.martin.household_id).id == second.cycle.id
+    # A household with no bag at either: no way to tell which till, so none.
+    assert distribution_today(people["member"].household_id) is None

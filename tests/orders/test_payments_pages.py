@@ -145,7 +145,8 @@ def test_topup_submitted_twice_counts_once(client, coordinator):
     url = f"/commandes/soldes/{household.id}/versement"
     page = client.get(url)
     token = page.get_data(as_text=True).split('name="token" type="hidden" value="')[1].split('"')[0]
-    data = {"csrf_token": csrf_token(page.data), "amount": "20,00", "token": token, "note": "espèces"}
+    data = {"csrf_token": csrf_token(page.data), "method": "cash", "amount": "20,00", "token": token,
+            "note": "espèces"}
     first = client.post(url, data=data, follow_redirects=True)
     client.post(url, data=data, follow_redirects=True)
     assert "Versement enregistré." in first.get_data(as_text=True)
@@ -324,3 +325,74 @@ def test_money_taken_for_a_distribution_later_cancelled_stays_in_its_report(clie
     text = client.get(f"/commandes/argent?cycle={cycle_id}&format=csv").get_data(as_text=True)
     assert "commande,Foyer Richard," in text and ",0.00,0.00,11.80,0.00,0.00,0.00,11.80" in text
     assert balance_cents(household.id) == 1180
+
+
+def test_coordinator_topup_says_cash_or_cheque_and_a_second_submit_records_nothing(client, coordinator):
+    import html
+    import re
+
+    household = HouseholdFactory(name="Foyer C")
+    record_entry(household.id, 800, "topup", "topup:old:1", note="ancien versement")  # before the method was asked
+    db.session.commit()
+    login(client, coordinator.email)
+    url = f"/commandes/soldes/{household.id}/versement"
+    page = client.get(url)
+    assert re.search(r'type="radio"[^>]*value="cash" checked', page.get_data(as_text=True))
+
+    def send(**data):
+        return html.unescape(client.post(url, data={"csrf_token": csrf_token(page.data), "token": _form_token(page),
+                                                    **data}, follow_redirects=True).get_data(as_text=True))
+
+    assert "Indiquez le numéro du chèque." in send(method="cheque", amount="35", cheque_bank="La Banque Postale")
+    assert "Indiquez la banque du chèque." in send(method="cheque", amount="35", cheque_number="1234567")
+    assert "Choisissez espèces ou chèque." in send(amount="35")
+    assert db.session.query(LedgerEntry).count() == 1
+    cheque = dict(method="cheque", amount="35", cheque_number="1234567", cheque_bank="La Banque Postale",
+                  note="avance")
+    assert "Versement enregistré." in send(**cheque)
+    again = send(**cheque)
+    assert "Ce versement est déjà enregistré." in again and "Versement enregistré." not in again
+    db.session.expire_all()
+    entry = db.session.scalars(sa.select(LedgerEntry).order_by(LedgerEntry.id.desc())).first()
+    assert (entry.amount_cents, entry.method, entry.cheque_number, entry.cheque_bank, entry.cycle_id,
+            entry.created_by_id) == (3500, "cheque", "1234567", "La Banque Postale", None, coordinator.id)
+    assert balance_cents(household.id) == 4300
+    # Cash keeps no cheque details, even when some were left typed in.
+    page = client.get(url)
+    send(method="cash", amount="5", cheque_number="999", cheque_bank="CIC")
+    db.session.expire_all()
+    cash = db.session.scalars(sa.select(LedgerEntry).order_by(LedgerEntry.id.desc())).first()
+    assert (cash.amount_cents, cash.method, cash.cheque_number, cash.cheque_bank) == (500, "cash", None, None)
+    history = html.unescape(client.get(f"/commandes/soldes/{household.id}").get_data(as_text=True))
+    assert "Versement · chèque n° 1234567 (La Banque Postale)" in history
+    assert "Versement · en espèces" in history
+    assert "Versement · moyen de paiement non précisé" in history
+
+
+def test_money_view_counts_topups_and_cash_handed_back_at_its_distribution(client, coordinator):
+    import html
+
+    from orders.payments import hand_back_credit, record_topup
+
+    a, b = HouseholdFactory(name="Foyer A"), HouseholdFactory(name="Foyer B")
+    order = make_order(1190, household_id=a.id)
+    cycle_id = order.cycle_id
+    record_desk_payment(order.id, "cash", 1190, received_by_id=None)
+    record_topup(b.id, 2000, method="cash", token="topupcash01", created_by_id=None, cycle_id=cycle_id)
+    record_topup(b.id, 1500, method="cheque", cheque_number="42", cheque_bank="CIC", token="topupcheque01",
+                 created_by_id=None, cycle_id=cycle_id)
+    # Taken by the coordinator on another day: in no distribution's till.
+    record_topup(b.id, 5000, method="cash", token="topupelsewhere1", created_by_id=None)
+    hand_back_credit(b.id, 500, "cash", note="départ", token="handback01", created_by_id=None, cycle_id=cycle_id)
+    db.session.commit()
+    login(client, coordinator.email)
+    page = html.unescape(client.get(f"/commandes/argent?cycle={cycle_id}").get_data(as_text=True)).replace("\xa0", " ")
+    assert 'id="versements-cash">20,00 €' in page and 'id="versements-cheque">15,00 €' in page
+    assert "(1 versement)" in page
+    assert 'id="rendu-cash">− 5,00 €' in page and "(1 remboursement)" in page
+    assert '<strong id="especes-attendues">26,90 €</strong>' in page
+    rows = client.get(f"/commandes/argent?cycle={cycle_id}&format=csv").get_data(as_text=True).splitlines()
+    assert {"versement,especes,20.00,1", "versement,cheque,15.00,1", "avoir_rendu,especes,5.00,1",
+            "avoir_rendu,cheque,0.00,0", "caisse,especes_attendues,26.90,"} <= set(rows)
+    # The orders' rows are as before.
+    assert any(row.startswith("commande,Foyer A,") and ",11.90,0.00,11.90," in row for row in rows)

@@ -7,6 +7,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.models import Household
 from orders.payment_models import Payment
 from orders.payments import amount_due_cents
 from pickup.models import Pickup
@@ -44,6 +45,11 @@ def test_find_household_by_name_bag_number_or_slot(client, thursday):
     assert "Foyer Dupont" in page and "Foyer Martin" in page and "Foyer Leroy" not in page
     page = text(client.get("/retrait/accueil?q=personne"))
     assert "Aucun foyer trouvé" in page
+    # Accents and case aside, as volunteers type on a phone.
+    db.session.get(Household, thursday.dupont.household_id).name = "Foyer Dupont-Écoffier"
+    db.session.commit()
+    page = text(client.get("/retrait/accueil?q=ECOFFIER"))
+    assert "Foyer Dupont-Écoffier" in page and "Foyer Martin" not in page
 
 
 def test_cash_then_cheque_payment_lowers_amount_due(client, thursday):
@@ -347,3 +353,149 @@ def test_volunteers_see_the_days_till_read_only(client, thursday, app):
     member = app.test_client()
     login(member, "adherent@example.org")
     assert member.get("/retrait/caisse").status_code == 403
+
+
+# --- top-ups at the desk, and what the till expects ----------------------------------------------
+
+
+def _topup_url(order):
+    return f"{_desk_url(order)}/versement"
+
+
+def _topup(client, order, data):
+    """Fill the desk's top-up form of a bag's household, as shown by a fresh page, and send it."""
+    return client.post(_topup_url(order), data={**_form_fields(client, _topup_url(order)), **data},
+                       follow_redirects=True)
+
+
+def _topups():
+    """Every top-up of the ledger, oldest first."""
+    from orders.payment_models import LedgerEntry
+
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(LedgerEntry).where(LedgerEntry.kind == "topup").order_by(LedgerEntry.id)))
+
+
+def _till(client) -> str:
+    """The « Caisse du jour » page as read, with plain spaces."""
+    return text(client.get("/retrait/caisse")).replace("\xa0", " ")
+
+
+def test_volunteer_takes_a_topup_at_the_desk_and_the_till_expects_its_cash(client, thursday):
+    from app.models import User
+    from orders.ledger import balance_cents
+
+    login(client, thursday.volunteer_email)
+    assert f'href="{_topup_url(thursday.dupont)}"' in client.get(_desk_url(thursday.dupont)).get_data(as_text=True)
+    form = client.get(_topup_url(thursday.dupont)).get_data(as_text=True)
+    assert "Versement de Foyer Dupont" in text(client.get(_topup_url(thursday.dupont)))
+    assert re.search(r'type="radio"[^>]*value="cash"[^>]*checked|checked[^>]*value="cash"', form)
+    _pay(client, thursday.martin, {"method": "cash", "amount": "7,50"})
+
+    page = text(_topup(client, thursday.dupont, {"method": "cash", "amount": "20"})).replace("\xa0", " ")
+    assert "Versement enregistré : 20,00 € gardés sur le compte du foyer." in page
+    # Dupont's bag costs 6,30 €: 20,00 € handed in leave 13,70 € on the account; the bag is still to pay.
+    assert '<dd id="solde">13,70 €' in page and '<strong id="reste-a-payer">6,30' in page
+    _topup(client, thursday.leroy, {"method": "cheque", "amount": "15", "cheque_number": "0077",
+                                    "cheque_bank": "Crédit Mutuel"})
+    volunteer = db.session.scalar(sa.select(User.id).where(User.email == thursday.volunteer_email))
+    assert [(e.household_id, e.amount_cents, e.method, e.cheque_number, e.cheque_bank, e.cycle_id, e.created_by_id)
+            for e in _topups()] == [
+        (thursday.dupont.household_id, 2000, "cash", None, None, thursday.cycle.id, volunteer),
+        (thursday.leroy.household_id, 1500, "cheque", "0077", "Crédit Mutuel", thursday.cycle.id, volunteer),
+    ]
+    assert balance_cents(thursday.dupont.household_id) == 1370
+
+    till = _till(client)
+    assert '<dd id="caisse-especes"><strong>7,50 €</strong>' in till and "(1 paiement)" in till
+    assert '<dd id="caisse-versements-especes">+ 20,00 €' in till and "(1 versement)" in till
+    assert '<dd id="caisse-especes-attendues"><strong>27,50 €</strong>' in till
+    # The top-up's cheque is in the till with the payments' cheques, marked as a top-up.
+    assert '<dd id="caisse-cheques"><strong>15,00 €</strong>' in till and "(1 chèque)" in till
+    assert "0077" in till and "Crédit Mutuel" in till and "Foyer Leroy" in till
+    assert "Versement de Foyer Leroy · Chèque · 15,00 €" in till
+    # The distribution's total stays what its orders brought in.
+    assert "Total de la distribution : 7,50 €" in till
+
+
+def test_desk_topup_sent_twice_is_recorded_once(client, thursday):
+    login(client, thursday.volunteer_email)
+    form = {**_form_fields(client, _topup_url(thursday.martin)), "method": "cash", "amount": "20"}
+    first = client.post(_topup_url(thursday.martin), data=form, follow_redirects=True)
+    second = client.post(_topup_url(thursday.martin), data=form, follow_redirects=True)
+    assert "Versement enregistré" in text(first)
+    assert second.status_code == 200 and "Ce versement est déjà enregistré." in text(second)
+    assert [e.amount_cents for e in _topups()] == [2000]
+    assert '<dd id="caisse-especes-attendues"><strong>20,00 €</strong>' in _till(client)
+
+
+def test_desk_topup_refuses_what_the_till_cannot_check_and_writes_nothing(client, thursday):
+    login(client, thursday.volunteer_email)
+    for data, message in (
+        ({"method": "cheque", "amount": "15"}, "Pour un chèque, indiquez son numéro et sa banque."),
+        ({"method": "cheque", "amount": "15", "cheque_number": "12"}, "indiquez son numéro et sa banque"),
+        ({"amount": "15"}, "Choisissez espèces ou chèque."),
+        ({"method": "cash", "amount": "500,01"}, "Ce montant est trop élevé pour un versement (500,00 € au plus)."),
+        ({"method": "cash", "amount": "0"}, "Le montant doit être supérieur à zéro."),
+    ):
+        response = _topup(client, thursday.dupont, data)
+        assert response.status_code == 422, data
+        assert message in text(response), data
+    fields = _form_fields(client, _topup_url(thursday.dupont))
+    no_token = client.post(_topup_url(thursday.dupont), data={"csrf_token": fields["csrf_token"], "method": "cash",
+                                                              "amount": "5"})
+    assert no_token.status_code == 422 and "Le formulaire a expiré. Rechargez la page." in text(no_token)
+    assert _topups() == []
+    # 500,00 € is still taken.
+    assert "Versement enregistré" in text(_topup(client, thursday.dupont, {"method": "cash", "amount": "500"}))
+
+
+def test_cash_handed_back_on_the_distribution_day_lowers_the_cash_expected(client, thursday):
+    from orders.ledger import record_entry
+    from orders.payment_models import LedgerEntry
+    from orders.payments import record_desk_payment
+
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    record_entry(thursday.leroy.household_id, 1000, "topup", "topup:before:1")  # Leroy's credit: 10,00 - 3,00
+    db.session.commit()
+    login(client, thursday.coordinator_email)
+    url = f"/commandes/soldes/{thursday.leroy.household_id}/rendre"
+    assert "sortent de la caisse de la distribution du" in text(client.get(url))
+    post_form(client, url, {"token": "handback0001", "method": "cash", "amount": "4", "note": "départ"})
+    post_form(client, url, {"token": "handback0002", "method": "cheque", "amount": "1", "cheque_number": "55",
+                            "note": "départ"})
+    refunds = db.session.scalars(sa.select(LedgerEntry).where(LedgerEntry.kind == "refund")
+                                 .order_by(LedgerEntry.id)).all()
+    assert [(e.amount_cents, e.method, e.cheque_number, e.cycle_id) for e in refunds] == [
+        (-400, "cash", None, thursday.cycle.id), (-100, "cheque", "55", thursday.cycle.id)]
+
+    till = _till(client)
+    assert '<dd id="caisse-especes"><strong>6,30 €</strong>' in till
+    assert '<dd id="caisse-rendu-especes">− 4,00 €' in till and "(1 remboursement)" in till
+    assert '<dd id="caisse-especes-attendues"><strong>2,30 €</strong>' in till
+    # The association's cheque is not in the till: listed, never counted with the cheques taken.
+    assert '<dd id="caisse-cheques"><strong>0,00 €</strong>' in till
+    assert "Rendu à Foyer Leroy · chèque de l'association n° 55 · − 1,00 €" in till
+
+
+def test_members_and_producers_cannot_take_a_topup_and_volunteers_stay_off_the_ledger_pages(client, thursday, app):
+    from tests.helpers import csrf_token
+
+    url = _topup_url(thursday.dupont)
+    household_id = thursday.dupont.household_id
+    for email in (thursday.member_email, thursday.producer_email):
+        other = app.test_client()
+        login(other, email)
+        token = csrf_token(other.get("/").data)
+        assert other.get(url).status_code == 403, email
+        assert other.post(url, data={"csrf_token": token, "token": "a1b2c3d4e5f6", "method": "cash",
+                                     "amount": "20"}).status_code == 403, email
+    login(client, thursday.volunteer_email)
+    token = csrf_token(client.get("/").data)
+    for page in (f"/commandes/soldes/{household_id}", f"/commandes/soldes/{household_id}/versement",
+                 f"/commandes/soldes/{household_id}/rendre", "/commandes/argent", "/commandes/soldes"):
+        assert client.get(page).status_code == 403, page
+    assert client.post(f"/commandes/soldes/{household_id}/versement",
+                       data={"csrf_token": token, "token": "a1b2c3d4e5f6", "method": "cash",
+                             "amount": "20"}).status_code == 403
+    assert _topups() == []
