@@ -555,6 +555,12 @@ def declare_absence(
     return absence
 
 
+def absence_cycle_ids(household_id: int) -> set[int]:
+    """The distributions at which the household declared it will not take its basket (skip absences)."""
+    return set(db.session.scalars(sa.select(ContractAbsence.cycle_id).where(
+        ContractAbsence.household_id == household_id, ContractAbsence.kind == "skip")))
+
+
 def cancel_absence(absence_id: int, household_id: int, now: datetime | None = None) -> None:
     """Take back an absence before the deadline: the basket returns to the household."""
     now = now or utcnow()

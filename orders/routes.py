@@ -18,6 +18,7 @@ from app.search import search_households
 from app.templating import money
 from app.timeutil import local_zone, to_local
 from orders import bp
+from orders.contracts import absence_cycle_ids
 from orders.forms import (
     AssignTierForm,
     CartForm,
@@ -134,7 +135,8 @@ def history():
     """The household's orders with their totals."""
     if not current_user.household_id:
         abort(403)
-    return render_template("orders/history.html", rows=household_orders(current_user.household_id))
+    return render_template("orders/history.html", rows=household_orders(current_user.household_id),
+                           absences=absence_cycle_ids(current_user.household_id))
 
 
 @bp.route("/commande/<int:order_id>")

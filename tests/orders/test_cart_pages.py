@@ -85,6 +85,8 @@ def test_member_orders_and_sees_history(client, shop):
     order = db.session.scalar(sa.select(Order))
     detail = client.get(f"/commandes/commande/{order.id}").get_data(as_text=True)
     assert "Carottes" in detail and "Riz" in detail and "(+1)" in detail
+    # No card payment set up and nothing on the balance: the desk is the one way to pay, not an « aussi ».
+    assert "Vous payez au retrait, en espèces ou par chèque." in detail and "aussi payer" not in detail
 
 
 @pytest.mark.parametrize("typed, message", [

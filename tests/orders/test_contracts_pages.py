@@ -128,6 +128,11 @@ def test_member_cannot_hand_a_basket_to_another_household(app, client):
     assert "le producteur apportera un panier de moins" in skipped.text
     assert "absent·e, panier non apporté" in skipped.text
     assert contract_rows(neighbour.id) == (0, 0)
+    # The week of the absence reads as such, not as a cancelled order; a basket-only week owes nothing.
+    history = client.get("/commandes/mes-commandes").text
+    assert history.count("absence : pas de panier") == 1 and "annulée" not in history
+    account = client.get("/commandes/solde").text
+    assert "Rien à payer" in account and "Payée" not in account
 
 
 def test_volunteer_hands_a_basket_to_a_neighbour_chosen_in_a_list(app, client):
