@@ -41,6 +41,7 @@ from orders.services import (
     household_orders,
     households_without_email,
     move_cycle,
+    next_opening,
     notify_assisted_order,
     open_due_cycles,
     order_with_lines,
@@ -84,7 +85,8 @@ def _cart(household_id: int, by_volunteer: bool, template: str):
                 return _saved(saved, by_volunteer, household_id)
     cycle = current_cycle()
     if cycle is None:
-        return render_template("orders/no_cycle.html", errors=errors), 422 if errors else 200
+        return render_template("orders/no_cycle.html", errors=errors, upcoming=next_opening(),
+                               assisting=by_volunteer), 422 if errors else 200
     page = cart_page(cycle.id, household_id)
     form = CartForm.for_page()
     if request.method == "POST":

@@ -600,6 +600,15 @@ def current_cycle(now: datetime | None = None) -> Cycle | None:
     )
 
 
+def next_opening(now: datetime | None = None) -> Cycle | None:
+    """The next cycle still to open for orders (the one opening first), for « come back on … »."""
+    now = now or utcnow()
+    return db.session.scalar(
+        sa.select(Cycle).where(Cycle.status.in_(("draft", "open")), Cycle.opens_at > now)
+        .order_by(Cycle.opens_at).limit(1)
+    )
+
+
 # --------------------------------------------------------------------------- the cart
 
 

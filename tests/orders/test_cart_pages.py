@@ -332,3 +332,17 @@ def test_the_assisted_order_mail_is_in_the_households_language(app, client, shop
     assert english.subject == "Your order was entered at the café"
     assert "A café volunteer entered your order for the distribution of" in english.body
     assert "Pickup slot: " in english.body and "Your order online: http://localhost/commandes/commande/" in english.body
+
+
+def test_between_two_weeks_the_cart_says_when_the_next_one_opens_and_links_the_orders(app, client):
+    from datetime import UTC, datetime, timedelta
+
+    opens = datetime(2030, 3, 1, 7, tzinfo=UTC)  # Friday 1 March 2030, 08:00 in Paris
+    CycleFactory(status="draft", opens_at=opens, closes_at=opens + timedelta(days=4))
+    member = UserFactory(household=HouseholdFactory(name="Foyer Roux"))
+    db.session.commit()
+    login(client, member.email)
+    page = client.get("/commandes/panier").get_data(as_text=True)
+    assert "Aucune commande de la semaine n'est ouverte en ce moment." in page
+    assert "La prochaine ouvre le vendredi 1er mars 08:00 (distribution du" in page
+    assert 'href="/commandes/mes-commandes"' in page

@@ -91,7 +91,7 @@ def test_purchase_order_lists_only_what_is_bought_and_nothing_to_deliver_sends_n
     assert "Légume 1.1" in text and "Aucune commande" not in text
     # Pâtes only in the note, with what was ordered and the case size, not as a line of 0.
     assert text.count("Pâtes penne") == 1
-    assert "Non acheté (aucun colis complet) : Pâtes penne (3 kg demandés, colis de 5 kg)" in text
+    assert "Non acheté (aucun colis complet) : Pâtes penne (demandé : 3 kg, colis de 5 kg)" in text
     assert "×" not in text and "0,00 €" not in text
     assert "Total TTC 4,20 €" in text  # 1.5 kg x 2.80 EUR
     rows = csv_rows(document("purchase_order_csv", f"producer:{first}"))
@@ -101,7 +101,7 @@ def test_purchase_order_lists_only_what_is_bought_and_nothing_to_deliver_sends_n
     empty = document("purchase_order", f"producer:{second}")
     text = pdf_text(empty.path)
     assert "Aucune commande pour vous cette semaine." in text
-    assert "Non acheté (aucun colis complet) : Lentilles vertes" in text and "Riz basmati (1,5 kg demandés" in text
+    assert "Non acheté (aucun colis complet) : Lentilles vertes" in text and "Riz basmati (demandé : 1,5 kg" in text
     assert "Total" not in text and "0,00 €" not in text and empty.pages == pdf_pages(empty.path) == 1
     assert [row[0] for row in csv_rows(document("purchase_order_csv", f"producer:{second}"))[1:]] == ["TOTAL TTC"]
 
