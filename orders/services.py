@@ -619,6 +619,10 @@ def parse_quantity(text: str | None) -> Decimal:
         return Decimal(0)
     value = plain_decimal(cleaned)
     if value is None:
+        if any(c.isalpha() for c in cleaned) and plain_decimal(cleaned.lower().rstrip("abcdefghijklmnopqrstuvwxyzèé.")):
+            # « 2 kg », « 3 pièces »: the unit is already beside the field.
+            raise ValueError(_("« %(text)s » : écrivez seulement le nombre, sans l'unité (par exemple 1,5).",
+                               text=text))
         raise ValueError(_("« %(text)s » n'est pas une quantité.", text=text))
     return value
 

@@ -95,6 +95,8 @@ def test_member_orders_and_sees_history(client, shop):
     # What Python's Decimal reads but nobody means as a quantity: 1e2 would have been 100 eggs.
     ("1e2", "n&#39;est pas une quantité"), ("NaN", "n&#39;est pas une quantité"),
     ("1_0", "n&#39;est pas une quantité"), ("\u0663", "n&#39;est pas une quantité"),
+    # A unit typed after the number: the field already shows it.
+    ("2 kg", "écrivez seulement le nombre, sans l&#39;unité"), ("3 Pièces", "sans l&#39;unité"),
 ])
 def test_bad_quantities_are_refused_with_nothing_written(client, shop, typed, message):
     """Negative, non-numeric, absurd, over-precise or fractional-piece quantities: a message, nothing written."""
