@@ -330,6 +330,19 @@ def _add_slots(cycle, schedule) -> None:
     db.session.flush()
 
 
+def _weeks_without_offers(schedule, opened) -> list:
+    """The schedule's later draft weeks that have no offer row at all."""
+    from orders.models import Cycle
+    from producers.models import Offer
+
+    return list(db.session.scalars(
+        sa.select(Cycle).where(Cycle.schedule_id == schedule.id, Cycle.status == "draft",
+                               Cycle.distribution_date > opened.distribution_date,
+                               ~sa.exists().where(Offer.cycle_id == Cycle.id))
+        .order_by(Cycle.distribution_date)
+    ))
+
+
 def _offers(cycle, loader: _Loader) -> None:
     """Every active product (except AMAP baskets, which come through contracts) in the open cycle."""
     from producers.models import Offer, Product
@@ -363,6 +376,10 @@ def load(now: datetime | None = None) -> int:
     cycle = _open_cycle(schedule, now)
     if cycle is not None:
         _offers(cycle, loader)
+        # The weeks made ahead were generated before the open one had offers: they get the same
+        # catalogue, once (a week that has any offer row is the producers' to change).
+        for later in _weeks_without_offers(schedule, cycle):
+            _offers(later, loader)
     db.session.commit()
     for name in PACKAGE_LOADERS:
         try:

@@ -1,6 +1,7 @@
 """`flask demo load`: a realistic café, loaded twice without duplicates."""
 from __future__ import annotations
 
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -94,3 +95,27 @@ def test_demo_has_a_distribution_to_prepare_with_its_documents(app, client, runn
     page = client.get("/retrait/preparation").get_data(as_text=True)
     assert "Aucune distribution en cours" not in page
     assert "Famille" in page
+
+
+def test_loading_again_keeps_what_households_changed_and_the_weeks_ahead_have_the_catalogue(app, runner):
+    from orders.models import Order, OrderLine
+    from orders.services import save_order
+
+    assert runner.invoke(args=["demo", "load"]).exit_code == 0
+    cycles = db.session.scalars(sa.select(Cycle).where(Cycle.status.in_(("open", "draft")))
+                                .order_by(Cycle.distribution_date)).all()
+    assert cycles[0].status == "open" and len(cycles) >= 2
+    offered = [db.session.scalar(sa.select(sa.func.count()).select_from(Offer).where(Offer.cycle_id == c.id))
+               for c in cycles]
+    assert offered[0] > 10 and all(n == offered[0] for n in offered[1:]), offered
+
+    # Claire's household takes its rice out; the demo loaded again leaves it out.
+    martin = db.session.scalar(sa.select(Household).where(Household.name == "Famille Martin"))
+    rice = db.session.scalar(sa.select(Offer).join(Product, Product.id == Offer.product_id)
+                             .where(Offer.cycle_id == cycles[0].id, Product.name == "Riz basmati bio"))
+    order = db.session.scalar(sa.select(Order).where(Order.cycle_id == cycles[0].id, Order.household_id == martin.id))
+    save_order(cycles[0].id, martin.id, {rice.id: (Decimal(0), Decimal(0))}, order.slot_id, None)
+    db.session.commit()
+    assert runner.invoke(args=["demo", "load"]).exit_code == 0
+    assert db.session.scalar(sa.select(OrderLine.id).where(OrderLine.order_id == order.id,
+                                                           OrderLine.offer_id == rice.id)) is None
