@@ -94,7 +94,7 @@ def test_receipt_pdf_for_the_household_only(app, client, tmp_path):
     assert app.config["ASSOCIATION_NAME"] in text
     assert "Foyer Benali" in text
     assert "Pommes Reinette" in text
-    assert "8,00" in text
+    assert "Pommes Reinette 2,5 kg 3,20 € / kg 8,00 €" in " ".join(text.split())  # with their unit
     assert "Chèque n° 0042 (La Poste)" in text
     assert pdf_pages(response.data, tmp_path) == 1
 
