@@ -84,7 +84,16 @@ class Config:
     REMEMBER_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
     PASSWORD_RESET_MAX_AGE = int(os.environ.get("PASSWORD_RESET_MAX_AGE", str(2 * 3600)))
-    MAX_CONTENT_LENGTH = 5 * 1024 * 1024
+    #: A photo as phones send it (12 to 48 Mpx, up to ~20 MB): it is shrunk to PHOTO_MAX_SIDE pixels and
+    #: stored without its EXIF (GPS) block. A heavier one is refused on the form, which keeps what was typed.
+    PHOTO_MAX_BYTES = int(os.environ.get("PHOTO_MAX_BYTES", str(20 * 1024 * 1024)))
+    #: Pixels a photo may open to (a 50 Mpx phone mode is 8160 × 6120): more is a decompression bomb.
+    PHOTO_MAX_PIXELS = int(os.environ.get("PHOTO_MAX_PIXELS", "60000000"))
+    PHOTO_MAX_SIDE = int(os.environ.get("PHOTO_MAX_SIDE", "1600"))
+    PHOTO_JPEG_QUALITY = int(os.environ.get("PHOTO_JPEG_QUALITY", "85"))
+    #: Whole request; room above PHOTO_MAX_BYTES so a heavy photo is refused on the form, not by a 413 page
+    #: that loses the form. Uploaded files wait on disk, not in memory (Werkzeug spools them).
+    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", str(32 * 1024 * 1024)))
     #: Households per bag-slip chunk: bounds the pages one render holds in memory.
     DOCUMENT_CHUNK_HOUSEHOLDS = int(os.environ.get("DOCUMENT_CHUNK_HOUSEHOLDS", "100"))
     #: How long a bag's shortage e-mail waits for the rest of its preparation (« Sac prêt » sends it at once).

@@ -4,12 +4,17 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("panier")
+
+
+def _megabytes(size: int | None) -> str:
+    """A request limit in whole megabytes, as the 413 page states it ("?" if there is none)."""
+    return str(size // (1024 * 1024)) if size else "?"
 
 
 def _titles() -> dict[int, tuple[str, str]]:
@@ -20,7 +25,10 @@ def _titles() -> dict[int, tuple[str, str]]:
         404: (_("Page introuvable"), _("Cette page n'existe pas ou plus.")),
         405: (_("Action impossible"), _("Cette action n'est pas possible ici.")),
         409: (_("Conflit"), _("Cette action entre en conflit avec une autre. Rechargez la page.")),
-        413: (_("Fichier trop gros"), _("Le fichier envoyé est trop gros.")),
+        413: (_("Fichier trop gros"), _("Le fichier envoyé dépasse %(mb)s Mo et le formulaire n'a pas pu être lu. "
+                                         "Revenez à la page précédente, vérifiez ce que vous aviez tapé, choisissez "
+                                         "une photo ou un fichier plus léger, puis envoyez à nouveau.",
+                                         mb=_megabytes(current_app.config.get("MAX_CONTENT_LENGTH")))),
         429: (_("Trop d'essais"), _("Trop d'essais en peu de temps. Attendez quelques minutes puis réessayez.")),
         500: (_("Erreur du serveur"), _("Un problème est survenu de notre côté. Réessayez dans un moment.")),
     }

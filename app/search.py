@@ -20,17 +20,21 @@ from app.models import Household, User
 _NOT_WORD = re.compile(r"[^\w@.]+")
 
 
-def fold(text: str | None) -> str:
-    """Lower case without accents, punctuation as spaces: « Mme Hélène ÉCOFFIER-Roux » -> « mme helene ecoffier roux »."""
+def _bare(text: str | None) -> str:
+    """Lower case without accents or ligatures: « Œufs ÉCOFFIER » -> « oeufs ecoffier »."""
     decomposed = unicodedata.normalize("NFKD", text or "")
     bare = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-    bare = bare.replace("œ", "oe").replace("æ", "ae")  # ligatures NFKD leaves whole
-    return " ".join(_NOT_WORD.sub(" ", bare).split())
+    return bare.replace("œ", "oe").replace("æ", "ae")  # ligatures NFKD leaves whole
+
+
+def fold(text: str | None) -> str:
+    """Lower case without accents, punctuation as spaces: « Mme Hélène ÉCOFFIER-Roux » -> « mme helene ecoffier roux »."""
+    return " ".join(_NOT_WORD.sub(" ", _bare(text)).split())
 
 
 def folded_sort_key(text: str | None) -> tuple[str, str]:
     """French reading order: « kiwis » before « Pommes », « Élise » before « Yves » (then the exact text)."""
-    return fold(text), text or ""
+    return " ".join(_bare(text).split()), text or ""
 
 
 class Found(NamedTuple):

@@ -19,17 +19,20 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import current_user
+from markupsafe import Markup
 
 from app.auth.decorators import roles_required
 from app.extensions import db
 from app.money import cents_to_input, parse_euros
-from app.templating import local_time
+from app.search import folded_sort_key
+from app.templating import local_date, local_time, money
 from orders.models import Cycle
 from producers import bp
 from producers.forms import ImportForm, OffersForm, ProducerForm, ProductForm
 from producers.models import Offer, Producer, Product
 from producers.services import (
     CatalogueError,
+    PhotoLimits,
     ProductData,
     cycles_around,
     demand,
@@ -37,11 +40,13 @@ from producers.services import (
     export_catalogue,
     households_ordering,
     import_catalogue_file,
+    offers_at_another_price,
     parse_decimal,
-    photo_suffix,
+    parse_offer_values,
     save_producer,
     save_product,
     set_offer,
+    shrink_photo,
     store_photo,
 )
 
@@ -66,8 +71,8 @@ def catalogue():
     """The producer's products, and the cycles it can make offers in."""
     producer_id = _producer_id()
     producer = db.session.get(Producer, producer_id)
-    products = db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id)
-                                  .order_by(Product.active.desc(), Product.name)).all()
+    products = sorted(db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id)),
+                      key=lambda p: (not p.active, folded_sort_key(p.name)))
     cycles = db.session.scalars(sa.select(Cycle).where(Cycle.status.in_(("draft", "open")))
                                 .order_by(Cycle.closes_at).limit(8)).all()
     return render_template("producers/catalogue.html", producer=producer, products=products, cycles=cycles,
@@ -100,14 +105,12 @@ def product_edit(product_id: int | None = None):
     if request.method == "GET" and product is not None:
         _fill_product_form(form, product)
     if form.validate_on_submit():
+        old_price = product.price_cents if product is not None else None
         try:
-            upload = form.photo.data
-            photo = upload.read() if upload and getattr(upload, "filename", "") else None
-            if photo is not None:
-                photo_suffix(photo)  # a bad photo is refused before anything is saved
+            photo = _photo_from_form(form)  # a bad photo is refused before anything is saved
             saved = save_product(producer_id, _product_data(form), product_id, withdraw_ordered=coordinator)
             if photo is not None:
-                store_photo(saved.id, photo, current_app.config["INSTANCE_DIR"])
+                store_photo(saved.id, *photo, current_app.config["INSTANCE_DIR"])
             db.session.commit()
         except CatalogueError as error:
             db.session.rollback()
@@ -115,8 +118,38 @@ def product_edit(product_id: int | None = None):
             where.errors = [*where.errors, str(error)]
         else:
             flash(_("Produit enregistré."), "success")
+            if old_price is not None and saved.price_cents != old_price:
+                _flash_weeks_at_another_price(saved, producer_id)
             return redirect(url_for("producers.catalogue", **_scope_args(producer_id)))
     return render_template("producers/product_edit.html", form=form, product=product), 422 if form.errors else 200
+
+
+def _photo_from_form(form: ProductForm) -> tuple[bytes, str] | None:
+    """The uploaded photo shrunk for keeping, with its suffix (None if none was chosen); CatalogueError if refused."""
+    upload = form.photo.data
+    if not upload or not getattr(upload, "filename", ""):
+        return None
+    limits = PhotoLimits.from_config(current_app.config)
+    # One byte more than allowed is enough to know it is too heavy: the rest stays on disk, unread.
+    return shrink_photo(upload.stream.read(limits.max_bytes + 1), limits)
+
+
+def _flash_weeks_at_another_price(product: Product, producer_id: int) -> None:
+    """Say which open or coming weeks still sell the product at another price, each linked to its offer page."""
+    weeks = offers_at_another_price(product.id)
+    if not weeks:
+        return
+    links = Markup(", ").join(
+        Markup('<a href="{url}">{day} ({price})</a>').format(
+            url=url_for("producers.offers", cycle_id=cycle.id, **_scope_args(producer_id)),
+            day=_("distribution du %(day)s", day=local_date(cycle.distribution_date)), price=money(offer.price_cents))
+        for cycle, offer in weeks)
+    flash(Markup("{} {}").format(
+        ngettext("%(name)s est maintenant à %(price)s au catalogue, mais l'offre de cette distribution garde son "
+                 "prix (les paniers des foyers gardent le prix affiché). Pour le changer, ouvrez l'offre :",
+                 "%(name)s est maintenant à %(price)s au catalogue, mais les offres de ces distributions gardent "
+                 "leur prix (les paniers des foyers gardent le prix affiché). Pour le changer, ouvrez chaque offre :",
+                 len(weeks), name=product.name, price=money(product.price_cents)), links), "warning")
 
 
 def _fill_product_form(form: ProductForm, product: Product) -> None:
@@ -166,8 +199,9 @@ def offers(cycle_id: int):
     """What the producer offers in one cycle: which products, at what price, with what stock."""
     producer_id = _producer_id()
     cycle = db.session.get(Cycle, cycle_id) or abort(404)
-    products = db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id,
-                                                           Product.active.is_(True)).order_by(Product.name)).all()
+    products = sorted(db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id,
+                                                                  Product.active.is_(True))),
+                      key=lambda p: folded_sort_key(p.name))
     current = {o.product_id: o for o in db.session.scalars(
         sa.select(Offer).where(Offer.cycle_id == cycle_id, Offer.product_id.in_([p.id for p in products])))}
     form = OffersForm()
@@ -198,16 +232,14 @@ def _save_offers(cycle_id: int, producer_id: int, products: list[Product],
         key = str(product.id)
         offered = request.form.get(f"o-{key}") == "1"
         try:
-            price = parse_euros(request.form.get(f"price-{key}", ""), signed=False) if offered else None
-            cap = parse_decimal(request.form.get(f"cap-{key}"))
+            price, cap = parse_offer_values(product.name, request.form.get(f"price-{key}"),
+                                            request.form.get(f"cap-{key}"), offered)
             offer = current.get(product.id)
             withdrawing = coordinator and offer is not None and offer.active and not offered
             households = households_ordering(offer_id=offer.id) if withdrawing else 0
             set_offer(cycle_id, product.id, producer_id, offered, price, cap, withdraw_ordered=coordinator)
-        except CatalogueError as error:  # a ValueError too: catch it first
+        except CatalogueError as error:
             errors.append(str(error))
-        except ValueError:
-            errors.append(_("%(p)s : prix ou stock illisible.", p=product.name))
         else:
             if households:
                 withdrawn.append((product.name, households))
@@ -272,7 +304,7 @@ def admin_producers(producer_id: int | None = None):
         else:
             flash(_("Producteur %(name)s enregistré.", name=saved.name), "success")
             return redirect(url_for("producers.admin_producers"))
-    producers = db.session.scalars(sa.select(Producer).order_by(Producer.active.desc(), Producer.name)).all()
+    producers = sorted(db.session.scalars(sa.select(Producer)), key=lambda p: (not p.active, folded_sort_key(p.name)))
     return render_template("producers/admin_producers.html", producers=producers, form=form, editing=producer,
                            import_form=ImportForm()), 422 if form.errors else 200
 

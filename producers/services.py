@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import unicodedata
 import uuid
@@ -19,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import plain_decimal, utcnow
 from app.extensions import db
 from app.money import cents_to_input, parse_euros
+from app.search import folded_sort_key
 from app.spreadsheet import text_cell, text_from_cell
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
@@ -38,8 +40,10 @@ UNIT_WORDS = {
 EXPORT_UNIT_WORDS = {"piece": "pièce", "kg": "kg", "l": "l", "bunch": "botte", "basket": "panier"}
 YES = {"1", "oui", "o", "yes", "y", "vrai", "true", "x"}
 NO = {"", "0", "non", "n", "no", "faux", "false"}
-#: Image formats a photo may have (as Pillow names them), and the suffix it is stored under.
-PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+#: Image formats a photo may have (as Pillow names them), and the suffix it is stored under. MPO is a JPEG
+#: with a second picture (depth, preview) as some phones write it; Pillow's JPEG opener reads it as such,
+#: and its first picture is kept, as a JPEG.
+PHOTO_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 #: Plain numbers as people type them: "2", "2,5", "0.125", ",5"; no sign, no exponent.
 #: Workbooks, not CSV: .xlsx/.ods (a zip) and the old .xls (an OLE2 file).
 _WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
@@ -171,30 +175,94 @@ def _write_product(producer_id: int, data: ProductData, name: str, product_id: i
     return product
 
 
-def photo_suffix(content: bytes) -> str:
-    """The suffix a photo is stored under, from what the bytes are (not the name); CatalogueError if no image."""
-    from PIL import Image
+@dataclass(frozen=True)
+class PhotoLimits:
+    """What a photo may weigh and open to, and the size and quality it is stored at (config PHOTO_*)."""
 
-    if len(content) > 2 * 1024 * 1024:
-        raise CatalogueError(_("La photo est trop lourde (2 Mo au plus)."), "photo")
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 60_000_000
+    max_side: int = 1600
+    jpeg_quality: int = 85
+
+    @classmethod
+    def from_config(cls, config) -> PhotoLimits:
+        """The limits an application's configuration sets."""
+        return cls(config["PHOTO_MAX_BYTES"], config["PHOTO_MAX_PIXELS"], config["PHOTO_MAX_SIDE"],
+                   config["PHOTO_JPEG_QUALITY"])
+
+
+#: ISO media brands of HEIC/HEIF files (iPhones' own format), which Pillow cannot read.
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def shrink_photo(content: bytes, limits: PhotoLimits = PhotoLimits()) -> tuple[bytes, str]:
+    """A photo made fit to keep: upright, at most limits.max_side pixels long, re-encoded without metadata.
+
+    Phone photos carry EXIF (the GPS position, the phone) and weigh megabytes; only pixels are kept.
+    Returns the bytes and the suffix to store them under (from what the bytes are, not the name);
+    CatalogueError (French, on the photo field) for a file too heavy, too many pixels, or not an image.
+    """
+    from PIL import Image, ImageOps
+
+    if len(content) > limits.max_bytes:
+        raise CatalogueError(_("La photo est trop lourde (%(mb)d Mo au plus) : choisissez-en une plus légère, ou "
+                               "réduisez-la sur le téléphone.", mb=limits.max_bytes // (1024 * 1024)), "photo")
+    if content[4:8] == b"ftyp" and content[8:12] in _HEIF_BRANDS:
+        raise CatalogueError(_("Cette photo est au format HEIC (iPhone), que le site ne lit pas : envoyez-la en JPEG "
+                               "(sur l'iPhone : Réglages, Appareil photo, Formats, « Le plus compatible ») ou faites "
+                               "une capture d'écran de la photo."), "photo")
+    too_many_pixels = CatalogueError(_("La photo a trop de pixels (%(mpx)d millions au plus) : choisissez une "
+                                       "résolution plus basse sur l'appareil, ou réduisez-la.",
+                                       mpx=limits.max_pixels // 1_000_000), "photo")
     try:
-        with Image.open(io.BytesIO(content), formats=list(PHOTO_FORMATS)) as image:
+        # Image.open reads only the header: the size is known before anything is decoded.
+        with Image.open(io.BytesIO(content), formats=["JPEG", "PNG", "WEBP"]) as image:
+            if image.width * image.height > limits.max_pixels:
+                raise too_many_pixels
             kind = image.format
-            image.verify()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            ratio = limits.max_side / max(image.size)
+            if ratio < 1:
+                # JPEG only: decode straight at 1/2, 1/4 or 1/8 scale, so memory follows the stored size.
+                image.draft(None, (math.ceil(image.width * ratio), math.ceil(image.height * ratio)))
+            kept = ImageOps.exif_transpose(image)
+            kept.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
+    except CatalogueError:
+        raise
+    except Image.DecompressionBombError:
+        raise too_many_pixels from None
+    except Exception:  # noqa: BLE001 - a damaged file makes Pillow raise OSError, SyntaxError, struct.error...
         kind = None
     if kind not in PHOTO_FORMATS:
         raise CatalogueError(_("La photo doit être une image JPEG, PNG ou WebP."), "photo")
-    return PHOTO_FORMATS[kind]
+    return _encode_photo(kept, kind, limits.jpeg_quality), PHOTO_FORMATS[kind]
 
 
-def store_photo(product_id: int, content: bytes, instance_dir: str) -> str:
-    """Keep a product photo under instance/photos with a random name; returns that name."""
-    suffix = photo_suffix(content)
+def _encode_photo(image, kind: str, quality: int) -> bytes:
+    """The image's pixels (and colour profile) in its format, nothing else: no EXIF, XMP nor comment."""
+    transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    icc_profile = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "L") else None
+    if kind in ("JPEG", "MPO"):
+        image = image if image.mode in ("RGB", "L") else image.convert("RGB")
+    else:
+        image = image.convert("RGBA" if transparent else "RGB") if image.mode not in ("RGB", "RGBA") else image
+    image.info = {}  # Pillow writes a JPEG's comment back from info
+    out = io.BytesIO()
+    options = {"icc_profile": icc_profile} if icc_profile else {}
+    if kind in ("JPEG", "MPO"):
+        image.save(out, format="JPEG", quality=quality, optimize=True, **options)
+    elif kind == "WEBP":
+        image.save(out, format="WEBP", quality=quality, **options)
+    else:
+        image.save(out, format="PNG", optimize=True, **options)
+    return out.getvalue()
+
+
+def store_photo(product_id: int, photo: bytes, suffix: str, instance_dir: str) -> str:
+    """Keep a product photo (as shrink_photo made it) under instance/photos with a random name; returns that name."""
     folder = Path(instance_dir) / "photos"
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{product_id}-{uuid.uuid4().hex[:12]}{suffix}"
-    (folder / name).write_bytes(content)
+    (folder / name).write_bytes(photo)
     product = db.session.get(Product, product_id)
     product.photo_filename = name
     db.session.flush()
@@ -374,7 +442,8 @@ def export_catalogue(producer_id: int) -> str:
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
     writer.writerow(CSV_COLUMNS)
-    for p in db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id).order_by(Product.name)):
+    products = db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id)).all()
+    for p in sorted(products, key=lambda product: folded_sort_key(product.name)):
         writer.writerow([
             text_cell(p.name), EXPORT_UNIT_WORDS[p.unit], cents_to_input(p.price_cents),
             _fmt_decimal(Decimal(p.vat_rate_bp) / 100), "oui" if p.sold_by_weight else "non", _fmt_decimal(p.case_size),
@@ -408,6 +477,54 @@ def _withdraw_refused(name: str, households: int) -> str:
                     "Si vous ne pouvez pas le livrer, contactez la coordination.",
                     "%(name)s : %(num)d foyers l'ont déjà commandé ; le retirer changerait leurs commandes. "
                     "Si vous ne pouvez pas le livrer, contactez la coordination.", households, name=name)
+
+
+def parse_offer_values(name: str, price_text: str | None, cap_text: str | None,
+                       offered: bool) -> tuple[int | None, Decimal | None]:
+    """Price in cents (when offered) and stock cap as typed in the offer table; CatalogueError naming which
+    one is wrong and why (a stock of « -3 » is negative, not unreadable)."""
+    price = None
+    if offered:
+        try:
+            price = parse_euros(price_text or "", signed=False)
+        except ValueError:
+            if _is_negative(price_text):
+                raise CatalogueError(_("%(name)s : indiquez un prix entre 0 et 10 000 €.", name=name)) from None
+            raise CatalogueError(_("%(name)s : prix illisible « %(text)s » (exemple : 2,50).", name=name,
+                                   text=price_text or "")) from None
+    try:
+        cap = parse_decimal(cap_text)
+    except ValueError:
+        if _is_negative(cap_text):
+            raise CatalogueError(_("%(name)s : le stock doit être positif et un multiple du pas de portion.",
+                                   name=name)) from None
+        raise CatalogueError(_("%(name)s : stock illisible « %(text)s » (exemple : 12, ou vide pour sans limite).",
+                               name=name, text=cap_text or "")) from None
+    return price, cap
+
+
+def _is_negative(text: str | None) -> bool:
+    """True if text is a number typed with a minus sign (« -3 », « - 2,5 »)."""
+    cleaned = (text or "").strip()
+    if not cleaned.startswith(("-", "\u2212")):  # the minus sign some phone keyboards type
+        return False
+    try:
+        return parse_decimal(cleaned[1:]) is not None
+    except ValueError:
+        return False
+
+
+def offers_at_another_price(product_id: int) -> list[tuple[Cycle, Offer]]:
+    """The product's offers in open or coming weeks priced otherwise than its catalogue price, by date.
+
+    A catalogue price does not reach those offers (households' carts hold the price they were shown):
+    the producer changes them on each week's offer page. Season baskets are priced by their contracts.
+    """
+    return [tuple(row) for row in db.session.execute(
+        sa.select(Cycle, Offer).join(Offer, Offer.cycle_id == Cycle.id).join(Product, Product.id == Offer.product_id)
+        .where(Offer.product_id == product_id, Offer.active.is_(True), Cycle.status.in_(("draft", "open")),
+               Offer.price_cents != Product.price_cents, Product.is_contract_basket.is_(False))
+        .order_by(Cycle.distribution_date, Cycle.id))]
 
 
 def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
@@ -529,8 +646,8 @@ def demand(cycle_id: int, producer_id: int | None, with_names: bool = False) -> 
     offers = db.session.execute(
         sa.select(Offer.id, Product.name, Product.unit, Product.case_size, Offer.stock_cap)
         .join(Product, Product.id == Offer.product_id).where(*offer_filter)
-        .order_by(Product.name)
     ).all()
+    offers.sort(key=lambda o: folded_sort_key(o.name))
     rows = {o.id: DemandRow(o.id, o.name, o.unit, o.case_size, o.stock_cap) for o in offers}
     base = (sa.select(OrderLine.offer_id, Order.slot_id, sa.func.sum(OrderLine.quantity).label("qty"),
                       sa.func.sum(OrderLine.tolerance).label("tol"))
@@ -557,10 +674,12 @@ def demand(cycle_id: int, producer_id: int | None, with_names: bool = False) -> 
                  .join(Household, Household.id == Order.household_id)
                  .join(Offer, Offer.id == OrderLine.offer_id)
                  .join(Product, Product.id == Offer.product_id)
-                 .where(*offer_filter, Order.status == "confirmed").order_by(Household.name))
+                 .where(*offer_filter, Order.status == "confirmed"))
         for offer_id, name, qty in db.session.execute(names):
             if offer_id in rows:
                 rows[offer_id].by_household.append((name, qty))
+        for row in rows.values():
+            row.by_household.sort(key=lambda pair: folded_sort_key(pair[0]))
     slots = list(db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id).order_by(Slot.starts_at)))
     return list(rows.values()), slots
 
@@ -577,13 +696,16 @@ def cycles_around(now: datetime | None = None) -> tuple[Cycle | None, Cycle | No
 
 
 def demand_csv(rows: list[DemandRow], slots: list[Slot], local_time) -> str:
-    """Demand as CSV: one row per product, one column per slot."""
+    """Demand as CSV: one row per product, one column per slot; units in words, as on the purchase order."""
+    # Imported here: orders imports this package's models.
+    from orders.routes import unit_label
+
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
     writer.writerow(["produit", "unite", "quantite", "tolerance", "colis_complets"]
                     + [f"creneau {local_time(s.starts_at)}" for s in slots])
     for row in rows:
-        writer.writerow([text_cell(row.product), row.unit, _fmt_decimal(row.quantity), _fmt_decimal(row.tolerance),
+        writer.writerow([text_cell(row.product), unit_label(row.unit), _fmt_decimal(row.quantity), _fmt_decimal(row.tolerance),
                          "" if row.full_cases is None else row.full_cases]
                         + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots])
     return out.getvalue()

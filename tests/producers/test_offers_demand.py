@@ -155,3 +155,55 @@ def test_absurd_offer_values_are_refused(client, market, price, cap):
                                                   f"cap-{m['rice'].id}": cap})
     assert response.status_code == 422 and "Riz" in response.get_data(as_text=True)
     assert db.session.scalar(sa.select(Offer).where(Offer.product_id == m["rice"].id)) is None
+
+
+@pytest.mark.parametrize("cap, reason", [("-3", "le stock doit être positif"), ("-12", "le stock doit être positif"),
+                                         ("beaucoup", "stock illisible")])
+def test_stock_typed_wrong_gets_its_own_reason(client, market, cap, reason):
+    """« -3 » in the stock is a negative stock, not an unreadable price or stock."""
+    m = market
+    response = offer_form(client, m["cycle"].id, {f"o-{m['oil'].id}": "1", f"price-{m['oil'].id}": "4,00",
+                                                  f"cap-{m['oil'].id}": cap})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and f"Huile : {reason}" in page and "prix ou stock" not in page
+    assert db.session.scalar(sa.select(Offer).where(Offer.product_id == m["oil"].id)) is None
+
+
+def test_unreadable_price_is_named_as_the_price(client, market):
+    """A price that is not an amount is said to be the price, with an example."""
+    m = market
+    response = offer_form(client, m["cycle"].id, {f"o-{m['oil'].id}": "1", f"price-{m['oil'].id}": "quatre",
+                                                  f"cap-{m['oil'].id}": "12"})
+    assert response.status_code == 422 and "Huile : prix illisible" in response.get_data(as_text=True)
+
+
+def test_demand_csv_says_units_in_french_like_the_purchase_order(client, market):
+    """« panier », « pièce », « botte »: the words the purchase order uses, not the codes stored."""
+    m = market
+    for name, unit in (("Panier fruits de la semaine", "basket"), ("Savon", "piece"), ("Radis", "bunch")):
+        OfferFactory(cycle_id=m["cycle"].id, product=ProductFactory(producer=m["supplier"], name=name, unit=unit))
+    db.session.commit()
+    csv_text = client.get("/producteurs/demande?format=csv").get_data(as_text=True)
+    assert "Panier fruits de la semaine;panier;0;" in csv_text
+    assert "Savon;pièce;0;" in csv_text and "Radis;botte;0;" in csv_text
+    assert ";basket;" not in csv_text and ";piece;" not in csv_text
+
+
+def test_demand_lists_products_and_households_in_french_order(client, market):
+    """Products and households ordering them are sorted ignoring case and accents, on the page and in the CSV."""
+    m = market
+    m["supplier"].show_household_names = True
+    offers = [OfferFactory(cycle_id=m["cycle"].id, product=ProductFactory(producer=m["supplier"], name=name))
+              for name in ("Pois chiches", "amandes", "Épeautre")]
+    for name in ("Zoé Martin", "émile Roux", "Bernard", "Œillet"):
+        save_order(m["cycle"].id, HouseholdFactory(name=name).id, {offers[0].id: (D(1), D(0))}, m["slots"][0].id,
+                   None)
+    db.session.commit()
+    page = client.get("/producteurs/demande").get_data(as_text=True)
+    products = ["amandes", "Épeautre", "Pois chiches"]
+    assert sorted(products, key=page.index) == products
+    households = ["Bernard", "émile Roux", "Œillet", "Zoé Martin"]
+    assert sorted(households, key=page.index) == households
+    csv_lines = [line.split(";")[0] for line in client.get("/producteurs/demande?format=csv")
+                 .get_data(as_text=True).splitlines()[1:]]
+    assert csv_lines == products

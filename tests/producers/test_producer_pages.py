@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from PIL import Image
 
 from app.extensions import db
 from orders.services import save_order
@@ -21,7 +24,7 @@ from tests.factories import (
     UserFactory,
 )
 from tests.helpers import csrf_token, login, post_form
-from tests.producers.images import png_bytes
+from tests.producers.images import GPS_IFD, huge_png_bytes, mpo_bytes, phone_jpeg_bytes, png_bytes
 
 D = Decimal
 
@@ -212,3 +215,141 @@ def test_producer_still_cannot_open_another_producers_product(client, farm):
     assert client.get(f"/producteurs/catalogue/produit/{other.id}").status_code == 404
     assert client.get(f"/producteurs/catalogue/produit/{other.id}?producer_id={other.producer_id}").status_code == 404
 
+
+
+# --------------------------------------------------------------------------- photos taken on a phone
+
+
+def stored_photo(app, name: str = "Radis") -> Path:
+    """Where the photo of the product called name was stored."""
+    product = db.session.scalar(sa.select(Product).where(Product.name == name))
+    return Path(app.config["INSTANCE_DIR"]) / "photos" / product.photo_filename
+
+
+def test_phone_photo_is_kept_small_upright_and_without_its_gps(app, client, farm):
+    """An 11 MB photo held sideways is accepted and stored upright, 1600 px long, without EXIF (GPS) nor comment."""
+    photo = phone_jpeg_bytes((4000, 3000), orientation=6)
+    assert len(photo) > 10 * 1024 * 1024
+    response = upload_product(client, (photo, "IMG_2041.JPG"))
+    assert response.status_code == 302
+    path = stored_photo(app)
+    assert path.suffix == ".jpg" and path.stat().st_size < len(photo) / 5
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and image.size == (1200, 1600)
+        assert not image.getexif() and not image.getexif().get_ifd(GPS_IFD)
+        assert "exif" not in image.info and "comment" not in image.info
+    assert b"PhoneMaker" not in path.read_bytes() and b"Lilas" not in path.read_bytes()
+    assert client.get(f"/producteurs/photo/{path.name}").status_code == 200
+
+
+def test_small_photo_keeps_its_size(app, client, farm):
+    """A photo already small is not blown up (only re-encoded, which drops what it says about the phone)."""
+    response = upload_product(client, (phone_jpeg_bytes((640, 480), orientation=1), "radis.jpg"))
+    assert response.status_code == 302
+    with Image.open(stored_photo(app)) as image:
+        assert image.size == (640, 480) and not image.getexif()
+
+
+def test_phone_photo_with_a_second_picture_is_a_jpeg(app, client, farm):
+    """Some phones add a depth or preview picture to the JPEG (MPO): the photo itself is kept, as a JPEG."""
+    response = upload_product(client, (mpo_bytes(), "IMG_2042.JPG"))
+    assert response.status_code == 302
+    with Image.open(stored_photo(app)) as image:
+        assert image.format == "JPEG" and image.size == (1600, 1200) and image.getpixel((10, 10))[0] > 200
+
+
+def test_photo_too_heavy_is_refused_on_the_form_that_keeps_what_was_typed(app, client, farm):
+    """Over the photo limit (but under the request limit): a French reason under « Photo », nothing lost."""
+    app.config["PHOTO_MAX_BYTES"] = 1024 * 1024
+    response = upload_product(client, (phone_jpeg_bytes(), "IMG_2041.JPG"), description="Radis roses du jardin")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "trop lourde (1 Mo au plus)" in field_block(page, "photo")
+    assert 'value="Radis"' in field_block(page, "name") and "Radis roses du jardin" in page
+    assert db.session.scalar(sa.select(Product).where(Product.name == "Radis")) is None
+
+
+def test_request_over_the_server_limit_says_what_to_do(app, client, farm):
+    """Past the request limit the form cannot be read back: the page says so in French and how to go on."""
+    app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
+    response = upload_product(client, (phone_jpeg_bytes(), "IMG_2041.JPG"))
+    page = response.get_data(as_text=True)
+    assert response.status_code == 413
+    assert "2 Mo" in page and "Revenez" in page and "photo" in page
+
+
+@pytest.mark.parametrize("size", [(9000, 8000), (20000, 20000)])
+def test_photo_with_too_many_pixels_is_refused(app, client, farm, size):
+    """A small file that opens to tens or hundreds of millions of pixels (a decompression bomb) is refused."""
+    response = upload_product(client, (huge_png_bytes(size), "radis.png"))
+    assert response.status_code == 422
+    assert "trop de pixels" in field_block(response.get_data(as_text=True), "photo")
+    assert db.session.scalar(sa.select(Product).where(Product.name == "Radis")) is None
+
+
+def test_iphone_heic_photo_gets_its_own_explanation(client, farm):
+    """HEIC (iPhone's own format) is not readable here: the message says how to send a JPEG instead."""
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
+    response = upload_product(client, (heic, "IMG_2041.HEIC"))
+    assert response.status_code == 422 and "HEIC" in field_block(response.get_data(as_text=True), "photo")
+
+
+# --------------------------------------------------------------------------- catalogue price and weekly offers
+
+
+def warning_flash(html: str) -> str:
+    """The warning flashed on the page ("" if none)."""
+    match = re.search(r'<p class="flash flash-warning"[^>]*>(.*?)</p>', html, re.S)
+    return match.group(1) if match else ""
+
+
+def test_new_catalogue_price_points_to_the_weeks_that_keep_the_old_one(client, farm):
+    """Tomatoes go from 4,00 to 4,20 €: the open and the coming week still sell at 4,00, and the flash says so
+    with a link to each week's offer; a week already closed is not mentioned. The offers keep their price."""
+    now = datetime.now(timezone.utc)
+    open_week = CycleFactory()
+    coming = CycleFactory(status="draft", opens_at=now + timedelta(days=5), closes_at=now + timedelta(days=9))
+    closed = CycleFactory(status="finalized", opens_at=now - timedelta(days=9), closes_at=now - timedelta(days=3))
+    offers = [OfferFactory(cycle_id=c.id, product=farm["tomatoes"], price_cents=400) for c in (open_week, coming,
+                                                                                                closed)]
+    db.session.commit()
+    response = post_form(client, f"/producteurs/catalogue/produit/{farm['tomatoes'].id}",
+                         {"name": "Tomates", "unit": "kg", "price": "4,20", "vat": "5,5", "active": "y"})
+    page = response.get_data(as_text=True)
+    warning = warning_flash(page)
+    assert "Produit enregistré" in page
+    assert "4,00" in warning and "4,20" in warning
+    assert f'href="/producteurs/offre/{open_week.id}"' in warning
+    assert f'href="/producteurs/offre/{coming.id}"' in warning
+    assert f"/producteurs/offre/{closed.id}" not in warning
+    db.session.expire_all()
+    assert [db.session.get(Offer, o.id).price_cents for o in offers] == [400, 400, 400]
+
+
+def test_no_price_warning_when_the_price_did_not_change(client, farm):
+    """Editing the description, or a week already at the new price, says nothing about prices."""
+    week = CycleFactory()
+    OfferFactory(cycle_id=week.id, product=farm["tomatoes"], price_cents=380)
+    db.session.commit()
+    url = f"/producteurs/catalogue/produit/{farm['tomatoes'].id}"
+    page = post_form(client, url, {"name": "Tomates", "unit": "kg", "price": "4,00", "vat": "5,5", "active": "y",
+                                   "description": "de plein champ"}).get_data(as_text=True)
+    assert "Produit enregistré" in page and warning_flash(page) == ""
+    page = post_form(client, url, {"name": "Tomates", "unit": "kg", "price": "3,80", "vat": "5,5",
+                                   "active": "y"}).get_data(as_text=True)
+    assert "Produit enregistré" in page and warning_flash(page) == ""
+
+
+# --------------------------------------------------------------------------- French order
+
+
+def test_catalogue_and_offer_table_are_in_french_order(client, farm):
+    """« kiwis » comes before « Pommes », « Épinards » among the E: case and accents do not count."""
+    for name in ("Pommes", "kiwis", "Épinards", "abricots", "Œufs"):
+        ProductFactory(producer=farm["producer"], name=name)
+    week = CycleFactory()
+    db.session.commit()
+    expected = ["abricots", "Épinards", "kiwis", "Œufs", "Pommes", "Tomates"]
+    for url in ("/producteurs/catalogue", f"/producteurs/offre/{week.id}"):
+        page = client.get(url).get_data(as_text=True)
+        assert sorted(expected, key=page.index) == expected, url
