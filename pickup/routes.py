@@ -209,7 +209,8 @@ def _render_bag(order_id: int, status: int = 200, forms: dict | None = None, tic
     return render_template(
         "pickup/prepare_bag.html", cycle=cycle, lieu=lieu, bag=bag, weight_forms=weight_forms,
         shortage_forms=shortage_forms, prepared_form=forms.get("prepared") or PreparedForm(),
-        ticked=ticked or set(), expected=services.expected_quantity, refusals=_undrawn_errors(bag, forms),
+        ticked=ticked or set(), expected=services.expected_quantity, to_pack=services.quantity_to_pack,
+        refusals=_undrawn_errors(bag, forms),
     ), status
 
 

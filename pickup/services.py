@@ -105,6 +105,11 @@ def expected_quantity(line: OrderLine) -> Decimal:
     return line.quantity_allocated if line.quantity_allocated is not None else line.quantity
 
 
+def quantity_to_pack(line: OrderLine) -> Decimal:
+    """What the volunteer puts in the bag: after a shortage what was received (charged), else what is expected."""
+    return line.charged_quantity if line.missing else expected_quantity(line)
+
+
 def _money_after_change(order_id: int) -> int:
     """Recompute the order total and move the ledger by the difference; returns the ledger delta."""
     from orders.ledger import sync_order_charge
@@ -187,6 +192,11 @@ class Bag:
     def lines(self) -> list[OrderLine]:
         """The lines that put something in the bag (nothing allocated means nothing to pack)."""
         return [line for line in self.order.lines if expected_quantity(line) > 0 or line.missing]
+
+    @property
+    def lines_to_pack(self) -> list[OrderLine]:
+        """The lines to put in the bag and tick: a shortage leaves out only a product nothing was received of."""
+        return [line for line in self.lines if quantity_to_pack(line) > 0]
 
 
 @dataclass
@@ -518,7 +528,7 @@ def mark_prepared(order_id: int, ticked_line_ids: set[int], *, cycle_id: int, us
     """Mark a bag prepared once every product is ticked and every weighed product is weighed."""
     bag = get_bag(order_id, cycle_id)
     pickup = _refuse_if_collected(order_id)
-    todo = [line for line in bag.lines if not line.missing]
+    todo = bag.lines_to_pack
     unticked = [line for line in todo if line.id not in ticked_line_ids]
     if unticked:
         raise PickupError(

@@ -107,6 +107,34 @@ def test_missing_item_credits_household_records_producer_and_tells_household(cli
     assert balance_cents(thursday.dupont.household_id) == before + 150
 
 
+def test_partial_shortage_stays_in_the_checklist_with_what_was_received(client, thursday):
+    """Short, not missing: the volunteer still packs what came, so it is still to put in and to tick."""
+    login(client, thursday.volunteer_email)
+    eggs = thursday.line(thursday.martin, thursday.eggs)
+    salad = thursday.line(thursday.martin, thursday.salad)
+    post_form(client, f"/retrait/preparation/ligne/{eggs.id}/manque", {f"s{eggs.id}-received": "1"},
+              form_url=_bag_url(thursday.martin))
+    page = text(post_form(client, f"/retrait/preparation/ligne/{salad.id}/manque", {f"s{salad.id}-received": "0"},
+                          form_url=_bag_url(thursday.martin)))
+    card = page[page.index(f'id="ligne-{eggs.id}"'):page.index(f'id="ligne-{salad.id}"')]
+    assert "À mettre : 1 pièce" in card and "À mettre : 2" not in card
+    assert "Manque signalé : reçu 1 pièce au lieu de 2 pièces" in card
+    checklist = page[page.index("Cochez chaque produit mis dans le sac"):]
+    # The box for the one box of eggs received; none for the salad, of which nothing came.
+    assert f'id="coche-{eggs.id}"' in checklist and "Œufs (boîte de 6) (1 pièce)" in checklist
+    assert f'id="coche-{salad.id}"' not in checklist
+    assert "Rien à mettre : le produit manque." in page[page.index(f'id="ligne-{salad.id}"'):]
+
+    url = f"/retrait/preparation/sac/{thursday.martin.id}/pret"
+    response = post_form(client, url, {}, form_url=_bag_url(thursday.martin))
+    assert response.status_code == 422
+    assert "Pas encore coché : Œufs (boîte de 6)." in text(response)
+    response = post_form(client, url, {"line": [str(eggs.id)]}, form_url=_bag_url(thursday.martin))
+    assert "Sac prêt." in text(response)
+    db.session.expire_all()
+    assert db.session.get(OrderLine, eggs.id).quantity_prepared == 1
+
+
 def test_shortfall_visible_to_coordinator_and_to_that_producer_only(client, thursday, app):
     from pickup import services
 

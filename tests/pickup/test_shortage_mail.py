@@ -62,8 +62,8 @@ def test_three_missing_items_make_one_mail_per_address_held_until_the_bag_is_rea
     # Held back while the bag is being prepared: a worker run now sends nothing.
     app.config["MAIL_TRANSPORT"] = "file"
     assert deliver_pending() == 0
-    # "Sac prêt" releases them at once.
-    response = post_form(client, f"{bag}/pret", {"line": []}, form_url=bag)
+    # "Sac prêt" releases them at once (the one box of eggs received is still ticked: it goes in the bag).
+    response = post_form(client, f"{bag}/pret", {"line": [str(eggs.id)]}, form_url=bag)
     assert response.status_code == 200
     assert deliver_pending() == 3
     assert all(m.status == "sent" for m in _mails())
