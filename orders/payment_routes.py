@@ -249,11 +249,14 @@ def topup(household_id: int):
         form.token.data = secrets.token_hex(16)
         form.method.data = "cash"
     back = url_for("orders.household_ledger", household_id=household.id)
+    # On a distribution day, money handed in goes into that distribution's till (as a hand-back comes out of it).
+    distribution = distribution_today(household.id)
     if form.validate_on_submit():
         try:
             record_topup(household.id, form.amount.cents, method=form.method.data, token=form.token.data or "",
                          created_by_id=current_user.id, note=form.note.data,
-                         cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data)
+                         cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data,
+                         cycle_id=distribution.id if distribution else None)
         except PaymentAlreadyRecorded as error:
             db.session.rollback()
             flash(str(error), "warning")
@@ -265,7 +268,8 @@ def topup(household_id: int):
             db.session.commit()
             flash(_("Versement enregistré."), "success")
             return redirect(back)
-    return render_template("orders/payments/topup.html", form=form, household=household, back=back)
+    return render_template("orders/payments/topup.html", form=form, household=household, back=back,
+                           distribution=distribution)
 
 
 @bp.route("/soldes/<int:household_id>/rembourser", methods=["POST"])

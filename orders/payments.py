@@ -23,6 +23,8 @@ from orders.receipts import refresh_cycle_receipts, refresh_receipt
 DESK_METHODS = ("cash", "cheque", "balance")
 #: No single desk payment is larger than this (a typo guard: 2 000,00 €).
 MAX_DESK_PAYMENT_CENTS = 200_000
+#: Cash handed over beyond what is due by more than this is a typo ("1581" for 15,81 €), not change (200,00 €).
+MAX_CHANGE_CENTS = 20_000
 
 
 class PaymentError(ValueError):
@@ -57,6 +59,18 @@ def _paid_by_order(order_ids) -> dict[int, int]:
         .where(Payment.order_id.in_(order_ids), Payment.status == "succeeded")
         .group_by(Payment.order_id)
     )}
+
+
+def paid_by_order_subquery():
+    """What each order has paid and kept (columns order_id, paid_cents), as a subquery to outer-join.
+
+    The same sum as paid_cents, for a report that reads many orders in one query."""
+    return (
+        sa.select(Payment.order_id, sa.func.sum(KEPT_CENTS).label("paid_cents"))
+        .where(Payment.status == "succeeded")
+        .group_by(Payment.order_id)
+        .subquery()
+    )
 
 
 def amount_due_cents(order_id: int) -> int:
@@ -157,13 +171,17 @@ def record_desk_payment(
     cheque_bank: str | None = None,
     household_id: int | None = None,
     token: str | None = None,
+    with_change: bool = False,
 ) -> Payment:
     """Record a payment taken at the café (cash, cheque) or from the household balance.
 
     Validates everything before writing; raises PaymentError with a French message. When
     ``household_id`` is given the order must be that household's. ``token`` is the one-time
     token of the form that was shown: the same form sent twice records one payment and raises
-    PaymentAlreadyRecorded the second time. The caller commits.
+    PaymentAlreadyRecorded the second time. With ``with_change``, cash above what is due is what
+    the household handed over: the payment is what is due (read under the order's lock) and the
+    caller gives the rest back or keeps it (``amount_cents - payment.amount_cents``). A cheque or
+    the balance is always the exact amount. The caller commits.
     """
     if method not in DESK_METHODS:
         raise PaymentError(_("Moyen de paiement inconnu."))
@@ -187,7 +205,17 @@ def record_desk_payment(
     due = amount_due_cents(order_id)
     if due <= 0:
         raise PaymentError(_("Cette commande est déjà payée."))
-    if amount_cents > due:
+    if amount_cents > due and method == "cash" and with_change:
+        if amount_cents - due > MAX_CHANGE_CENTS:
+            raise PaymentError(_("Le montant reçu dépasse de plus de %(max)s ce qui reste à payer (%(due)s) : "
+                                 "vérifiez le montant.", max=format_cents(MAX_CHANGE_CENTS), due=format_cents(due)))
+        amount_cents = due
+    elif amount_cents > due and method == "cheque":
+        # One cheque is one line of the till: it is never split into a payment and a top-up.
+        raise PaymentError(_("Un chèque se fait du montant exact : %(due)s. Si le foyer veut donner plus, "
+                             "enregistrez tout le chèque comme versement sur son compte, puis payez le sac "
+                             "avec le solde.", due=format_cents(due)))
+    elif amount_cents > due:
         raise PaymentError(
             _("Le montant dépasse ce qui reste à payer (%(due)s).", due=format_cents(due))
         )

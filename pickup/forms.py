@@ -85,7 +85,16 @@ class PaymentForm(PageForm):
                  SelectChoice("balance", _l("Sur le solde"))],
         validators=[InputRequired(_l("Choisissez le moyen de paiement."))],
     )
-    amount = StringField(_l("Montant (€)"), validators=[DataRequired(_l("Écrivez le montant.")), _euros])
+    #: For cash, what the household hands over: more than what is due leaves change (see ``change``).
+    amount = StringField(_l("Montant reçu (€)"), validators=[DataRequired(_l("Écrivez le montant.")), _euros])
+    #: Cash beyond what is due: given back now, or kept on the household's account.
+    change = RadioField(
+        _l("S'il y a de la monnaie (espèces)"),
+        choices=[SelectChoice("give", _l("Rendre la monnaie")),
+                 SelectChoice("keep", _l("Garder la monnaie sur le compte du foyer"))],
+        default="give",
+        invalid_choice_message=_l("Choisissez de rendre la monnaie ou de la garder sur le compte."),
+    )
     cheque_number = StringField(_l("Numéro du chèque"), validators=[Optional(), Length(max=40)])
     cheque_bank = StringField(_l("Banque du chèque"), validators=[Optional(), Length(max=80)])
     #: A token made when the form is shown: the same form sent twice records one payment.

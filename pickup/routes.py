@@ -388,10 +388,10 @@ def desk_pay(order_id: int):
     form = PaymentForm()
     if form.validate_on_submit():
         try:
-            services.desk_payment(
+            paid = services.desk_payment(
                 order_id, cycle_id=cycle.id, method=form.method.data, amount_cents=form.amount.cents,
                 user_id=current_user.id, cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data,
-                token=form.token.data or "",
+                token=form.token.data or "", keep_change=form.change.data == "keep",
             )
         except NotInDistribution as error:
             db.session.rollback()
@@ -405,9 +405,24 @@ def desk_pay(order_id: int):
             form.submit.errors = [error.message]
             return _render_desk_bag(order_id, 422, form)
         db.session.commit()
-        flash(_("Paiement enregistré."), "success")
+        _flash_paid(paid)
         return redirect(url_for("pickup.desk_bag", order_id=order_id))
     return _render_desk_bag(order_id, 422, form)
+
+
+def _flash_paid(paid: services.DeskPaid) -> None:
+    """Say the payment is recorded and, when cash was handed over beyond what was due, what to do with the rest."""
+    amount = format_cents(paid.payment.amount_cents)
+    if paid.change_cents:
+        flash(_("Paiement enregistré : %(amount)s (reçu %(received)s).", amount=amount,
+                received=format_cents(paid.received_cents)), "success")
+        # Its own message, in the warning colour: the volunteer must not forget the change.
+        flash(_("À rendre : %(change)s", change=format_cents(paid.change_cents)), "warning")
+    elif paid.kept_cents:
+        flash(_("Paiement enregistré : %(amount)s. Monnaie gardée sur le compte du foyer : %(kept)s.", amount=amount,
+                kept=format_cents(paid.kept_cents)), "success")
+    else:
+        flash(_("Paiement enregistré."), "success")
 
 
 def _render_desk_topup(order_id: int, form: DeskTopupForm, status: int = 200):

@@ -593,27 +593,51 @@ def shortfalls(cycle_id: int | None = None, producer_id: int | None = None) -> l
 # Hand-out desk
 
 
+@dataclass
+class DeskPaid:
+    """A payment taken at the desk, with what became of cash handed over beyond what was due."""
+
+    payment: Payment
+    #: What the household handed over (for cash, it may be more than the payment).
+    received_cents: int
+    #: Cash the volunteer gives back now.
+    change_cents: int = 0
+    #: Cash kept on the household's account instead (a top-up counted in this distribution's till).
+    kept_cents: int = 0
+
+
 def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int, user_id: int,
                  cheque_number: str | None = None, cheque_bank: str | None = None,
-                 token: str | None = None) -> Payment:
+                 token: str | None = None, keep_change: bool = False) -> DeskPaid:
     """Take a payment at the desk for a bag of the distribution (through the payments service).
 
-    ``token`` is the desk form's one-time token: the same form sent twice raises AlreadyRecorded.
+    For cash, ``amount_cents`` is what the household handed over: the payment is at most what is due,
+    and the rest is change to give back, or with ``keep_change`` a cash top-up of this distribution
+    (both in one transaction). A cheque or the balance must be the exact amount. ``token`` is the desk
+    form's one-time token: the same form sent twice raises AlreadyRecorded and records nothing more.
     """
-    from orders.payments import PaymentAlreadyRecorded, PaymentError, record_desk_payment
+    from orders.payments import PaymentAlreadyRecorded, PaymentError, record_desk_payment, record_topup
 
-    get_bag(order_id, cycle_id)
+    bag = get_bag(order_id, cycle_id)
     if method not in ("cash", "cheque", "balance"):
         raise PickupError(_("Choisissez espèces, chèque ou solde."))
     try:
-        return record_desk_payment(
+        payment = record_desk_payment(
             order_id, method, amount_cents, received_by_id=user_id,
-            cheque_number=cheque_number, cheque_bank=cheque_bank, token=token,
+            cheque_number=cheque_number, cheque_bank=cheque_bank, token=token, with_change=True,
         )
+        paid = DeskPaid(payment, amount_cents, change_cents=amount_cents - payment.amount_cents)
+        if paid.change_cents and keep_change:
+            # The form's token makes the top-up's reference too: a second copy of the form stopped above.
+            record_topup(bag.household.id, paid.change_cents, method="cash", token=token or "",
+                         created_by_id=user_id, cycle_id=cycle_id,
+                         note=f"monnaie gardée sur le compte (paiement de la commande n° {order_id})")
+            paid.kept_cents, paid.change_cents = paid.change_cents, 0
     except PaymentAlreadyRecorded as error:
         raise AlreadyRecorded(str(error)) from error
     except PaymentError as error:
         raise PickupError(str(error)) from error
+    return paid
 
 
 def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, user_id: int,
@@ -771,8 +795,19 @@ class ChequeTaken:
 
 
 @dataclass
+class UnpaidBag:
+    """A bag handed over while its order still owed money."""
+
+    order_id: int
+    household: str
+    bag_number: int | None
+    due_cents: int
+
+
+@dataclass
 class CashSummary:
-    """The day's till for volunteers: what each method brought in, top-ups and credit handed back, every cheque."""
+    """The day's till for volunteers: what each method brought in, top-ups and credit handed back, every cheque,
+    and the bags handed over unpaid."""
 
     cycle: Cycle
     #: Order payments kept, per method.
@@ -782,6 +817,13 @@ class CashSummary:
     cheques: list[ChequeTaken]
     #: Top-ups taken and credit handed back at this distribution.
     handed_over: CashMovements
+    #: Bags handed over with money still due: not in the till, to be paid later.
+    unpaid: list[UnpaidBag] = field(default_factory=list)
+
+    @property
+    def unpaid_cents(self) -> int:
+        """What the bags handed over unpaid still owe, all together."""
+        return sum(bag.due_cents for bag in self.unpaid)
 
     @property
     def total(self) -> int:
@@ -823,7 +865,25 @@ def cash_summary(cycle_id: int) -> CashSummary:
     moved = cash_movements(cycle_id)
     cheques += [ChequeTaken(row.entry.cheque_number or "", row.entry.cheque_bank or "", row.amount_cents,
                             row.household_name, row.bag_number, topup=True) for row in moved.topup_cheques]
-    return CashSummary(db.session.get(Cycle, cycle_id), totals, counts, cheques, moved)
+    return CashSummary(db.session.get(Cycle, cycle_id), totals, counts, cheques, moved,
+                       unpaid=unpaid_handed_over(cycle_id))
+
+
+def unpaid_handed_over(cycle_id: int) -> list[UnpaidBag]:
+    """The distribution's bags handed over with money still due (as amount_due_cents says), by bag number; one query."""
+    from orders.payments import paid_by_order_subquery
+
+    paid = paid_by_order_subquery()
+    due = Order.total_cents - sa.func.coalesce(paid.c.paid_cents, 0)
+    rows = db.session.execute(
+        sa.select(Order.id, Household.name, Order.bag_number, due)
+        .join(Pickup, Pickup.order_id == Order.id)
+        .join(Household, Household.id == Order.household_id)
+        .outerjoin(paid, paid.c.order_id == Order.id)
+        .where(Order.cycle_id == cycle_id, Order.status == "confirmed", Pickup.collected_at.is_not(None), due > 0)
+        .order_by(Order.bag_number, Household.name, Order.id)
+    )
+    return [UnpaidBag(order_id, name, bag_number, int(cents)) for order_id, name, bag_number, cents in rows]
 
 
 # ---------------------------------------------------------------------------

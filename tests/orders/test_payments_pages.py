@@ -396,3 +396,36 @@ def test_money_view_counts_topups_and_cash_handed_back_at_its_distribution(clien
             "avoir_rendu,cheque,0.00,0", "caisse,especes_attendues,26.90,"} <= set(rows)
     # The orders' rows are as before.
     assert any(row.startswith("commande,Foyer A,") and ",11.90,0.00,11.90," in row for row in rows)
+
+
+def test_coordinator_topup_on_a_distribution_day_goes_into_that_distributions_till(client, coordinator):
+    import html
+
+    from tests.pickup.conftest import make_thursday
+
+    household = HouseholdFactory(name="Foyer Sans Sac")
+    db.session.commit()
+    login(client, coordinator.email)
+    url = f"/commandes/soldes/{household.id}/versement"
+    page = client.get(url)
+    assert "Pas de distribution aujourd'hui : cet argent ne compte dans la caisse d'aucune distribution." in (
+        html.unescape(page.get_data(as_text=True)))
+    thursday = make_thursday()
+    db.session.commit()
+    household_id = thursday.dupont.household_id
+    url = f"/commandes/soldes/{household_id}/versement"
+    page = client.get(url)
+    shown = html.unescape(page.get_data(as_text=True))
+    assert "L'argent reçu aujourd'hui entre dans la caisse de la distribution du" in shown
+    assert "il est compté dans sa « Caisse du jour »" in shown
+    done = client.post(url, data={"csrf_token": csrf_token(page.data), "token": _form_token(page), "method": "cash",
+                                  "amount": "20"}, follow_redirects=True)
+    assert "Versement enregistré." in done.get_data(as_text=True)
+    db.session.expire_all()
+    entry = db.session.scalars(sa.select(LedgerEntry).where(LedgerEntry.kind == "topup")).one()
+    assert (entry.household_id, entry.amount_cents, entry.method, entry.cycle_id) == (
+        household_id, 2000, "cash", thursday.cycle.id)
+    # The desk's « Caisse du jour » expects that cash.
+    till = html.unescape(client.get("/retrait/caisse").get_data(as_text=True)).replace("\xa0", " ")
+    assert '<dd id="caisse-versements-especes">+ 20,00 €' in till
+    assert '<dd id="caisse-especes-attendues"><strong>20,00 €</strong>' in till

@@ -499,3 +499,111 @@ def test_members_and_producers_cannot_take_a_topup_and_volunteers_stay_off_the_l
                        data={"csrf_token": token, "token": "a1b2c3d4e5f6", "method": "cash",
                              "amount": "20"}).status_code == 403
     assert _topups() == []
+
+
+# --- change at the desk, and bags handed over unpaid ---------------------------------------------
+
+
+def test_cash_above_what_is_due_records_what_is_due_and_says_the_change(client, thursday):
+    from orders.ledger import balance_cents
+
+    login(client, thursday.volunteer_email)
+    order = thursday.martin  # 7,50 €
+    page = text(client.get(_desk_url(order)))
+    assert "Montant reçu (€)" in page and "Rendre la monnaie" in page
+    assert re.search(r'type="radio"[^>]*value="give" checked|checked[^>]*value="give"', page)
+    # A 20 € note for a 7,50 € bag: the payment is 7,50 €, the volunteer gives 12,50 € back.
+    page = text(_pay(client, order, {"method": "cash", "amount": "20"})).replace("\xa0", " ")
+    assert "Paiement enregistré : 7,50 € (reçu 20,00 €)." in page
+    assert '<p class="flash flash-warning" role="status">À rendre : 12,50 €</p>' in page
+    assert "Tout est payé." in page
+    assert [(p.method, p.amount_cents) for p in db.session.scalars(sa.select(Payment))] == [("cash", 750)]
+    assert _topups() == []
+    assert balance_cents(order.household_id) == 0
+    till = _till(client)
+    assert '<dd id="caisse-especes-attendues"><strong>7,50 €</strong>' in till
+
+
+def test_change_kept_on_the_account_is_a_cash_topup_of_the_distribution_recorded_once(client, thursday):
+    from orders.ledger import balance_cents
+
+    login(client, thursday.volunteer_email)
+    order = thursday.dupont  # 6,30 €
+    form = {**_form_fields(client, _desk_url(order)), "method": "cash", "amount": "10", "change": "keep"}
+    page = text(client.post(f"{_desk_url(order)}/paiement", data=form, follow_redirects=True)).replace("\xa0", " ")
+    assert "Paiement enregistré : 6,30 €. Monnaie gardée sur le compte du foyer : 3,70 €." in page
+    assert "À rendre" not in page and '<dd id="solde">3,70 €' in page
+    # The same form sent again (double tap): neither the payment nor the top-up is recorded twice.
+    again = text(client.post(f"{_desk_url(order)}/paiement", data=form, follow_redirects=True))
+    assert "Ce paiement est déjà enregistré." in again
+    assert [(p.method, p.amount_cents) for p in db.session.scalars(sa.select(Payment))] == [("cash", 630)]
+    assert [(e.household_id, e.amount_cents, e.method, e.cycle_id) for e in _topups()] == [
+        (order.household_id, 370, "cash", thursday.cycle.id)]
+    assert balance_cents(order.household_id) == 370
+    till = _till(client)
+    assert '<dd id="caisse-especes"><strong>6,30 €</strong>' in till
+    assert '<dd id="caisse-versements-especes">+ 3,70 €' in till
+    assert '<dd id="caisse-especes-attendues"><strong>10,00 €</strong>' in till
+    # Exact cash with « keep » chosen records no top-up.
+    _pay(client, thursday.leroy, {"method": "cash", "amount": "3", "change": "keep"})
+    assert [e.amount_cents for e in _topups()] == [370]
+
+
+def test_cheques_and_the_balance_stay_exact_and_a_typo_is_not_change(client, thursday):
+    login(client, thursday.volunteer_email)
+    order = thursday.martin  # 7,50 €
+    response = _pay(client, order, {"method": "cheque", "amount": "20", "cheque_number": "0012345",
+                                    "cheque_bank": "Crédit Mutuel", "change": "keep"})
+    page = text(response).replace("\xa0", " ")
+    assert response.status_code == 422
+    assert "Un chèque se fait du montant exact : 7,50 €." in page
+    assert "enregistrez tout le chèque comme versement sur son compte, puis payez le sac avec le solde" in page
+    response = _pay(client, order, {"method": "balance", "amount": "20"})
+    assert response.status_code == 422 and "Le montant dépasse ce qui reste à payer" in text(response)
+    # « 750 » typed for 7,50 €: 742,50 € of change is a typo, refused.
+    response = _pay(client, order, {"method": "cash", "amount": "750"})
+    assert response.status_code == 422 and "vérifiez le montant" in text(response)
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0 and _topups() == []
+    assert amount_due_cents(order.id) == 750
+
+
+def test_the_till_lists_bags_handed_over_unpaid_in_a_fixed_number_of_queries(client, thursday):
+    from tests.factories import OrderFactory, OrderLineFactory
+
+    login(client, thursday.volunteer_email)
+    page = _till(client)
+    assert "Sacs remis sans être payés" in page and "Aucun sac remis sans être payé." in page
+    _pay(client, thursday.martin, {"method": "cash", "amount": "5"})  # 2,50 € still due
+    _pay(client, thursday.dupont, {"method": "cash", "amount": "6,30"})  # paid
+    for order in (thursday.martin, thursday.dupont, thursday.leroy):
+        post_form(client, f"{_desk_url(order)}/remis", {}, form_url=_desk_url(order))
+    section = _till(client)
+    section = section[section.index('id="sacs-impayes"'):]
+    section = section[:section.index("</section>")]
+    assert "Foyer Martin" in section and "n° 2" in section and "2,50 €" in section
+    assert "Foyer Leroy" in section and "n° 3" in section and "3,00 €" in section
+    assert "Foyer Dupont" not in section
+    assert "Total (2 sacs)" in section and '<td class="num" id="sacs-impayes-total"><strong>5,50 €</strong>' in section
+
+    def statements():
+        seen = []
+        listener = lambda *args: seen.append(args[2])  # noqa: E731
+        sa.event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            client.get("/retrait/caisse")
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", listener)
+        return len(seen)
+
+    before = statements()
+    for number in range(10, 15):  # five more bags handed over, each partly paid
+        order = OrderFactory(cycle_id=thursday.cycle.id, slot_id=thursday.slot1.id, bag_number=number,
+                             total_cents=250)
+        OrderLineFactory(order=order, quantity_allocated=1)
+        db.session.add(Payment(order_id=order.id, household_id=order.household_id, method="card",
+                               amount_cents=100, status="succeeded"))
+        db.session.add(Pickup(order_id=order.id, no_show=False, collected_at=thursday.cycle.distribution_starts_at))
+    db.session.commit()
+    page = _till(client)
+    assert page.count("1,50 €</td>") == 5 and "Total (7 sacs)" in page and "13,00 €" in page
+    assert statements() == before
