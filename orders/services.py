@@ -224,7 +224,7 @@ def move_cycle(cycle_id: int, opens_at: datetime, closes_at: datetime,
     after = _pickup_times(cycle.id, (distribution_starts_at, distribution_ends_at))
     changed = {order_id: times for order_id, times in after.items() if before.get(order_id) != times}
     _notify_moved(cycle, changed, before, now)
-    if cycle.status == "open" and closes_at < old_closes_at:
+    if cycle.status == "open" and now < closes_at < old_closes_at:  # a deadline already past closes the week
         _notify_deadline_earlier(cycle, old_closes_at, now)
     return cycle
 

@@ -411,6 +411,12 @@ def test_a_deadline_moved_earlier_is_written_to_every_household_and_a_later_one_
     assert "(au lieu du mercredi 9 décembre 11:59)" in mails[0].body
     assert messages("cycle_moved") == []  # the pickup time did not change
 
+    # Brought to a time already past, the week simply closes: nobody is asked to order before it.
+    move_cycle(cycle.id, cycle.opens_at, NOW - timedelta(minutes=5), cycle.distribution_starts_at,
+               cycle.distribution_ends_at, now=NOW)
+    db.session.commit()
+    assert len(messages("cycle_deadline")) == 2
+
 
 def test_the_cycle_page_lists_the_households_to_phone(week, client):
     cycle, offer = week
