@@ -8,16 +8,23 @@ from decimal import Decimal
 from html.parser import HTMLParser
 
 from app.extensions import db
+from app.outbox import queue_message
+from orders.contracts import subscribe
 from pickup import services
 from tests.factories import (
     CycleFactory,
+    HouseholdFactory,
     OfferFactory,
+    OrderFactory,
+    OrderLineFactory,
+    PriceTierFactory,
     ProducerFactory,
     ProductFactory,
     SlotFactory,
     UserFactory,
 )
-from tests.helpers import login
+from tests.helpers import csrf_token, login
+from tests.orders.test_contracts import NOW, Season
 from tests.pickup.conftest import make_thursday
 
 
@@ -148,3 +155,99 @@ def test_shortfalls_and_participation_label_their_columns(app, client):
 
     paul = row_titled(stacked_rows(client.get("/retrait/permanences/participation")), "Paul Bénévole")
     assert paul["Permanences faites"] == "0" and paul["À venir"] == "0"
+
+
+def test_outbox_labels_each_unsent_message(app, client):
+    """A failed e-mail's subject, state and SMTP error are labelled lines under its recipient, on both pages."""
+    cycle = CycleFactory(status="closed")
+    message = queue_message("test:bon:rossi", "primeurs.rossi@example.org", "Bon de commande de jeudi", "…",
+                            kind="producer_order", cycle_id=cycle.id)
+    message.status, message.attempts, message.last_error = "failed", 5, "SMTPRecipientsRefused: 550 User unknown"
+    boss = UserFactory(roles=["coordinator"], household=None)
+    db.session.commit()
+    login(client, boss.email)
+
+    for url in ("/commandes/courriels", f"/commandes/cycles/{cycle.id}/documents"):
+        rossi = row_titled(stacked_rows(client.get(url)), "primeurs.rossi@example.org")
+        assert rossi["Objet"] == "Bon de commande de jeudi" and rossi["État"].startswith("Échec")
+        assert rossi["Problème"] == "SMTPRecipientsRefused: 550 User unknown"
+        assert "Renvoyer" in rossi[""]
+
+
+def test_price_tiers_and_their_takings_label_their_columns(app, client):
+    """The tier's rule, its households and what it brought in, each a labelled line under the tier's name."""
+    cycle = CycleFactory()
+    supporters = PriceTierFactory(name="Soutien", markup_bp=1000)
+    offer = OfferFactory(cycle_id=cycle.id, product=ProductFactory(price_cents=250))
+    OrderLineFactory(order=OrderFactory(cycle_id=cycle.id, household_id=HouseholdFactory(price_tier=supporters).id),
+                     offer_id=offer.id, quantity=Decimal(2), unit_price_cents=275, base_price_cents=250)
+    boss = UserFactory(roles=["coordinator"], household=None)
+    db.session.commit()
+    login(client, boss.email)
+
+    tier = row_titled(stacked_rows(client.get("/commandes/tarifs")), "Soutien")
+    assert tier["Règle"] == "prix +10 %" and tier["Foyers"] == "1" and "Modifier" in tier[""]
+
+    takings = row_titled(stacked_rows(client.get(f"/commandes/cycles/{cycle.id}/tarifs")), "Soutien")
+    assert takings["Foyers"] == "1" and takings["Recette"] == "5,50 €"
+    assert takings["Au prix de base"] == "5,00 €" and takings["Écart"] == "0,50 €"
+
+
+def test_repackaging_sheet_labels_the_cases_to_order(app, client):
+    """On the volunteer's phone each case to order reads product first, then supplier, cases and quantity."""
+    cycle = CycleFactory()
+    lentils = ProductFactory(producer=ProducerFactory(name="Vrac & Co"), name="Lentilles vertes", unit="kg",
+                             case_size=Decimal(5))
+    offer = OfferFactory(cycle_id=cycle.id, product=lentils)
+    OrderLineFactory(order=OrderFactory(cycle_id=cycle.id), offer_id=offer.id, quantity=Decimal(5))
+    volunteer = UserFactory(roles=["volunteer"])
+    db.session.commit()
+    login(client, volunteer.email)
+
+    case = row_titled(stacked_rows(client.get(f"/commandes/vrac/{cycle.id}/reconditionnement")), "Lentilles")
+    assert case["Fournisseur"] == "Vrac & Co" and case["Colis"] == "1 × 5" and case["Quantité"] == "5 kg"
+
+
+def test_contract_pages_label_their_columns(app, client):
+    """Seasons, subscribers, the instalments form and the producer's baskets: no column left off a phone."""
+    season = Season(weeks=3)
+    martin = HouseholdFactory(name="Famille Martin")
+    contract = subscribe(season.offer.id, martin.id, quantity=2, now=NOW)
+    boss = UserFactory(roles=["coordinator"], household=None)
+    farmer = UserFactory(roles=["producer"], producer_id=season.farmer.id, household=None)
+    db.session.commit()
+    login(client, boss.email)
+
+    offer = row_titled(stacked_rows(client.get("/commandes/contrats/gestion")), "Petit panier hiver")
+    assert offer["Prix"] == "12,00 €" and offer["Inscrits"] == "1" and "Saison" in offer
+
+    subscriber = row_titled(stacked_rows(client.get(f"/commandes/contrats/offre/{season.offer.id}")), "Famille Martin")
+    assert subscriber["Paniers"] == "2" and subscriber["Distributions"] == "3" and subscriber["Total"] == "72,00 €"
+
+    instalment = stacked_rows(client.get(f"/commandes/contrats/contrat/{contract.id}"))[0]
+    assert {"Montant (€)", "Moyen", "N° de chèque", "Banque", "Mois d'encaissement"} <= instalment.keys()
+
+    client.post("/compte/deconnexion", data={"csrf_token": csrf_token(client.get("/compte/mon-compte").data)})
+    login(client, farmer.email)
+    rows = stacked_rows(client.get("/commandes/contrats/producteur"))
+    baskets = next(row for row in rows if "Absences" in row)  # a distribution: one labelled line per basket
+    assert baskets["Petit panier"] == "2" and baskets["Grand panier"] == "0" and baskets["Absences"] == "—"
+    assert row_titled(rows, "Famille Martin")["Total"] == "72,00 €"
+
+
+def test_households_label_members_and_tier(app, client):
+    """The coordinator's list of households: members and tier under each household's name."""
+    household = HouseholdFactory(name="Famille Diallo", price_tier=PriceTierFactory(name="Prix libre"))
+    UserFactory(name="Aminata Diallo", household=household)
+    boss = UserFactory(roles=["coordinator"], household=None)
+    db.session.commit()
+    login(client, boss.email)
+
+    diallo = row_titled(stacked_rows(client.get("/compte/foyers")), "Famille Diallo")
+    assert diallo["Membres"] == "Aminata Diallo" and diallo["Tarif"] == "Prix libre"
+
+
+def test_catalogue_thumbnails_are_cropped_not_squashed(client):
+    """A portrait photo drawn 48 × 48 in the catalogue keeps its proportions (object-fit: cover)."""
+    css = client.get("/static/site.css").get_data(as_text=True)
+    assert re.search(r'table\.stack td\.title > img\[src\*="/photo/"\] \{ object-fit: cover; \}', css)

@@ -279,8 +279,8 @@ def test_producer_sees_baskets_per_distribution_and_subscribers(app, client):
     login(client, farmer_user.email)
     page = client.get("/commandes/contrats/producteur").text
     assert page.count('class="distribution"') == 3
-    assert '<td class="num" data-basket="Grand panier">2</td>' in page
-    assert '<td class="num" data-basket="Petit panier">1</td>' in page
+    assert '<td class="num" data-basket="Grand panier" data-label="Grand panier">2</td>' in page
+    assert '<td class="num" data-basket="Petit panier" data-label="Petit panier">1</td>' in page
     assert "Martin" in page and "Abadie" in page
     token = csrf_token(client.get("/commandes/contrats/producteur").data)
     client.post("/compte/deconnexion", data={"csrf_token": token})

@@ -159,7 +159,8 @@ def test_households_without_a_tier_count_in_the_default_one_and_the_selects_say_
     login(client, boss.email)
     page = client.get("/commandes/tarifs").get_data(as_text=True)
     rows = {name: count for name, count in re.findall(
-        r"<td>([^<]+?)(?: <span class=\"badge\">par défaut</span>)?</td>\s*<td>[^<]*</td>\s*<td class=\"num\">(\d+)</td>", page)}
+        r"<td class=\"title\">([^<]+?)(?: <span class=\"badge\">par défaut</span>)?</td>\s*<td[^>]*>[^<]*</td>"
+        r"\s*<td class=\"num\"[^>]*>(\d+)</td>", page)}
     assert rows == {"Habitant·e du quartier": "3", "Soutien": "1"}
     chooser = client.get("/commandes/tarifs/foyers?q=foyer").get_data(as_text=True)
     assert "Tarif par défaut (Habitant·e du quartier)" in chooser
