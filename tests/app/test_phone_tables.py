@@ -251,3 +251,10 @@ def test_catalogue_thumbnails_are_cropped_not_squashed(client):
     """A portrait photo drawn 48 × 48 in the catalogue keeps its proportions (object-fit: cover)."""
     css = client.get("/static/site.css").get_data(as_text=True)
     assert re.search(r'table\.stack td\.title > img\[src\*="/photo/"\] \{ object-fit: cover; \}', css)
+
+
+def test_month_and_phone_inputs_are_styled_as_the_other_fields(client):
+    """The instalments' « Mois d'encaissement » and phone numbers get the full-width, tall field of the rest."""
+    css = client.get("/static/site.css").get_data(as_text=True)
+    rule = css[:css.index("{", css.index("input[type=text]"))]
+    assert "input[type=month]" in rule and "input[type=tel]" in rule
