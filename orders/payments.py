@@ -780,16 +780,22 @@ def cycle_money(cycle_id: int) -> CycleMoney:
 
 
 def euros(cents: int) -> str:
-    """Cents as a plain decimal for CSV files ("1234.50"), exact."""
+    """Cents as a French spreadsheet reads an amount ("1234,50"), exact."""
     sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+    return f"{sign}{abs(cents) // 100},{abs(cents) % 100:02d}"
+
+
+def _french_csv() -> tuple[io.StringIO, csv.writer]:
+    """A CSV as French spreadsheets open it, as the purchase orders are: semicolons, decimal commas, a BOM."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    return out, csv.writer(out, delimiter=";")
 
 
 def cycle_money_csv(cycle_id: int) -> str:
     """The cycle's money view as CSV: one row per order, then one row per producer."""
     summary = cycle_money(cycle_id)
-    out = io.StringIO()
-    writer = csv.writer(out)
+    out, writer = _french_csv()
     writer.writerow(["type", "foyer", "commande", "sac", "total", "carte", "especes", "cheque", "solde", "reste_du",
                      "porte_au_solde"])
     for row in summary.orders:
@@ -800,6 +806,10 @@ def cycle_money_csv(cycle_id: int) -> str:
             euros(m.get("card", 0)), euros(m.get("cash", 0)), euros(m.get("cheque", 0)),
             euros(m.get("balance", 0)), euros(row.due_cents), euros(row.credited_cents),
         ])
+    paid = summary.paid_by_method
+    writer.writerow(["total", "", "", "", euros(summary.due_cents), euros(paid.get("card", 0)),
+                     euros(paid.get("cash", 0)), euros(paid.get("cheque", 0)), euros(paid.get("balance", 0)),
+                     euros(summary.still_owed_cents), euros(summary.credited_cents)])
     writer.writerow([])
     writer.writerow(["type", "producteur", "du_au_producteur", "paniers_amap_regles_par_contrat"])
     for producer in summary.producers:
@@ -818,8 +828,7 @@ def cycle_money_csv(cycle_id: int) -> str:
 
 def balances_csv() -> str:
     """Every household's balance as CSV."""
-    out = io.StringIO()
-    writer = csv.writer(out)
+    out, writer = _french_csv()
     writer.writerow(["foyer_id", "foyer", "solde"])
     for row in household_balances():
         writer.writerow([row.household_id, text_cell(row.name), euros(row.balance_cents)])

@@ -425,7 +425,7 @@ def test_money_view_does_not_owe_the_producer_the_baskets_paid_by_season_cheques
 
     (farm,) = cycle_money(cycle.id).producers
     assert (farm.name, farm.owed_cents, farm.contract_cents) == ("Ferme des Saules", 700, 2000)
-    assert "producteur,Ferme des Saules,7.00,20.00" in cycle_money_csv(cycle.id)
+    assert "producteur;Ferme des Saules;7,00;20,00" in cycle_money_csv(cycle.id)
 
 
 def test_an_absence_on_a_basket_only_order_cancels_it_and_cancelling_the_absence_brings_it_back(app):

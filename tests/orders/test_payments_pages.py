@@ -110,11 +110,13 @@ def test_coordinator_balances_page_and_csv_add_up_to_the_ledger(client, coordina
     assert "Foyer A" in page and "15,00" in page and "-15,00" in page
     response = client.get("/commandes/soldes?format=csv")
     assert response.mimetype == "text/csv"
-    rows = {r["foyer"]: r["solde"] for r in csv.DictReader(io.StringIO(response.get_data(as_text=True)))}
-    assert rows["Foyer A"] == "15.00"
-    assert rows["Foyer B"] == "-15.00"
+    text = response.get_data(as_text=True)
+    assert text.startswith("\ufeff")  # a French spreadsheet reads it as UTF-8 (semicolons, decimal commas)
+    rows = {r["foyer"]: r["solde"] for r in csv.DictReader(io.StringIO(text.removeprefix("\ufeff")), delimiter=";")}
+    assert rows["Foyer A"] == "15,00"
+    assert rows["Foyer B"] == "-15,00"
     total = db.session.scalar(sa.select(sa.func.sum(LedgerEntry.amount_cents)))
-    assert sum(int(v.replace(".", "")) for v in rows.values() if v) == total == 0
+    assert sum(int(v.replace(",", "")) for v in rows.values() if v) == total == 0
 
 
 @pytest.mark.parametrize("amount, message", [
@@ -235,10 +237,14 @@ def test_money_view_per_cycle_with_producers_and_csv(client, coordinator):
     response = client.get(f"/commandes/argent?cycle={cycle_id}&format=csv")
     assert response.mimetype == "text/csv"
     text = response.get_data(as_text=True)
-    assert "commande,Foyer A," in text and ",11.90,0.00,11.90,0.00,0.00,0.00" in text
-    assert ",12.60,0.00,0.00,10.00,0.00,2.60" in text
-    assert "producteur,Ferme des Saules,7.00" in text
-    assert "producteur,Fournil du Bourg,16.80" in text
+    assert "commande;Foyer A;" in text and ";11,90;0,00;11,90;0,00;0,00;0,00" in text
+    assert ";12,60;0,00;0,00;10,00;0,00;2,60" in text
+    assert "producteur;Ferme des Saules;7,00" in text
+    # As the purchase orders: a French spreadsheet opens it as it is (BOM, semicolons, decimal commas),
+    # and the totals of the page are its last order row.
+    assert text.startswith("\ufefftype;foyer;commande;")
+    assert "total;;;;24,50;0,00;11,90;10,00;0,00;2,60;0,00" in text
+    assert "producteur;Fournil du Bourg;16,80" in text
     assert client.get("/commandes/argent?cycle=99999").status_code == 404
 
 
@@ -301,7 +307,7 @@ def test_money_view_adds_up_when_a_paid_bag_shrinks_and_the_surplus_goes_to_the_
     assert '<dd id="reste-du">10,50 €</dd>' in page
     assert "1,92 € porté au solde" in page
     csv_text = client.get(f"/commandes/argent?cycle={thursday.cycle.id}&format=csv").get_data(as_text=True)
-    assert ",4.38,0.00,6.30,0.00,0.00,0.00,1.92" in csv_text
+    assert ";4,38;0,00;6,30;0,00;0,00;0,00;1,92" in csv_text
 
 
 def test_money_taken_for_a_distribution_later_cancelled_stays_in_its_report(client, coordinator):
@@ -323,7 +329,7 @@ def test_money_taken_for_a_distribution_later_cancelled_stays_in_its_report(clie
     assert "Foyer Richard" in page and "Annulée" in page
     assert 'id="porte-au-solde">11,80' in page and 'id="reste-du">0,00' in page
     text = client.get(f"/commandes/argent?cycle={cycle_id}&format=csv").get_data(as_text=True)
-    assert "commande,Foyer Richard," in text and ",0.00,0.00,11.80,0.00,0.00,0.00,11.80" in text
+    assert "commande;Foyer Richard;" in text and ";0,00;0,00;11,80;0,00;0,00;0,00;11,80" in text
     assert balance_cents(household.id) == 1180
 
 
@@ -392,10 +398,10 @@ def test_money_view_counts_topups_and_cash_handed_back_at_its_distribution(clien
     assert 'id="rendu-cash">− 5,00 €' in page and "(1 remboursement)" in page
     assert '<strong id="especes-attendues">26,90 €</strong>' in page
     rows = client.get(f"/commandes/argent?cycle={cycle_id}&format=csv").get_data(as_text=True).splitlines()
-    assert {"versement,especes,20.00,1", "versement,cheque,15.00,1", "avoir_rendu,especes,5.00,1",
-            "avoir_rendu,cheque,0.00,0", "caisse,especes_attendues,26.90,"} <= set(rows)
+    assert {"versement;especes;20,00;1", "versement;cheque;15,00;1", "avoir_rendu;especes;5,00;1",
+            "avoir_rendu;cheque;0,00;0", "caisse;especes_attendues;26,90;"} <= set(rows)
     # The orders' rows are as before.
-    assert any(row.startswith("commande,Foyer A,") and ",11.90,0.00,11.90," in row for row in rows)
+    assert any(row.startswith("commande;Foyer A;") and ";11,90;0,00;11,90;" in row for row in rows)
 
 
 def test_coordinator_topup_on_a_distribution_day_goes_into_that_distributions_till(client, coordinator):

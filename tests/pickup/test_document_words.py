@@ -35,5 +35,5 @@ def test_names_a_spreadsheet_would_run_are_quoted_in_every_csv(app):
     assert list(csv.reader(io.StringIO(data.decode("utf-8-sig")), delimiter=";"))[1][0] == "'=HYPERLINK(\"http://x\")"
     HouseholdFactory(name="@SUM(A1:A9)")
     db.session.commit()
-    balances = list(csv.reader(io.StringIO(balances_csv())))
+    balances = list(csv.reader(io.StringIO(balances_csv().removeprefix("\ufeff")), delimiter=";"))
     assert ["'@SUM(A1:A9)"] == [row[1] for row in balances[1:] if "SUM" in row[1]]
