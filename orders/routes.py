@@ -11,6 +11,7 @@ from flask_babel import ngettext
 from flask_login import current_user
 
 from app.auth.decorators import roles_required
+from app.db import utcnow
 from app.extensions import db
 from app.models import Household, PriceTier
 from app.outbox import request_delivery
@@ -224,8 +225,12 @@ def cycle_edit(cycle_id: int):
             flash(str(refused), "error")
         else:
             request_delivery()  # households whose pickup time or deadline changed
-            flash(_("Distribution déplacée. Les foyers concernés reçoivent un e-mail ; prévenez par téléphone "
-                    "ceux de la liste « Foyers sans e-mail »."), "success")
+            if cycle.closes_at <= utcnow():
+                flash(_("Distribution déplacée. Sa date limite est passée : les commandes se closent dans la "
+                        "minute (ou tout de suite avec « Clore les commandes maintenant »)."), "success")
+            else:
+                flash(_("Distribution déplacée. Les foyers concernés reçoivent un e-mail ; prévenez par téléphone "
+                        "ceux de la liste « Foyers sans e-mail »."), "success")
             return redirect(url_for("orders.cycle_edit", cycle_id=cycle_id))
     elif request.method == "GET":
         form.opens_at.data, form.closes_at.data = _local_naive(cycle.opens_at), _local_naive(cycle.closes_at)
@@ -235,6 +240,33 @@ def cycle_edit(cycle_id: int):
         Order.cycle_id == cycle_id, Order.status == "confirmed"))
     return render_template("orders/cycle_edit.html", cycle=cycle, form=form, cancel_form=ConfirmForm(), orders=orders,
                            unreached=households_without_email(cycle_id))
+
+
+@bp.route("/cycles/<int:cycle_id>/clore", methods=["POST"])
+@roles_required("coordinator")
+def cycle_close_now(cycle_id: int):
+    """Stop orders before the deadline and start the finalisation, once the box saying so is ticked."""
+    from orders import close
+
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    if request.form.get("sure") != "y":
+        flash(_("Cochez la case pour confirmer : les commandes restent ouvertes."), "error")
+        return redirect(url_for("orders.cycle_edit", cycle_id=cycle_id))
+    if db.session.get(Cycle, cycle_id) is None:
+        abort(404)
+    if not close.close_cycle(cycle_id, force=True):
+        db.session.rollback()
+        flash(_("Cette commande de la semaine n'est pas ouverte : rien n'a changé."), "error")
+        return redirect(url_for("orders.cycle_edit", cycle_id=cycle_id))
+    db.session.commit()
+    if close.enqueue("finalize_cycle", cycle_id):
+        flash(_("Commandes closes. La finalisation est lancée : bons de commande et listes arrivent ici dans "
+                "un moment."), "success")
+    else:
+        flash(_("Commandes closes, mais aucun worker n'est joignable : lancez « flask cycles finalize %(id)s ».",
+                id=cycle_id), "error")
+    return redirect(url_for("orders.cycle_documents", cycle_id=cycle_id))
 
 
 @bp.route("/cycles/<int:cycle_id>/annuler", methods=["POST"])

@@ -50,6 +50,7 @@ ACCESS: dict[str, object] = {
     "orders.cycles_generate": ("coordinator",),
     "orders.cycle_edit": ("coordinator",),
     "orders.cycle_cancel": ("coordinator",),
+    "orders.cycle_close_now": ("coordinator",),
     "orders.reprocess_cycle": ("coordinator",),
     "orders.tiers": ("coordinator",),
     "orders.tier_households": ("coordinator",),

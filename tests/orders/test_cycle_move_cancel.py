@@ -320,6 +320,13 @@ def test_moving_the_whole_page_never_gives_a_500(week, client):
         "starts_at": "2026-12-10T17:00", "ends_at": "2026-12-10T20:00"})
     assert response.status_code == 200 and "Distribution déplacée" in response.get_data(as_text=True)
     assert local_times(cycle.id)[0] == "17:00-17:30"
+    # A deadline typed in the past closes the week: the page says so, and no e-mail is promised.
+    response = post_form(client, f"/commandes/cycles/{cycle.id}", {
+        "opens_at": "2026-11-01T08:00", "closes_at": "2026-11-02T12:00",
+        "starts_at": "2026-12-10T17:00", "ends_at": "2026-12-10T20:00"})
+    page = response.get_data(as_text=True)
+    assert "Sa date limite est passée : les commandes se closent dans la minute" in page
+    assert "Les foyers concernés reçoivent un e-mail" not in page
 
 
 # --------------------------------------------------------------------------- moving: one distribution a week

@@ -205,3 +205,27 @@ def test_volunteer_documents_page_queries_do_not_grow_with_documents(app, client
         store_document(data.cycle_id, "grid", f"extra:{n}", "volunteer", f"extra-{n}.pdf", b"%PDF-1.4 extra")
     db.session.commit()
     assert measure() == before
+
+
+def test_coordinator_closes_orders_before_the_deadline_from_the_cycle_page(app, client):
+    data = make_cycle(households=2, due=False)  # the deadline is tomorrow
+    coordinator = UserFactory(roles=["coordinator"])
+    db.session.commit()
+    login(client, coordinator.email)
+    url = f"/commandes/cycles/{data.cycle_id}"
+    page = client.get(url).get_data(as_text=True)
+    assert "Clore les commandes maintenant" in page
+    refused = client.post(f"{url}/clore", data={"csrf_token": csrf_token(page)}, follow_redirects=True)
+    assert "Cochez la case pour confirmer : les commandes restent ouvertes." in refused.get_data(as_text=True)
+    assert db.session.get(Cycle, data.cycle_id).status == "open"
+
+    done = client.post(f"{url}/clore", data={"csrf_token": csrf_token(page), "sure": "y"}, follow_redirects=True)
+    assert "Commandes closes. La finalisation est lancée" in done.get_data(as_text=True)
+    db.session.expire_all()
+    cycle = db.session.get(Cycle, data.cycle_id)
+    assert cycle.status == "closed" and cycle.closed_at is not None and cycle.closed_at < cycle.closes_at
+    close.finalize_cycle(data.cycle_id, inline=True)
+    db.session.expire_all()
+    assert db.session.get(Cycle, data.cycle_id).status == "finalized"
+    again = client.post(f"{url}/clore", data={"csrf_token": csrf_token(page), "sure": "y"}, follow_redirects=True)
+    assert "n&#39;est pas ouverte : rien n&#39;a changé" in again.get_data(as_text=True)
