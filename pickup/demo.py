@@ -28,7 +28,7 @@ def load() -> None:
 
 
 def _distribution_to_prepare() -> None:
-    """Tomorrow's distribution with closed, finalized orders: preparation, desk and PDFs have something to show.
+    """Today's distribution with closed, finalized orders: preparation, desk, its end and PDFs have something to show.
 
     The orders go through the real services (save_order, close_cycle, finalize_cycle) as they would
     on a real Thursday, so the documents and the household accounts are the pipeline's own.
@@ -55,7 +55,8 @@ def _distribution_to_prepare() -> None:
 
     zone = ZoneInfo(site.timezone)
     now = utcnow()
-    day = (now.astimezone(zone) + timedelta(days=1)).date()
+    # Today, as on a real Thursday: the desk takes payments into today's till and the distribution can be ended.
+    day = now.astimezone(zone).date()
     times = slot_times(schedule, day, zone)
     cycle = Cycle(site_id=site.id, schedule_id=None, week=None, status="open", note=THURSDAY_NOTE,
                   opens_at=now - timedelta(days=6), closes_at=now + timedelta(minutes=5),

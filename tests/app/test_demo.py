@@ -81,7 +81,7 @@ def test_demo_looks_like_the_real_cafe(app, client, runner):
 
 
 def test_demo_has_a_distribution_to_prepare_with_its_documents(app, client, runner):
-    """A volunteer trying the demo finds bags to prepare and the printed lists of tomorrow."""
+    """A volunteer trying the demo finds today's bags to prepare, their printed lists, and can end the day."""
     from app.models import Document
     from pickup.demo import THURSDAY_NOTE
 
@@ -95,6 +95,10 @@ def test_demo_has_a_distribution_to_prepare_with_its_documents(app, client, runn
     page = client.get("/retrait/preparation").get_data(as_text=True)
     assert "Aucune distribution en cours" not in page
     assert "Famille" in page
+    from app.timeutil import local_today
+
+    assert cycle.distribution_date == local_today()
+    assert "Terminer la distribution" in client.get("/retrait/accueil").get_data(as_text=True)
 
 
 def test_loading_again_keeps_what_households_changed_and_the_weeks_ahead_have_the_catalogue(app, runner):
