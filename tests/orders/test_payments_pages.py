@@ -435,3 +435,14 @@ def test_coordinator_topup_on_a_distribution_day_goes_into_that_distributions_ti
     till = html.unescape(client.get("/retrait/caisse").get_data(as_text=True)).replace("\xa0", " ")
     assert '<dd id="caisse-versements-especes">+ 20,00 €' in till
     assert '<dd id="caisse-especes-attendues"><strong>20,00 €</strong>' in till
+
+
+def test_the_coordinator_reads_the_households_account_in_the_third_person(client, coordinator):
+    import html
+
+    household = HouseholdFactory(name="Foyer Durand")
+    record_entry(household.id, 500, "topup", "topup:test:1")
+    db.session.commit()
+    login(client, coordinator.email)
+    page = html.unescape(client.get(f"/commandes/soldes/{household.id}").get_data(as_text=True))
+    assert "C'est un avoir : il sert à payer ses prochaines commandes." in page and "vos" not in page
