@@ -552,11 +552,15 @@ class BagLine:
     prepared: Decimal | None = None
     #: Bulk: why the household gets less than it ordered (orders.bulk.BulkOutcome.reason); None otherwise.
     reason: str | None = None
+    #: An AMAP season basket: paid by the contract's cheques, so its 0 is « réglé par contrat », not a price.
+    contract: bool = False
 
     @property
     def estimated(self) -> bool:
-        """The amount is an estimate: a product sold by weight, not weighed yet, and something to weigh."""
-        return self.sold_by_weight and self.prepared is None and self.allocated > 0
+        """The amount is an estimate: a product sold by weight, not weighed yet, and something to weigh.
+
+        Never an AMAP basket: the contract paid it, whatever it weighs."""
+        return self.sold_by_weight and self.prepared is None and self.allocated > 0 and not self.contract
 
 
 @dataclass
@@ -571,6 +575,21 @@ class Bag:
     total_cents: int
     due_cents: int
     lines: list[BagLine] = field(default_factory=list)
+
+    @property
+    def has_contract(self) -> bool:
+        """Whether the bag holds an AMAP season basket."""
+        return any(line.contract for line in self.lines)
+
+    @property
+    def costs_nothing(self) -> bool:
+        """Nothing to pay, now or after weighing (an AMAP basket alone, say): no amount worth printing."""
+        return not self.total_cents and not self.due_cents and not any(line.estimated for line in self.lines)
+
+    @property
+    def paid_by_contract(self) -> bool:
+        """The bag is paid by its AMAP contract alone: the desk has nothing to take."""
+        return self.has_contract and self.costs_nothing
 
 
 def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_due: bool = True) -> list[Bag]:
@@ -597,7 +616,7 @@ def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_du
     lines = db.session.execute(
         sa.select(OrderLine.order_id, Product.name, Producer.name, Product.unit, OrderLine.quantity,
                   OrderLine.quantity_allocated, OrderLine.unit_price_cents, Product.case_size, OrderLine.id,
-                  OrderLine.quantity_prepared, Product.sold_by_weight, OrderLine.offer_id)
+                  OrderLine.quantity_prepared, Product.sold_by_weight, OrderLine.offer_id, OrderLine.contract_id)
         .join(Offer, Offer.id == OrderLine.offer_id)
         .join(Product, Product.id == Offer.product_id)
         .join(Producer, Producer.id == Product.producer_id)
@@ -612,15 +631,16 @@ def bags(cycle_id: int, slot_id: int | None, part: int | None = None, *, with_du
         if line.case_size is not None and line.quantity_allocated is not None
         and line.quantity_allocated < line.quantity
     )
-    for order_id, name, producer, unit, quantity, allocated, price, case_size, _id, prepared, by_weight, offer_id \
-            in lines:
+    for order_id, name, producer, unit, quantity, allocated, price, case_size, _id, prepared, by_weight, offer_id, \
+            contract_id in lines:
         given = allocated if allocated is not None else quantity
         charged = prepared if prepared is not None else given
         outcome = outcomes.get(offer_id)
         result[order_id].lines.append(
             BagLine(name, producer, unit, quantity, given, price, line_total_cents(price, charged),
                     case_size is not None, sold_by_weight=bool(by_weight), prepared=prepared,
-                    reason=outcome.reason(quantity, allocated) if outcome else None)
+                    reason=outcome.reason(quantity, allocated) if outcome else None,
+                    contract=contract_id is not None)
         )
     return list(result.values())
 
