@@ -32,11 +32,14 @@ from producers.forms import ImportForm, OffersForm, ProducerForm, ProductForm
 from producers.models import Offer, Producer, Product
 from producers.services import (
     CatalogueError,
+    DemandWeek,
     PhotoLimits,
     ProductData,
     cycles_around,
-    demand,
+    delivery_csv,
     demand_csv,
+    demand_page,
+    demand_weeks,
     export_catalogue,
     households_ordering,
     import_catalogue_file,
@@ -246,14 +249,14 @@ def _save_offers(cycle_id: int, producer_id: int, products: list[Product],
     return errors, withdrawn
 
 
-def _demand_cycle() -> Cycle | None:
-    """The cycle asked for (404 if there is none such), else the open one, else None."""
+def _demand_cycle(weeks: list[DemandWeek]) -> Cycle | None:
+    """The cycle asked for (404 if there is none such), else the week to deliver, else the open one, else None."""
     # Imported here: orders.services imports this package's models.
     from orders.services import current_cycle
 
     raw = request.args.get("cycle_id", "")
     if not raw:
-        return current_cycle()
+        return next((week.cycle for week in weeks if week.stage == "deliver"), None) or current_cycle()
     cycle = db.session.get(Cycle, int(raw)) if raw.isdigit() and len(raw) <= 9 else None
     return cycle or abort(404)
 
@@ -261,24 +264,26 @@ def _demand_cycle() -> Cycle | None:
 @bp.route("/demande", endpoint="demand")
 @roles_required("producer")
 def demand_view():
-    """Live demand of the cycle: the producer's own products, per slot (coordinator: any producer or all)."""
-    cycle = _demand_cycle()
+    """Demand of a week: live while households order, what to deliver once allocated (coordinator: any producer)."""
+    weeks = demand_weeks()
+    cycle = _demand_cycle(weeks)
     producer_id = None if current_user.has_role("coordinator") and not request.args.get("producer_id") \
         else _producer_id()
+    scope = _scope_args(producer_id) if producer_id else {}
     if cycle is None:
         last, upcoming = cycles_around()
-        return render_template("producers/demand_none.html", last=last, upcoming=upcoming,
-                               scope=_scope_args(producer_id) if producer_id else {})
+        return render_template("producers/demand_none.html", last=last, upcoming=upcoming, scope=scope)
     producer = db.session.get(Producer, producer_id) if producer_id else None
     with_names = current_user.has_role("coordinator") or bool(producer and producer.show_household_names)
-    rows, slots = demand(cycle.id, producer_id, with_names=with_names)
+    page = demand_page(cycle, producer_id, with_names=with_names)
     if request.args.get("format") == "csv":
-        text = demand_csv(rows, slots, local_time)
+        text = (delivery_csv if page.final else demand_csv)(page.rows, page.slots, local_time)
+        stem = "a-livrer" if page.final else "demande"
         return Response("\ufeff" + text, mimetype="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="demande-{cycle.distribution_date}.csv"'})
-    return render_template("producers/demand.html", cycle=cycle, rows=rows, slots=slots, producer=producer,
-                           with_names=with_names, scope=_scope_args(producer_id) if producer_id else {})
-
+            "Content-Disposition": f'attachment; filename="{stem}-{cycle.distribution_date}.csv"'})
+    return render_template("producers/demand.html", cycle=cycle, page=page, rows=page.rows, slots=page.slots,
+                           producer=producer, with_names=with_names, scope=scope, weeks=weeks,
+                           several_sites=len({week.cycle.site_id for week in weeks}) > 1)
 
 
 # --------------------------------------------------------------------------- coordinator

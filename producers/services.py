@@ -608,6 +608,11 @@ def _offer_in_coming_weeks(cycle: Cycle, offer: Offer) -> int:
 
 # --------------------------------------------------------------------------- demand
 
+#: Cycle statuses whose lines are allocated for good: the purchase order's quantities are final.
+ALLOCATED_STATUSES = ("finalized", "distributed", "archived")
+#: Weeks offered at most on the demand page's week chooser.
+DEMAND_WEEKS = 12
+
 
 @dataclass
 class DemandRow:
@@ -622,6 +627,8 @@ class DemandRow:
     tolerance: Decimal = Decimal(0)
     by_slot: dict = field(default_factory=dict)
     by_household: list = field(default_factory=list)
+    #: What no slot column holds (AMAP baskets of a household without a slot, say): the columns add up.
+    no_slot: Decimal = Decimal(0)
 
     @property
     def full_cases(self) -> int | None:
@@ -636,6 +643,102 @@ class DemandRow:
         if not self.case_size:
             return None
         return self.quantity % self.case_size
+
+
+@dataclass
+class DeliveryRow:
+    """What the producer delivers of one product once the week is allocated: a line of its purchase order."""
+
+    product: str
+    unit: str
+    case_size: Decimal | None
+    #: Allocated: what is to be delivered (whole cases only, for a bulk product).
+    quantity: Decimal
+    ordered: Decimal
+    #: AMAP season baskets, apart from the same product bought in the week (as on the purchase order).
+    contract: bool = False
+    by_slot: dict = field(default_factory=dict)
+    by_household: list = field(default_factory=list)
+    no_slot: Decimal = Decimal(0)
+
+    @property
+    def full_cases(self) -> int | None:
+        """Whole cases to deliver (bulk products)."""
+        if not self.case_size:
+            return None
+        return int(self.quantity // self.case_size)
+
+    @property
+    def case_rest(self) -> Decimal | None:
+        """Units beyond the whole cases (none for bulk: only whole cases are bought)."""
+        if not self.case_size:
+            return None
+        return self.quantity % self.case_size
+
+    @property
+    def not_bought(self) -> bool:
+        """A bulk product ordered but not bought: no case was filled."""
+        return bool(self.case_size) and not self.quantity and self.ordered > 0
+
+    @property
+    def withdrawn(self) -> bool:
+        """Ordered, yet nothing to deliver and not for want of a full case: the product was withdrawn."""
+        return not self.case_size and not self.quantity and self.ordered > 0
+
+
+@dataclass
+class DemandPage:
+    """The demand page of one cycle: the live demand, or once allocated, what is to be delivered."""
+
+    #: True once the cycle is allocated: rows are DeliveryRows, the purchase order's final figures.
+    final: bool
+    rows: list
+    slots: list[Slot]
+
+    @property
+    def has_no_slot(self) -> bool:
+        """Some quantity has no slot: the page and the CSV add a « sans créneau » column."""
+        return any(row.no_slot for row in self.rows)
+
+
+@dataclass
+class DemandWeek:
+    """A week on the demand page's chooser, and where it stands for the producer."""
+
+    cycle: Cycle
+    site: str
+    #: "deliver" (closed, distribution to come), "ordering" (open), "past" (distribution over).
+    stage: str
+
+
+def _cycle_slots(cycle_id: int) -> list[Slot]:
+    """The cycle's slots, in the day's order."""
+    return list(db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id).order_by(Slot.starts_at)))
+
+
+def _set_no_slot(rows: list, slots: list[Slot]) -> None:
+    """Each row's quantity the slot columns leave out, so that the columns add up to its total."""
+    for row in rows:
+        row.no_slot = row.quantity - sum((row.by_slot.get(slot.id, Decimal(0)) for slot in slots), Decimal(0))
+
+
+def is_allocated(cycle: Cycle) -> bool:
+    """Whether the cycle's lines are allocated: finalized or later, or closed with the close's first step done."""
+    if cycle.status in ALLOCATED_STATUSES:
+        return True
+    if cycle.status != "closed":
+        return False
+    from app.models import FinalizeStep
+
+    return db.session.scalar(sa.select(FinalizeStep.status).where(
+        FinalizeStep.cycle_id == cycle.id, FinalizeStep.name == "prepare")) == "done"
+
+
+def demand_page(cycle: Cycle, producer_id: int | None, with_names: bool = False) -> DemandPage:
+    """The live demand while households order; once allocated, what is to be delivered (the purchase order's)."""
+    if is_allocated(cycle):
+        return DemandPage(True, *delivery(cycle.id, producer_id, with_names))
+    return DemandPage(False, *demand(cycle.id, producer_id, with_names))
 
 
 def demand(cycle_id: int, producer_id: int | None, with_names: bool = False) -> tuple[list[DemandRow], list[Slot]]:
@@ -680,8 +783,80 @@ def demand(cycle_id: int, producer_id: int | None, with_names: bool = False) -> 
                 rows[offer_id].by_household.append((name, qty))
         for row in rows.values():
             row.by_household.sort(key=lambda pair: folded_sort_key(pair[0]))
-    slots = list(db.session.scalars(sa.select(Slot).where(Slot.cycle_id == cycle_id).order_by(Slot.starts_at)))
+    slots = _cycle_slots(cycle_id)
+    _set_no_slot(list(rows.values()), slots)
     return list(rows.values()), slots
+
+
+def delivery(cycle_id: int, producer_id: int | None,
+             with_names: bool = False) -> tuple[list[DeliveryRow], list[Slot]]:
+    """What is to be delivered per product and slot once the cycle is allocated, in a fixed number of queries.
+
+    The figures are the purchase order's (orders.documents.aggregate: allocated quantities, AMAP baskets
+    apart). Products ordered but not delivered (no case filled, product withdrawn) stay, at 0, so the
+    producer reads why they are not on the order.
+    """
+    from orders.close import ACTIVE_ORDER_STATUSES
+    from orders.documents import aggregate
+
+    rows = {(p.product_id, p.contract): DeliveryRow(p.name, p.unit, p.case_size, p.quantity, p.ordered,
+                                                    p.contract, dict(p.per_slot))
+            for purchase in aggregate(cycle_id, producer_id).values() for p in purchase
+            if p.quantity > 0 or p.ordered > 0}
+    if with_names and rows:
+        from app.models import Household
+
+        names = (sa.select(Offer.product_id, OrderLine.contract_id.is_not(None), Household.name,
+                           OrderLine.quantity_allocated)
+                 .join(Order, Order.id == OrderLine.order_id)
+                 .join(Household, Household.id == Order.household_id)
+                 .join(Offer, Offer.id == OrderLine.offer_id)
+                 .join(Product, Product.id == Offer.product_id)
+                 .where(Offer.cycle_id == cycle_id, Order.status.in_(ACTIVE_ORDER_STATUSES),
+                        OrderLine.quantity_allocated > Decimal(0),
+                        *([Product.producer_id == producer_id] if producer_id is not None else [])))
+        given: dict[tuple, dict[str, Decimal]] = {}
+        for product_id, contract, name, quantity in db.session.execute(names):
+            per_name = given.setdefault((product_id, bool(contract)), {})
+            per_name[name] = per_name.get(name, Decimal(0)) + quantity
+        for key, per_name in given.items():
+            if key in rows:
+                rows[key].by_household = sorted(per_name.items(), key=lambda pair: folded_sort_key(pair[0]))
+    result = sorted(rows.values(), key=lambda row: (folded_sort_key(row.product), row.contract))
+    slots = _cycle_slots(cycle_id)
+    _set_no_slot(result, slots)
+    return result, slots
+
+
+def demand_weeks(now: datetime | None = None) -> list[DemandWeek]:
+    """The weeks a producer follows, from the last distribution handed out to the weeks open for orders.
+
+    Weeks to deliver come first (the earliest first), then the weeks open for orders, then the weeks whose
+    distribution is over (the latest first); at most DEMAND_WEEKS, in one query.
+    """
+    from pickup.models import Site
+
+    now = now or utcnow()
+    last_handed_out = (sa.select(sa.func.max(Cycle.distribution_date))
+                       .where(Cycle.status.in_(("distributed", "archived"))).scalar_subquery())
+    found = db.session.execute(
+        sa.select(Cycle, Site.name).join(Site, Site.id == Cycle.site_id)
+        .where(Cycle.status.in_(("open", "closed", "finalized", "distributed", "archived")),
+               sa.or_(last_handed_out.is_(None), Cycle.distribution_date >= last_handed_out))
+        .order_by(Cycle.distribution_date.desc(), Cycle.id.desc()).limit(DEMAND_WEEKS)).all()
+    weeks = []
+    for cycle, site in found:
+        if cycle.status == "open":
+            stage = "ordering"
+        elif cycle.status in ("closed", "finalized") and cycle.distribution_ends_at > now:
+            stage = "deliver"
+        else:
+            stage = "past"
+        weeks.append(DemandWeek(cycle, site, stage))
+    order = {"deliver": 0, "ordering": 1, "past": 2}
+    ahead = sorted((w for w in weeks if w.stage != "past"),
+                   key=lambda w: (order[w.stage], w.cycle.distribution_date, w.cycle.id))
+    return ahead + [w for w in weeks if w.stage == "past"]
 
 
 def cycles_around(now: datetime | None = None) -> tuple[Cycle | None, Cycle | None]:
@@ -696,18 +871,45 @@ def cycles_around(now: datetime | None = None) -> tuple[Cycle | None, Cycle | No
 
 
 def demand_csv(rows: list[DemandRow], slots: list[Slot], local_time) -> str:
-    """Demand as CSV: one row per product, one column per slot; units in words, as on the purchase order."""
+    """Demand as CSV: one row per product, one column per slot (and « sans créneau » when some quantity has
+    none, so the columns add up); units in words, as on the purchase order."""
     # Imported here: orders imports this package's models.
     from orders.routes import unit_label
 
+    no_slot = any(row.no_slot for row in rows)
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
     writer.writerow(["produit", "unite", "quantite", "tolerance", "colis_complets"]
-                    + [f"creneau {local_time(s.starts_at)}" for s in slots])
+                    + [f"creneau {local_time(s.starts_at)}" for s in slots] + (["sans creneau"] if no_slot else []))
     for row in rows:
-        writer.writerow([text_cell(row.product), unit_label(row.unit), _fmt_decimal(row.quantity), _fmt_decimal(row.tolerance),
-                         "" if row.full_cases is None else row.full_cases]
-                        + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots])
+        writer.writerow([text_cell(row.product), unit_label(row.unit), _fmt_decimal(row.quantity),
+                         _fmt_decimal(row.tolerance), "" if row.full_cases is None else row.full_cases]
+                        + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots]
+                        + ([_fmt_decimal(row.no_slot)] if no_slot else []))
+    return out.getvalue()
+
+
+def delivery_csv(rows: list[DeliveryRow], slots: list[Slot], local_time) -> str:
+    """What is to be delivered as CSV: the purchase order's quantities per product and slot, with what was
+    ordered and why a product ordered is not delivered."""
+    from orders.routes import unit_label
+
+    no_slot = any(row.no_slot for row in rows)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(["produit", "unite", "a_livrer", "commande", "colis_complets", "remarque"]
+                    + [f"creneau {local_time(s.starts_at)}" for s in slots] + (["sans creneau"] if no_slot else []))
+    for row in rows:
+        if row.not_bought:
+            note = _("non acheté : aucun colis complet")
+        elif row.withdrawn:
+            note = _("non livré : produit retiré")
+        else:
+            note = _("panier AMAP") if row.contract else ""
+        writer.writerow([text_cell(row.product), unit_label(row.unit), _fmt_decimal(row.quantity),
+                         _fmt_decimal(row.ordered), "" if row.full_cases is None else row.full_cases, note]
+                        + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots]
+                        + ([_fmt_decimal(row.no_slot)] if no_slot else []))
     return out.getvalue()
 
 
