@@ -304,6 +304,14 @@ class _Line:
     total_cents: int
     missing: bool
 
+    @property
+    def partly_missing(self) -> bool:
+        """Short but something was received: the quantity printed is what came, as the order page says.
+
+        Read from the quantity every snapshot already holds, so receipts issued before say it too.
+        """
+        return self.missing and self.quantity > 0
+
 
 @dataclass
 class _Payment:

@@ -360,7 +360,8 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
         payment_form = PaymentForm(formdata=None)
         payment_form.token.data = secrets.token_hex(16)
         payment_form.method.data = "cash"
-        if due:
+        # An estimate is not offered as the amount to take: the bag is weighed first (the page says so).
+        if due and not bag.amount_estimated:
             payment_form.amount.data = cents_to_input(due)
     collector = db.session.get(User, bag.pickup.collected_by_id) if (
         bag.pickup and bag.pickup.collected_by_id) else None

@@ -110,6 +110,16 @@ def quantity_to_pack(line: OrderLine) -> Decimal:
     return line.charged_quantity if line.missing else expected_quantity(line)
 
 
+def awaits_weighing(line: OrderLine) -> bool:
+    """A product sold by weight with something to weigh that nobody weighed yet (a shortage counts as weighed)."""
+    return bool(line.offer.product.sold_by_weight) and line.quantity_prepared is None and expected_quantity(line) > 0
+
+
+def lines_priced_on_weighing(lines) -> list[OrderLine]:
+    """The lines whose price is still an estimate: awaiting the weighing, and not free (an AMAP basket)."""
+    return [line for line in lines if awaits_weighing(line) and line.unit_price_cents > 0]
+
+
 def _money_after_change(order_id: int) -> int:
     """Recompute the order total and move the ledger by the difference; returns the ledger delta."""
     from orders.ledger import sync_order_charge
@@ -197,6 +207,22 @@ class Bag:
     def lines_to_pack(self) -> list[OrderLine]:
         """The lines to put in the bag and tick: a shortage leaves out only a product nothing was received of."""
         return [line for line in self.lines if quantity_to_pack(line) > 0]
+
+    @property
+    def lines_to_weigh(self) -> list[OrderLine]:
+        """Products sold by weight still to weigh, whose price, so the bag's amount, is an estimate until then.
+
+        None once the bag is handed out: nothing can be weighed any more, the amount is what it is (as for
+        receipts). Read from the lines already loaded: no query.
+        """
+        if self.status == "collected":
+            return []
+        return lines_priced_on_weighing(self.order.lines)
+
+    @property
+    def amount_estimated(self) -> bool:
+        """The bag's amount (and what it owes) is an estimate until its products sold by weight are weighed."""
+        return bool(self.lines_to_weigh)
 
 
 @dataclass
@@ -361,6 +387,9 @@ def record_weight(
     _money_after_change(line.order_id)
     if cleared:
         _tell_household_of_shortage(line.order)
+    elif any(other.missing for other in line.order.lines):
+        # A shortage e-mail still waiting gives an estimated amount: it now says the weight known.
+        _tell_household_of_shortage(line.order, rewrite_only=True)
     return line
 
 
@@ -417,6 +446,9 @@ def _shortage_mail(order: Order) -> tuple[str, str] | None:
         sa.select(Shortfall.order_line_id, Shortfall.amount_cents)
         .where(Shortfall.order_line_id.in_([line.id for line in missing]))
     ).all())
+    # The unit words live with the order pages; imported when needed, as orders.documents does.
+    from orders.routes import unit_label
+
     items, given_back, producer_to_see = [], 0, False
     for line in sorted(missing, key=lambda line: line.offer.product.name):
         product = line.offer.product.name
@@ -426,8 +458,11 @@ def _shortage_mail(order: Order) -> tuple[str, str] | None:
         if received == 0:
             what = _("%(product)s manque", product=product)
         else:
-            what = _("%(product)s : vous recevrez %(received)s au lieu de %(expected)s", product=product,
-                     received=_fmt_qty(received), expected=_fmt_qty(expected_quantity(line)))
+            expected = expected_quantity(line)
+            what = _("%(product)s : vous recevrez %(received)s %(unit)s au lieu de %(expected)s %(expected_unit)s",
+                     product=product, received=_fmt_qty(received),
+                     unit=unit_label(line.offer.product.unit, received), expected=_fmt_qty(expected),
+                     expected_unit=unit_label(line.offer.product.unit, expected))
         if amount:
             what += " " + _("(%(amount)s retirés de la commande)", amount=format_cents(amount))
         else:
@@ -449,20 +484,30 @@ def _shortage_mail(order: Order) -> tuple[str, str] | None:
     if producer_to_see:
         paragraphs.append(_("Votre panier AMAP manquait cette semaine : l'association verra avec le producteur "
                             "comment le remplacer ou le rembourser, et vous tiendra au courant."))
-    paragraphs += [
-        _("Nouveau montant de la commande : %(total)s.", total=format_cents(order.total_cents)),
-        _("Merci de votre compréhension. L'équipe du café"),
-    ]
+    to_weigh = lines_priced_on_weighing(order.lines)
+    if to_weigh:
+        # Not a final amount: a product sold by weight is priced on the weight prepared, still to come.
+        paragraphs.append(ngettext(
+            "Montant estimé : ≈ %(total)s (le poids de ce produit reste à peser : %(names)s). "
+            "Le montant exact sera connu après la pesée.",
+            "Montant estimé : ≈ %(total)s (le poids de ces produits reste à peser : %(names)s). "
+            "Le montant exact sera connu après la pesée.",
+            len(to_weigh), total=format_cents(order.total_cents),
+            names=", ".join(sorted(line.offer.product.name for line in to_weigh))))
+    else:
+        paragraphs.append(_("Nouveau montant de la commande : %(total)s.", total=format_cents(order.total_cents)))
+    paragraphs.append(_("Merci de votre compréhension. L'équipe du café"))
     subject = ngettext("Un produit manque dans votre sac", "%(num)d produits manquent dans votre sac", len(missing))
     return subject, "\n\n".join(paragraphs)
 
 
-def _tell_household_of_shortage(order: Order, now: datetime | None = None) -> None:
+def _tell_household_of_shortage(order: Order, now: datetime | None = None, rewrite_only: bool = False) -> None:
     """Queue, or rewrite while unsent, ONE e-mail per address summarising the bag's shortages.
 
     The message is held back for shortage_mail_delay() so the other missing products of the bag join
     it; marking the bag ready releases it at once. A shortage found after it was sent queues a
-    follow-up that again sums up the whole bag.
+    follow-up that again sums up the whole bag. With ``rewrite_only`` (a weight recorded, no shortage
+    changed) only a message still unsent is rewritten: a new weight alone is no reason for another e-mail.
     """
     from app.models import OutboxMessage
     from app.outbox import queue_message
@@ -495,7 +540,7 @@ def _tell_household_of_shortage(order: Order, now: datetime | None = None) -> No
                 )
             if done.rowcount == 1:
                 continue
-        if mail is None or (latest is not None and latest.body == mail[1]):
+        if rewrite_only or mail is None or (latest is not None and latest.body == mail[1]):
             continue
         # The key column holds 200 characters; an address longer than 140 is cut (recipient stays whole).
         key = prefix + email[:140] if not earlier else f"{prefix}{email[:140]}:{len(earlier) + 1}"
@@ -535,7 +580,7 @@ def mark_prepared(order_id: int, ticked_line_ids: set[int], *, cycle_id: int, us
             _("Cochez chaque produit mis dans le sac. Pas encore coché : %(names)s.",
               names=", ".join(line.offer.product.name for line in unticked))
         )
-    unweighed = [line for line in todo if line.offer.product.sold_by_weight and line.quantity_prepared is None]
+    unweighed = [line for line in todo if awaits_weighing(line)]
     if unweighed:
         raise PickupError(
             _("Pesez d'abord : %(names)s.", names=", ".join(line.offer.product.name for line in unweighed))

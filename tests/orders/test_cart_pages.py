@@ -1,6 +1,7 @@
 """The cart pages through the real forms: ordering, changing, bad input, assisted ordering."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from app.db import utcnow
 from app.extensions import db
 from app.models import OutboxMessage
+from app.templating import local_date
 from orders.models import Order, OrderLine
 from pickup.models import Slot
 from producers.models import Offer
@@ -348,3 +350,31 @@ def test_between_two_weeks_the_cart_says_when_the_next_one_opens_and_links_the_o
     assert "Aucune commande de la semaine n'est ouverte en ce moment." in page
     assert "La prochaine ouvre le vendredi 1er mars 08:00 (distribution du" in page
     assert 'href="/commandes/mes-commandes"' in page
+
+
+def test_history_says_when_the_bag_was_collected_or_that_it_was_not(app, client):
+    """Confirmed orders read « retirée le … » once the bag is handed out, « non retirée » for a no-show."""
+    from app.models import Household
+    from pickup import services as pickup
+    from pickup.models import Pickup
+    from tests.pickup.conftest import make_thursday
+
+    thursday = make_thursday()
+    household = db.session.get(Household, thursday.dupont.household_id)
+    UserFactory(email="marie@example.org", household=household, roles=["member"])
+    earlier = CycleFactory(status="distributed", opens_at=utcnow() - timedelta(days=20),
+                           closes_at=utcnow() - timedelta(days=16))
+    missed = OrderFactory(cycle_id=earlier.id, household_id=household.id, total_cents=500)
+    db.session.add(Pickup(order_id=missed.id, no_show=True))
+    db.session.commit()
+    login(client, "marie@example.org")
+
+    def states():
+        page = client.get("/commandes/mes-commandes").get_data(as_text=True)
+        return [" ".join(cell.split()) for cell in re.findall(r'data-label="État">(.*?)</td>', page, re.S)]
+
+    assert states() == ["confirmée", "non retirée"]
+    pickup.collect_bag(thursday.dupont.id, cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    day = local_date(thursday.cycle.distribution_date)
+    assert states() == [f"retirée le {day}", "non retirée"]

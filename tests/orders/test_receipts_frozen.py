@@ -367,3 +367,32 @@ def test_a_paid_bag_never_weighed_gets_its_receipt_at_the_end_of_the_distributio
     pickup.end_distribution(thursday.cycle.id)
     db.session.commit()
     assert [r.order_id for r in _receipts()] == [thursday.dupont.id]
+
+
+def test_a_product_partly_missing_reads_so_on_the_receipt_and_a_snapshot_issued_before_says_it_too(
+        app, client, tmp_path):
+    """0,3 kg of the 1,5 kg of apples came, the salad not at all: « manquant en partie », then « manquant »."""
+    from pickup import services as pickup
+    from tests.pickup.conftest import make_thursday
+
+    thursday = make_thursday()
+    user = UserFactory(email="marie@example.org", household_id=thursday.dupont.household_id, roles=["member"])
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    for product, received in ((thursday.apples, "0.3"), (thursday.salad, "0")):
+        pickup.record_shortage(thursday.line(thursday.dupont, product).id, Decimal(received),
+                               cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    [receipt] = receipts()
+    login(client, user.email)
+    text = pdf(client, receipt, tmp_path)
+    assert row(text, "Pommes") == "Pommes (manquant en partie) 0,3 kg 3,20 € / kg 0,96 €"
+    assert row(text, "Salade") == "Salade (manquant) 0 pièce 1,50 € / pièce 0,00 €"
+
+    # A receipt frozen with the snapshot's first shape (no unit, no missing key) still prints.
+    receipt.snapshot = {**receipt.snapshot, "lines": [
+        {"product": "Pommes", "quantity": "0.300", "unit_price_cents": 320, "total_cents": 96, "missing": True},
+        {"product": "Miel", "quantity": "1.000", "unit_price_cents": 500, "total_cents": 500}]}
+    db.session.commit()
+    text = pdf(client, receipt, tmp_path)
+    assert row(text, "Pommes") == "Pommes (manquant en partie) 0,3 3,20 € 0,96 €"
+    assert row(text, "Miel") == "Miel 1 5,00 € 5,00 €"

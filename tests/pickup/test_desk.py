@@ -607,3 +607,54 @@ def test_the_till_lists_bags_handed_over_unpaid_in_a_fixed_number_of_queries(cli
     page = _till(client)
     assert page.count("1,50 €</td>") == 5 and "Total (7 sacs)" in page and "13,00 €" in page
     assert statements() == before
+
+
+def _amount_input(page: str) -> str:
+    """The payment form's amount field as written in the page."""
+    return re.search(r'<input[^>]*name="amount"[^>]*>', page).group(0)
+
+
+def test_an_amount_waiting_for_the_scale_reads_as_an_estimate_and_is_not_offered_as_the_amount_to_take(
+        client, thursday):
+    """Dupont's 1,5 kg of apples are sold by weight and not weighed: 6,30 € is an estimate until they are."""
+    from decimal import Decimal
+
+    from pickup import services
+
+    login(client, thursday.volunteer_email)
+    listing = text(client.get("/retrait/accueil?q=dupont")).replace("\xa0", " ")
+    assert "À payer : ≈ 6,30 € (estimé : pesée à faire)" in listing and "À payer : 6,30 €" not in listing
+    page = text(client.get(_desk_url(thursday.dupont))).replace("\xa0", " ")
+    assert re.search(r'<dd id="montant-commande">≈ 6,30 € <span class="estimate">\(estimé : pesée à faire\)', page)
+    assert '≈ <strong id="reste-a-payer">6,30 €</strong> <span class="estimate">(estimé : pesée à faire)' in page
+    assert "Pommes : 1,5 kg · ≈ 4,80 €" in page and "à peser" in page
+    # The volunteer is told to weigh first, and the estimate is not typed in for them.
+    assert "Pesez d'abord le sac : le prix de Pommes dépend de son poids." in page
+    assert 'value=""' in _amount_input(page)
+    # A bag without anything sold by weight still gets its exact amount, written in.
+    martin = text(client.get(_desk_url(thursday.martin))).replace("\xa0", " ")
+    assert "≈" not in martin and "pesée à faire" not in martin and 'value="7,50"' in _amount_input(martin)
+
+    # Weighed: 1,8 kg. The amount is known, said as such and offered again.
+    services.record_weight(thursday.line(thursday.dupont, thursday.apples).id, Decimal("1.8"),
+                           cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    listing = text(client.get("/retrait/accueil?q=dupont")).replace("\xa0", " ")
+    assert "À payer : 7,26 €" in listing and "≈" not in listing and "pesée à faire" not in listing
+    page = text(client.get(_desk_url(thursday.dupont))).replace("\xa0", " ")
+    assert '<strong id="reste-a-payer">7,26 €' in page and "≈" not in page and "Pesez d'abord" not in page
+    assert 'value="7,26"' in _amount_input(page)
+
+
+def test_an_estimate_paid_in_advance_is_not_said_all_paid_and_a_bag_handed_out_is_no_estimate(client, thursday):
+    login(client, thursday.volunteer_email)
+    _pay(client, thursday.dupont, {"method": "cash", "amount": "6,30"})
+    page = text(client.get(_desk_url(thursday.dupont))).replace("\xa0", " ")
+    assert "Le montant estimé est payé. Après la pesée, il peut rester un peu à payer" in page
+    assert "Tout est payé." not in page
+    listing = text(client.get("/retrait/accueil?q=dupont"))
+    assert "Payé" in listing and "(montant estimé : pesée à faire)" in listing
+    # Handed out unweighed: nothing can be weighed any more, the amount is what it is.
+    post_form(client, f"{_desk_url(thursday.dupont)}/remis", {}, form_url=_desk_url(thursday.dupont))
+    page = text(client.get(_desk_url(thursday.dupont)))
+    assert "≈" not in page and "pesée à faire" not in page and "Tout est payé." in page

@@ -55,7 +55,7 @@ def test_three_missing_items_make_one_mail_per_address_held_until_the_bag_is_rea
     assert "3 produits manquent" in body
     assert "Salade manque (1,50 € retirés de la commande)" in body
     assert "Pommes manque (4,80 € retirés de la commande)" in body
-    assert "Œufs (boîte de 6) : vous recevrez 1 au lieu de 2 (3,00 € retirés de la commande)" in body
+    assert "Œufs (boîte de 6) : vous recevrez 1 pièce au lieu de 2 pièces (3,00 € retirés de la commande)" in body
     assert "Nous avons retiré 9,30 € au total" in body
     assert "Nouveau montant de la commande : 3,00 €" in body
 
@@ -133,3 +133,40 @@ def test_the_mail_is_in_the_households_language_not_the_volunteers(client, app, 
     post_form(client, f"/retrait/preparation/ligne/{salad.id}/manque", {f"s{salad.id}-received": "0"}, form_url=bag)
     mail = _mails()[0]
     assert mail.subject == "Un produit manque dans votre sac" and "Salade manque" in mail.body
+
+
+def test_a_total_still_waiting_for_the_scale_is_told_as_an_estimate_and_quantities_carry_their_unit(app, thursday):
+    """The salad is missing while Dupont's 1,5 kg of apples (sold by weight) are not weighed yet."""
+    salad = thursday.line(thursday.dupont, thursday.salad)
+    apples = thursday.line(thursday.dupont, thursday.apples)
+    services.record_shortage(salad.id, Decimal(0), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    body = _mails()[0].body.replace("\xa0", " ")
+    assert "Montant estimé : ≈ 4,80 € (le poids de ce produit reste à peser : Pommes)." in body
+    assert "Nouveau montant" not in body
+
+    # Weighed before the mail left (1,8 kg): the mail waiting is rewritten with the amount now known.
+    services.record_weight(apples.id, Decimal("1.8"), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    mails = _mails()
+    assert len(mails) == 2 and all(m.status == "pending" for m in mails)
+    body = mails[0].body.replace("\xa0", " ")
+    assert "Nouveau montant de la commande : 5,76 €." in body and "≈" not in body and "estimé" not in body
+
+    # Only 0,3 kg of the 1,8 kg weighed is there after all: the quantities say their unit.
+    services.record_shortage(apples.id, Decimal("0.3"), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    body = _mails()[0].body.replace("\xa0", " ")
+    assert "Pommes : vous recevrez 0,3 kg au lieu de 1,5 kg" in body
+
+
+def test_a_weight_recorded_after_the_shortage_mail_left_sends_no_other_mail(app, thursday):
+    salad = thursday.line(thursday.dupont, thursday.salad)
+    services.record_shortage(salad.id, Decimal(0), cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    app.config["MAIL_TRANSPORT"] = "file"
+    assert deliver_pending(now=utcnow() + timedelta(days=1)) == 2
+    services.record_weight(thursday.line(thursday.dupont, thursday.apples).id, Decimal("1.8"),
+                           cycle_id=thursday.cycle.id, user_id=None)
+    db.session.commit()
+    assert [m.status for m in _mails()] == ["sent", "sent"]
