@@ -387,25 +387,18 @@ def hand_back_credit(household_id: int, amount_cents: int, method: str, *, note:
 def distribution_today(household_id: int, today=None):
     """The distribution held today whose till money handed over now belongs to, or None.
 
-    The household's own (it has an order in it) when several sites distribute today, else the only one
-    held today. Away from a distribution day, None: the money did not go through a distribution's till.
+    Only a distribution held today and not yet ended (its till not yet counted) in which the household
+    has an order: the money went through that desk. Otherwise None: it went through no distribution's till.
     """
     from orders.models import Cycle
-    from pickup.services import DISTRIBUTION_STATUSES
 
     today = today or local_today()
-    cycles = db.session.scalars(
-        sa.select(Cycle)
-        .where(Cycle.distribution_date == today, Cycle.status.in_(DISTRIBUTION_STATUSES))
-        .order_by(Cycle.id)
-    ).all()
-    if len(cycles) <= 1:
-        return cycles[0] if cycles else None
-    own = db.session.scalar(
-        sa.select(Order.cycle_id).where(Order.household_id == household_id,
-                                        Order.cycle_id.in_([c.id for c in cycles]))
+    return db.session.scalar(
+        sa.select(Cycle).join(Order, Order.cycle_id == Cycle.id)
+        .where(Cycle.distribution_date == today, Cycle.status.in_(("closed", "finalized")),
+               Order.household_id == household_id)
+        .order_by(Cycle.id).limit(1)
     )
-    return next((c for c in cycles if c.id == own), None)
 
 
 def household_payments(household_id: int) -> list[Payment]:

@@ -300,14 +300,15 @@ def find_bags(cycle_id: int, query: str = "", slot_id: int | None = None, no_slo
     (or those without a slot)."""
     stmt = _bag_query().where(Order.cycle_id == cycle_id)
     text = (query or "").strip()
-    if text.isdigit() and len(text) <= 9:
+    by_number = text.isdigit() and len(text) <= 9
+    if by_number:
         stmt = stmt.where(sa.or_(Order.bag_number == int(text), Household.name.contains(text, autoescape=True)))
     if slot_id is not None:
         stmt = stmt.where(Order.slot_id == slot_id)
     if no_slot:
         stmt = stmt.where(Order.slot_id.is_(None))
     bags = [Bag(*row) for row in db.session.execute(stmt)]
-    words = fold(text).split() if text and not text.isdigit() else []
+    words = fold(text).split() if text and not by_number else []  # a phone number typed finds no bag
     # A distribution's bags are a few hundred at most: the name is compared here, as app.search does.
     return [bag for bag in bags if all(word in fold(bag.household.name) for word in words)]
 
@@ -673,6 +674,13 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
         )
         paid = DeskPaid(payment, amount_cents, change_cents=amount_cents - payment.amount_cents)
         if paid.change_cents and keep_change:
+            _check_money_kept_today(bag)
+            if amount_cents >= 10 * payment.amount_cents:
+                # « 75 » typed for 7,50 € would become 67,50 € of credit nobody handed over.
+                raise PaymentError(_(
+                    "Vérifiez le montant reçu : %(received)s pour %(due)s à payer. Pour mettre de l'argent sur le "
+                    "compte du foyer, utilisez « Verser de l'argent sur le compte du foyer ».",
+                    received=format_cents(amount_cents), due=format_cents(payment.amount_cents)))
             # The form's token makes the top-up's reference too: a second copy of the form stopped above.
             record_topup(bag.household.id, paid.change_cents, method="cash", token=token or "",
                          created_by_id=user_id, cycle_id=cycle_id,
@@ -685,6 +693,13 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
     return paid
 
 
+def _check_money_kept_today(bag: Bag) -> None:
+    """Money kept on an account at the desk is counted in the distribution's till: only on its day."""
+    if db.session.get(Cycle, bag.order.cycle_id).distribution_date != paris_today():
+        raise PickupError(_("Un versement sur le compte se prend le jour de la distribution, dans sa caisse. "
+                            "Avant, la coordination l'enregistre."))
+
+
 def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, user_id: int,
                cheque_number: str | None = None, cheque_bank: str | None = None,
                token: str | None = None) -> LedgerEntry:
@@ -695,6 +710,7 @@ def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, 
     from orders.payments import PaymentAlreadyRecorded, PaymentError, record_topup
 
     bag = get_bag(order_id, cycle_id)
+    _check_money_kept_today(bag)
     try:
         return record_topup(
             bag.household.id, amount_cents, method=method, token=token or "", created_by_id=user_id,

@@ -413,6 +413,12 @@ def test_hand_back_keeps_its_method_and_the_distribution_held_that_day(client, p
     assert "Pas de distribution aujourd'hui" in hand_back({"method": "cash", "amount": "2"})
     thursday = make_thursday()
     db.session.commit()
+    # A distribution the household has no bag in is not its desk: the money left no till there.
+    assert "Pas de distribution aujourd'hui" in text(client.get(url))
+    from tests.factories import OrderFactory
+
+    OrderFactory(cycle_id=thursday.cycle.id, household_id=household.id, status="confirmed")
+    db.session.commit()
     assert "sortent de la caisse de la distribution du" in hand_back(
         {"method": "cheque", "amount": "3", "cheque_number": "0000124"})
     hand_back({"method": "cash", "amount": "1"})

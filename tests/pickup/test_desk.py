@@ -1,9 +1,11 @@
 """Hand-out desk: find a household, take payment, hand the bag over, end the distribution."""
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -658,3 +660,25 @@ def test_an_estimate_paid_in_advance_is_not_said_all_paid_and_a_bag_handed_out_i
     post_form(client, f"{_desk_url(thursday.dupont)}/remis", {}, form_url=_desk_url(thursday.dupont))
     page = text(client.get(_desk_url(thursday.dupont)))
     assert "≈" not in page and "pesée à faire" not in page and "Tout est payé." in page
+
+
+def test_a_slipped_comma_kept_as_change_and_a_phone_number_typed_in_the_search_are_caught(client, thursday):
+    login(client, thursday.volunteer_email)
+    order = thursday.martin  # 7,50 €
+    page = text(_pay(client, order, {"method": "cash", "amount": "75", "change": "keep"})).replace("\xa0", " ")
+    assert "Vérifiez le montant reçu : 75,00 € pour 7,50 € à payer." in html.unescape(page)
+    assert db.session.scalars(sa.select(Payment)).all() == [] and _topups() == []
+    # Given back, the same 75 € shows its change: the volunteer sees the slip.
+    page = text(_pay(client, order, {"method": "cash", "amount": "75", "change": "give"})).replace("\xa0", " ")
+    assert "À rendre : 67,50 €" in page
+    assert "Aucun foyer trouvé" in text(client.get("/retrait/accueil?q=0612345678"))
+
+
+def test_money_is_kept_on_an_account_at_the_desk_only_on_the_distribution_day(app):
+    from pickup.services import PickupError, desk_topup
+
+    later = make_thursday(day=paris_today() + timedelta(days=2), tag=" plus tard")
+    with pytest.raises(PickupError, match="Un versement sur le compte se prend le jour de la distribution"):
+        desk_topup(later.dupont.id, cycle_id=later.cycle.id, method="cash", amount_cents=2000, user_id=None,
+                   token="t1")
+    assert _topups() == []
