@@ -1,7 +1,8 @@
 """Finding a household from what a volunteer types: accents, case and word order aside.
 
 « ecoffier », « Écoffier » and « ÉCOFFIER » find « Mme Hélène Écoffier »; « dupont marie » finds the
-household Dupont whose member is Marie; « 04 75 » finds the household whose phone starts so. SQL's
+household Dupont whose member is Marie; « 04 75 » finds the household whose phone holds those digits.
+SQL's
 LIKE cannot do that on both databases (SQLite folds ASCII letters only, PostgreSQL keeps accents),
 so the households' names, members, addresses and phones are read and compared here: two short
 queries, fine for the few thousand households of an association, on pages volunteers open by hand.
@@ -13,6 +14,7 @@ import unicodedata
 from typing import NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from app.extensions import db
 from app.models import Household, User
@@ -60,7 +62,8 @@ def search_households(text: str | None, limit: int = 20) -> Found:
         known[household_id] = [name, email or ""]
         phones[household_id] = re.sub(r"\D", "", phone or "")
     for household_id, name, email in db.session.execute(
-            sa.select(User.household_id, User.name, User.email).where(User.household_id.is_not(None))):
+            sa.select(User.household_id, User.name, User.email)
+            .where(User.household_id.is_not(None), User.active.is_(True))):
         if household_id in known:
             known[household_id] += [name or "", email or ""]
     hits = []
@@ -75,5 +78,6 @@ def search_households(text: str | None, limit: int = 20) -> Found:
     shown = hits[:limit]
     if not shown:
         return Found([], False)
-    households = {h.id: h for h in db.session.scalars(sa.select(Household).where(Household.id.in_(shown)))}
+    households = {h.id: h for h in db.session.scalars(
+        sa.select(Household).where(Household.id.in_(shown)).options(selectinload(Household.members)))}
     return Found([households[household_id] for household_id in shown], len(hits) > limit)

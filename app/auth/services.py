@@ -271,10 +271,12 @@ def save_household(
     from app.search import fold
     from app.templating import local_date
 
+    renamed = household_id is None or fold(db.session.scalar(
+        sa.select(Household.name).where(Household.id == household_id))) != fold(name)
     others = db.session.execute(
         sa.select(Household.name, Household.created_at)
         .where(Household.active.is_(True), Household.id != (household_id or 0))
-    ).all()
+    ).all() if renamed else []  # an existing twin's other details are saved without asking again
     twin = next((row for row in others if fold(row.name) == fold(name)), None)
     if twin is not None and not same_name_ok:
         raise SameName(_("Un foyer « %(name)s » existe déjà (créé le %(day)s). Si c'est bien un autre foyer, "

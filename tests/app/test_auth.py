@@ -590,3 +590,10 @@ def test_a_second_household_of_the_same_name_needs_the_box_ticked(client):
     created = post_form(client, "/compte/foyers", {**fields, "same_name_ok": "y"})
     assert "Foyer « mme helene ECOFFIER » créé." in text(created)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Household)) == 2
+    # Once both exist, changing a twin's phone asks nothing again.
+    twin = db.session.scalar(sa.select(Household).where(Household.name == "mme helene ECOFFIER"))
+    url = f"/compte/foyers/{twin.id}"
+    saved = post_form(client, url, {**fields, "phone": "04 75 00 00 00"}, form_url=url)
+    assert "Foyer enregistré." in text(saved)
+    db.session.expire_all()
+    assert db.session.get(Household, twin.id).phone == "04 75 00 00 00"

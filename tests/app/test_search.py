@@ -50,3 +50,19 @@ def test_the_assisted_order_page_finds_a_neighbour_without_email_and_shows_how_t
     login(client, volunteer.email)
     page = client.get("/commandes/au-cafe?q=ecoffier").get_data(as_text=True)
     assert "Mme Hélène Écoffier</a> · 04 75 12 34 56" in page and "Pas d&#39;internet" in page
+
+
+def test_the_assisted_order_page_reads_the_members_of_all_households_shown_at_once(app, client, count_queries):
+    volunteer = UserFactory(roles=["volunteer"], household=None)
+    for n in range(2):
+        UserFactory(name=f"Membre {n}", household=HouseholdFactory(name=f"Famille Roux {n}"))
+    db.session.commit()
+    login(client, volunteer.email)
+    with count_queries() as two:
+        assert "Famille Roux 1" in client.get("/commandes/au-cafe?q=roux").get_data(as_text=True)
+    for n in range(2, 8):
+        UserFactory(name=f"Membre {n}", household=HouseholdFactory(name=f"Famille Roux {n}"))
+    db.session.commit()
+    with count_queries() as eight:
+        assert "Famille Roux 7" in client.get("/commandes/au-cafe?q=roux").get_data(as_text=True)
+    assert eight["n"] == two["n"]
