@@ -211,14 +211,19 @@ def shrink_photo(content: bytes, limits: PhotoLimits = PhotoLimits()) -> tuple[b
         raise CatalogueError(_("Cette photo est au format HEIC (iPhone), que le site ne lit pas : envoyez-la en JPEG "
                                "(sur l'iPhone : Réglages, Appareil photo, Formats, « Le plus compatible ») ou faites "
                                "une capture d'écran de la photo."), "photo")
-    too_many_pixels = CatalogueError(_("La photo a trop de pixels (%(mpx)d millions au plus) : choisissez une "
-                                       "résolution plus basse sur l'appareil, ou réduisez-la.",
-                                       mpx=limits.max_pixels // 1_000_000), "photo")
+    def too_many_pixels(allowed: int) -> CatalogueError:
+        return CatalogueError(_("La photo a trop de pixels (%(mpx)d millions au plus) : choisissez une "
+                                "résolution plus basse sur l'appareil, ou réduisez-la.",
+                                mpx=allowed // 1_000_000), "photo")
+
     try:
         # Image.open reads only the header: the size is known before anything is decoded.
         with Image.open(io.BytesIO(content), formats=["JPEG", "PNG", "WEBP"]) as image:
-            if image.width * image.height > limits.max_pixels:
-                raise too_many_pixels
+            # Only a JPEG decodes at a reduced scale (draft below): a PNG or WebP is decoded whole, so it
+            # gets a quarter of the pixels (a 7700 × 7700 one-colour PNG of 249 KB took 750 MB).
+            allowed = limits.max_pixels if image.format in ("JPEG", "MPO") else limits.max_pixels // 4
+            if image.width * image.height > allowed:
+                raise too_many_pixels(allowed)
             kind = image.format
             ratio = limits.max_side / max(image.size)
             if ratio < 1:
@@ -229,7 +234,7 @@ def shrink_photo(content: bytes, limits: PhotoLimits = PhotoLimits()) -> tuple[b
     except CatalogueError:
         raise
     except Image.DecompressionBombError:
-        raise too_many_pixels from None
+        raise too_many_pixels(limits.max_pixels) from None
     except Exception:  # noqa: BLE001 - a damaged file makes Pillow raise OSError, SyntaxError, struct.error...
         kind = None
     if kind not in PHOTO_FORMATS:
@@ -806,7 +811,7 @@ def delivery(cycle_id: int, producer_id: int | None,
     if with_names and rows:
         from app.models import Household
 
-        names = (sa.select(Offer.product_id, OrderLine.contract_id.is_not(None), Household.name,
+        names = (sa.select(Offer.product_id, OrderLine.contract_id.is_not(None), Household.id, Household.name,
                            OrderLine.quantity_allocated)
                  .join(Order, Order.id == OrderLine.order_id)
                  .join(Household, Household.id == Order.household_id)
@@ -815,13 +820,15 @@ def delivery(cycle_id: int, producer_id: int | None,
                  .where(Offer.cycle_id == cycle_id, Order.status.in_(ACTIVE_ORDER_STATUSES),
                         OrderLine.quantity_allocated > Decimal(0),
                         *([Product.producer_id == producer_id] if producer_id is not None else [])))
-        given: dict[tuple, dict[str, Decimal]] = {}
-        for product_id, contract, name, quantity in db.session.execute(names):
-            per_name = given.setdefault((product_id, bool(contract)), {})
-            per_name[name] = per_name.get(name, Decimal(0)) + quantity
-        for key, per_name in given.items():
+        # By household, not by name: two « Famille Martin » get two packs.
+        given: dict[tuple, dict[int, list]] = {}
+        for product_id, contract, household_id, name, quantity in db.session.execute(names):
+            per_household = given.setdefault((product_id, bool(contract)), {})
+            per_household.setdefault(household_id, [name, Decimal(0)])[1] += quantity
+        for key, per_household in given.items():
             if key in rows:
-                rows[key].by_household = sorted(per_name.items(), key=lambda pair: folded_sort_key(pair[0]))
+                rows[key].by_household = sorted(((name, quantity) for name, quantity in per_household.values()),
+                                                key=lambda pair: folded_sort_key(pair[0]))
     result = sorted(rows.values(), key=lambda row: (folded_sort_key(row.product), row.contract))
     slots = _cycle_slots(cycle_id)
     _set_no_slot(result, slots)

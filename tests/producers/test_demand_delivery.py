@@ -299,3 +299,21 @@ def test_week_chooser_names_the_site_when_several_distribute(app, client, week):
     here, there = db.session.get(Site, site).name, db.session.get(Site, other.site_id).name
     assert f"{here}, {local_date(week['cycle'].distribution_date)} (à livrer)" in page
     assert f"{there}, {local_date(other.distribution_date)} (en cours de commande)" in page
+
+
+def test_two_households_of_the_same_name_get_two_packs_on_the_delivery_page(app):
+    """Households may share a name: the breakdown is by household, so a producer prepares two packs, not one."""
+    from app.models import Household
+    from producers.services import delivery
+    from tests.workers.data import make_cycle
+
+    data = make_cycle(households=2, slots=1, producers=1, products_per_producer=1, lines=1)
+    for household_id in data.household_ids:
+        db.session.get(Household, household_id).name = "Famille Martin"
+    db.session.commit()
+    assert close.close_cycle(data.cycle_id)
+    db.session.commit()
+    close.finalize_cycle(data.cycle_id, inline=True)
+    db.session.commit()
+    rows, _slots = delivery(data.cycle_id, data.producer_ids[0], with_names=True)
+    assert rows[0].by_household == [("Famille Martin", Decimal("1.5")), ("Famille Martin", Decimal("1.5"))]
