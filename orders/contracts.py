@@ -38,7 +38,6 @@ from orders.contract_models import (
     ContractOffer,
 )
 from orders.models import Cycle, Order, OrderLine
-from pickup.models import Slot
 from producers.models import Offer, Product
 
 #: Cycles whose orders can still receive or lose contract lines.
@@ -736,16 +735,19 @@ def generate_contract_lines(cycle_id: int, now: datetime | None = None) -> int:
         added += 1
     db.session.flush()
     # A household that emptied its weekly order still gets its basket: only an absence skips it.
-    db.session.execute(
-        sa.update(Order)
-        .where(
+    back = db.session.execute(
+        sa.select(Order.id, Order.slot_id).where(
             Order.cycle_id == cycle.id,
             Order.status == "cancelled",
             Order.id.in_(sa.select(OrderLine.order_id).where(OrderLine.contract_id.is_not(None))),
         )
-        .values(status="confirmed")
-        .execution_options(synchronize_session="fetch")
-    )
+    ).all()
+    if back:
+        # An order an absence cancelled kept its slot and its place there (below): it comes back as it was.
+        db.session.execute(
+            sa.update(Order).where(Order.id.in_([order_id for order_id, _slot in back]), Order.status == "cancelled")
+            .values(status="confirmed").execution_options(synchronize_session="fetch")
+        )
     _cancel_emptied_orders(cycle.id)
     return added
 
@@ -754,24 +756,15 @@ def _cancel_emptied_orders(cycle_id: int) -> None:
     """Cancel the cycle's confirmed orders left without any line, as an emptied cart is (orders.services.save_cart).
 
     An absence that took a household's only line, its AMAP basket, would otherwise leave an empty
-    bag on Thursday's lists. The order's slot place is given back; cancelling the absence brings the
-    order back (the update above)."""
-    emptied = db.session.execute(
-        sa.select(Order.id, Order.slot_id)
+    bag on Thursday's lists. The order keeps its slot and its place there: cancelling the absence before
+    the deadline brings the order back as it was (above), and saving the cart again finds its place held."""
+    db.session.execute(
+        sa.update(Order)
         .where(Order.cycle_id == cycle_id, Order.status == "confirmed",
                ~sa.exists().where(OrderLine.order_id == Order.id))
-    ).all()
-    for order_id, slot_id in emptied:
-        cancelled = db.session.execute(
-            sa.update(Order).where(Order.id == order_id, Order.status == "confirmed")
-            .values(status="cancelled", slot_id=None, total_cents=0)
-            .execution_options(synchronize_session="fetch")
-        ).rowcount
-        if cancelled and slot_id is not None:
-            db.session.execute(
-                sa.update(Slot).where(Slot.id == slot_id, Slot.booked > 0).values(booked=Slot.booked - 1)
-                .execution_options(synchronize_session="fetch")
-            )
+        .values(status="cancelled", total_cents=0)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 def generate_for_coming_cycles(cycle_ids: list[int] | None = None, now: datetime | None = None) -> int:

@@ -429,6 +429,7 @@ def test_money_view_does_not_owe_the_producer_the_baskets_paid_by_season_cheques
 
 
 def test_an_absence_on_a_basket_only_order_cancels_it_and_cancelling_the_absence_brings_it_back(app):
+    """The order keeps its slot and its place: cancelling the absence brings the order back in its slot."""
     from pickup.models import Slot
     from tests.factories import SlotFactory
 
@@ -443,10 +444,11 @@ def test_an_absence_on_a_basket_only_order_cancels_it_and_cancelling_the_absence
 
     absence = declare_absence(contract.id, cycle.id, home.id, "skip", now=NOW)
     db.session.refresh(order)
-    assert (order.status, order.slot_id, order.lines) == ("cancelled", None, [])
-    assert db.session.get(Slot, slot.id).booked == 0  # no empty bag on Thursday, and the place is free again
+    assert (order.status, order.lines) == ("cancelled", [])  # no empty bag on Thursday
+    assert (order.slot_id, db.session.get(Slot, slot.id).booked) == (slot.id, 1)  # its place stays held
 
     cancel_absence(absence.id, home.id, now=NOW)
     db.session.refresh(order)
-    assert order.status == "confirmed"
+    assert (order.status, order.slot_id) == ("confirmed", slot.id)  # back in the slot the household chose
+    assert db.session.get(Slot, slot.id).booked == 1
     assert contract_lines(cycle.id) == [("Martin", contract.id, Decimal(1))]
