@@ -62,8 +62,9 @@ def close_cycle(cycle_id: int, now: datetime | None = None, *, force: bool = Fal
     query = sa.update(Cycle).where(Cycle.id == cycle_id, Cycle.status == "open")
     if not force:
         query = query.where(Cycle.closes_at <= now)
-    # Closed early (forced), the deadline shown everywhere becomes the moment orders really stopped.
-    closes_at = sa.case((Cycle.closes_at > now, now), else_=Cycle.closes_at)
+    # Closed early (forced), the deadline shown everywhere becomes the moment orders really stopped (unless the
+    # week had not even opened: a deadline must stay after the opening).
+    closes_at = sa.case((sa.and_(Cycle.closes_at > now, Cycle.opens_at < now), now), else_=Cycle.closes_at)
     return bool(db.session.execute(query.values(status="closed", closed_at=now, closes_at=closes_at)).rowcount)
 
 
