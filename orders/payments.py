@@ -273,8 +273,8 @@ def _describe(payment: Payment) -> str:
 MAX_NOTE_LENGTH = 200
 #: How credit goes back to a household outside the card: cash from the till, or the association's cheque.
 HAND_BACK_METHODS = ("cash", "cheque")
-#: How a household hands money in to keep on its account.
-TOPUP_METHODS = ("cash", "cheque")
+#: How a household hands money in to keep on its account: by hand, as credit goes back.
+TOPUP_METHODS = HAND_BACK_METHODS
 
 
 def _required_note(note: str | None, message: str) -> str:

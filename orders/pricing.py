@@ -98,6 +98,17 @@ def tier_takings(cycle_id: int) -> list[TierTakings]:
     return sorted(by_tier.values(), key=lambda t: t.tier_name)
 
 
+def households_per_tier(tiers) -> dict[int | None, int]:
+    """Active households per tier id; those without a tier of their own count in the default tier, whose
+    prices they pay (as tier_takings counts them). One query."""
+    counts = dict(db.session.execute(sa.select(Household.price_tier_id, sa.func.count())
+                                     .where(Household.active.is_(True)).group_by(Household.price_tier_id)).all())
+    default = next((t for t in tiers if t.is_default), None)
+    if default is not None:
+        counts[default.id] = counts.get(default.id, 0) + counts.pop(None, 0)
+    return counts
+
+
 def no_tier_label(tiers) -> str:
     """How a household without a tier of its own is priced, for tier selects: the default tier, else base prices."""
     default = next((t for t in tiers if t.is_default), None)

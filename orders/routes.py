@@ -30,7 +30,7 @@ from orders.forms import (
     read_cart,
 )
 from orders.models import Cycle, Order
-from orders.pricing import no_tier_label, tier_takings
+from orders.pricing import households_per_tier, no_tier_label, tier_takings
 from orders.services import (
     CycleRefused,
     OrderRefused,
@@ -340,13 +340,8 @@ def tiers(tier_id: int | None = None):
         db.session.rollback()
         form.markup_percent.errors = [error]
     all_tiers = db.session.scalars(sa.select(PriceTier).order_by(PriceTier.name)).all()
-    counts = dict(db.session.execute(sa.select(Household.price_tier_id, sa.func.count())
-                                     .where(Household.active.is_(True)).group_by(Household.price_tier_id)).all())
-    # A household without a tier of its own pays the default tier's prices (orders.pricing): it counts there.
-    default = next((t for t in all_tiers if t.is_default), None)
-    if default is not None:
-        counts[default.id] = counts.get(default.id, 0) + counts.pop(None, 0)
-    return render_template("orders/tiers.html", form=form, tiers=all_tiers, counts=counts, editing=tier_id)
+    return render_template("orders/tiers.html", form=form, tiers=all_tiers, counts=households_per_tier(all_tiers),
+                           editing=tier_id)
 
 
 @bp.route("/tarifs/foyers", methods=["GET", "POST"])
