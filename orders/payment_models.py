@@ -90,9 +90,14 @@ class Payment(db.Model):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     cancel_note: Mapped[str | None] = mapped_column(sa.String(300))
+    #: Cash or cheque: the distribution whose till took it, which may be a later one than the order's
+    #: (last week's bag paid today). NULL for card and balance, and for money received away from a
+    #: distribution (a cheque sent to the coordinator).
+    cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("cycle.id"), index=True)
 
     __table_args__ = (
         sa.CheckConstraint("method IN ('card', 'cash', 'cheque', 'balance')", name="known_method"),
+        sa.CheckConstraint("cycle_id IS NULL OR method IN ('cash', 'cheque')", name="till_for_cash_or_cheque"),
         sa.CheckConstraint("refunded_cents >= 0 AND refunded_cents <= amount_cents", name="refund_within_amount"),
         sa.CheckConstraint(
             "status IN ('pending', 'succeeded', 'failed', 'expired', 'refunded', 'flagged', 'cancelled')",

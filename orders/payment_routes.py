@@ -51,7 +51,7 @@ from orders.payments import (
     record_topup,
     spendable_balance_cents,
 )
-from orders.receipts import receipt_for_order, render_receipt_pdf
+from orders.receipts import awaiting_weight, receipt_for_order, render_receipt_pdf
 from orders.stripe_checkout import (
     accept_flagged_payment,
     card_payments_enabled,
@@ -301,18 +301,21 @@ def desk_payment(order_id: int):
     order = db.session.get(Order, order_id) or abort(404)
     household = db.session.get(Household, order.household_id)
     form = DeskPaymentForm()
+    # Cash and cheques taken today go into the till of the household's distribution held today, if any.
+    till = distribution_today(order.household_id)
+    estimated = awaiting_weight(order)
     if request.method == "GET":
         form.token.data = secrets.token_hex(16)
-        # As at the desk: cash chosen and the amount due typed in; the volunteer changes what differs.
+        # As at the desk: cash chosen and the amount due typed in, unless it is an estimate (weigh first).
         form.method.data = "cash"
         due = amount_due_cents(order.id)
-        if due > 0:
+        if due > 0 and not estimated:
             form.amount.data = cents_to_input(due)
     if form.validate_on_submit():
         try:
             record_desk_payment(order.id, form.method.data, form.amount.cents, received_by_id=current_user.id,
                                 cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data,
-                                token=form.token.data or "")
+                                token=form.token.data or "", cycle_id=till.id if till else None)
         except PaymentAlreadyRecorded as error:
             db.session.rollback()
             flash(str(error), "warning")
@@ -327,7 +330,7 @@ def desk_payment(order_id: int):
     return render_template(
         "orders/payments/desk_payment.html", form=form, order=order, household=household,
         due_cents=amount_due_cents(order.id), spendable_cents=spendable_balance_cents(order.household_id),
-        receipt=receipt_for_order(order.id), payments=order_payments(order.id),
+        receipt=receipt_for_order(order.id), payments=order_payments(order.id), till=till, estimated=estimated,
     )
 
 

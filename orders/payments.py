@@ -5,6 +5,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
@@ -21,6 +22,8 @@ from orders.payment_models import HAND_BACK_PREFIX, LedgerEntry, Payment
 from orders.receipts import refresh_cycle_receipts, refresh_receipt
 
 DESK_METHODS = ("cash", "cheque", "balance")
+#: What a volunteer puts in a distribution's till (card and balance never go through it).
+TILL_METHODS = ("cash", "cheque")
 #: No single desk payment is larger than this (a typo guard: 2 000,00 €).
 MAX_DESK_PAYMENT_CENTS = 200_000
 #: Cash handed over beyond what is due by more than this is a typo ("1581" for 15,81 €), not change (200,00 €).
@@ -172,6 +175,7 @@ def record_desk_payment(
     household_id: int | None = None,
     token: str | None = None,
     with_change: bool = False,
+    cycle_id: int | None = None,
 ) -> Payment:
     """Record a payment taken at the café (cash, cheque) or from the household balance.
 
@@ -181,7 +185,8 @@ def record_desk_payment(
     PaymentAlreadyRecorded the second time. With ``with_change``, cash above what is due is what
     the household handed over: the payment is what is due (read under the order's lock) and the
     caller gives the rest back or keeps it (``amount_cents - payment.amount_cents``). A cheque or
-    the balance is always the exact amount. The caller commits.
+    the balance is always the exact amount. ``cycle_id`` is the distribution whose till took cash or a
+    cheque (None away from a distribution); the balance goes through no till. The caller commits.
     """
     if method not in DESK_METHODS:
         raise PaymentError(_("Moyen de paiement inconnu."))
@@ -238,6 +243,7 @@ def record_desk_payment(
         received_by_id=received_by_id,
         completed_at=utcnow(),
         idempotency_key=key,
+        cycle_id=cycle_id if method in TILL_METHODS else None,
     )
     # Two copies of one form racing past the check above: the unique key lets one through.
     try:
@@ -609,6 +615,68 @@ def cash_movements(cycle_id: int) -> CashMovements:
 
 
 @dataclass
+class TillPayment:
+    """A cash or cheque payment a distribution's till took, with the bag it paid."""
+
+    payment: Payment
+    household_name: str
+    bag_number: int | None
+    #: The order's distribution day when it is another distribution's bag (last week's, paid today), else None.
+    other_day: date | None
+
+    @property
+    def kept_cents(self) -> int:
+        """What the payment left in the till (cash and cheques are never refunded to a card)."""
+        return self.payment.amount_cents - self.payment.refunded_cents
+
+
+@dataclass
+class Till:
+    """What went through one distribution's till: the cash and cheque payments it took, whichever
+    distribution's bags they paid, and the top-ups taken and credit handed back there."""
+
+    cycle_id: int
+    payments: list[TillPayment]
+    handed_over: CashMovements
+
+    def kept_cents(self, method: str) -> int:
+        """The payments of one method the till took, in cents."""
+        return sum(row.kept_cents for row in self.payments if row.payment.method == method)
+
+    def count(self, method: str) -> int:
+        """How many payments of one method the till took."""
+        return sum(1 for row in self.payments if row.payment.method == method)
+
+    @property
+    def other_days(self) -> list[TillPayment]:
+        """Payments for bags of other distributions (a bag handed out unpaid last week, paid here)."""
+        return [row for row in self.payments if row.other_day is not None]
+
+    @property
+    def expected_cash_cents(self) -> int:
+        """The cash that should be in the till: cash payments taken, plus cash top-ups, minus cash handed back."""
+        return self.kept_cents("cash") + self.handed_over.net_cash_cents
+
+
+def till(cycle_id: int) -> Till:
+    """The till of a distribution: its cash and cheque payments (one query) and its top-ups and hand-backs."""
+    from app.models import Household
+    from orders.models import Cycle
+
+    rows = db.session.execute(
+        sa.select(Payment, Household.name, Order.bag_number, Order.cycle_id, Cycle.distribution_date)
+        .join(Order, Order.id == Payment.order_id)
+        .join(Cycle, Cycle.id == Order.cycle_id)
+        .join(Household, Household.id == Payment.household_id)
+        .where(Payment.cycle_id == cycle_id, Payment.status == "succeeded")
+        .order_by(Payment.completed_at, Payment.id)
+    ).tuples().all()
+    payments = [TillPayment(payment, name, bag_number, day if order_cycle_id != cycle_id else None)
+                for payment, name, bag_number, order_cycle_id, day in rows]
+    return Till(cycle_id, payments, cash_movements(cycle_id))
+
+
+@dataclass
 class HouseholdBalance:
     """One line of the coordinator's balances page."""
 
@@ -675,13 +743,18 @@ class CycleMoney:
     flagged: list[Payment]
     orders: list[OrderMoney]
     producers: list[ProducerOwed]
-    #: Top-ups taken and credit handed back at this distribution (not order payments).
-    handed_over: CashMovements
+    #: What went through this distribution's till: its payments (whichever bags they paid), top-ups, hand-backs.
+    till: Till
+
+    @property
+    def handed_over(self) -> CashMovements:
+        """Top-ups taken and credit handed back at this distribution (not order payments)."""
+        return self.till.handed_over
 
     @property
     def expected_cash_cents(self) -> int:
-        """The cash that should be in the till: cash payments kept, plus cash top-ups, minus cash handed back."""
-        return self.paid_by_method["cash"] + self.handed_over.net_cash_cents
+        """The cash that should be in the till (as the volunteers' « Caisse du jour » says)."""
+        return self.till.expected_cash_cents
 
     @property
     def paid_cents(self) -> int:
@@ -768,7 +841,7 @@ def cycle_money(cycle_id: int) -> CycleMoney:
         flagged=flagged,
         orders=rows,
         producers=producers,
-        handed_over=cash_movements(cycle_id),
+        till=till(cycle_id),
     )
 
 
@@ -815,6 +888,8 @@ def cycle_money_csv(cycle_id: int) -> str:
                                 ("avoir_rendu", moved.handed_back_by_method, moved.handed_back_counts)):
         for method, label in (("cash", "especes"), ("cheque", "cheque")):
             writer.writerow([kind, label, euros(cents[method]), counts[method]])
+    for method, label in (("cash", "paiements_especes"), ("cheque", "paiements_cheque")):
+        writer.writerow(["caisse", label, euros(summary.till.kept_cents(method)), summary.till.count(method)])
     writer.writerow(["caisse", "especes_attendues", euros(summary.expected_cash_cents), ""])
     return out.getvalue()
 

@@ -165,10 +165,11 @@ def _content(snapshot: dict) -> dict:
     return {key: snapshot.get(key) for key in CONTENT_KEYS}
 
 
-def _awaiting_weight(order: Order) -> bool:
+def awaiting_weight(order: Order) -> bool:
     """Whether a product sold by weight is still to be weighed, so the order's price is not known yet.
 
-    Not once the bag was handed out or the distribution is over: the price is then what it is.
+    Not once the bag was handed out or the distribution is over: the price is then what it is. An AMAP
+    basket (free here, paid with the season) weighs nothing on the price.
     """
     from orders.models import Cycle
     from pickup.models import Pickup
@@ -186,6 +187,7 @@ def _awaiting_weight(order: Order) -> bool:
             Product.sold_by_weight.is_(True),
             OrderLine.quantity_prepared.is_(None),
             OrderLine.missing.is_(False),
+            OrderLine.unit_price_cents > 0,
             sa.func.coalesce(OrderLine.quantity_allocated, OrderLine.quantity) > 0,
         )
     )
@@ -201,14 +203,14 @@ def _receipt_wanted(order: Order, snapshot: dict, latest: Receipt | None) -> boo
     """Whether the order needs a (new) receipt now; see the module docstring for the rules."""
     if latest is None:
         return (snapshot["order_status"] == "confirmed" and snapshot["total_cents"] > 0
-                and snapshot["due_cents"] == 0 and not _awaiting_weight(order))
+                and snapshot["due_cents"] == 0 and not awaiting_weight(order))
     before = latest.snapshot or {}
     if _content(snapshot) == _content(before):
         return False
     if snapshot["paid_cents"] < before.get("paid_cents", 0) or snapshot["order_status"] != before.get("order_status"):
         # The last receipt now states money or an order that no longer holds: replace it at once.
         return True
-    return snapshot["due_cents"] == 0 and not _awaiting_weight(order)
+    return snapshot["due_cents"] == 0 and not awaiting_weight(order)
 
 
 def receipt_for_order(order_id: int) -> Receipt | None:

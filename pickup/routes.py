@@ -107,6 +107,16 @@ def _bag_cycle_or_404(order_id: int) -> tuple[Cycle, int | None]:
                                  _("Ce sac n'appartient pas à la distribution en cours."))
 
 
+def _desk_cycle_or_404(order_id: int) -> tuple[Cycle, int | None]:
+    """The distribution whose desk (and till) handles a bag, its own or a later one of its site (404 otherwise),
+    and its lieu."""
+    cycles = services.current_distributions()
+    cycle = services.desk_distribution(order_id, cycles)
+    if cycle is None:
+        _refuse(404, _("Ce sac n'appartient pas à la distribution en cours."))
+    return cycle, (cycle.site_id if len(cycles) > 1 else None)
+
+
 
 # --------------------------------------------------------------------------- household's slot
 
@@ -350,9 +360,9 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
     """What the household collects and still owes, with payment and hand-over buttons."""
     from orders.payments import amount_due_cents, desk_balance
 
-    cycle, lieu = _bag_cycle_or_404(order_id)
+    cycle, lieu = _desk_cycle_or_404(order_id)
     try:
-        bag = services.get_bag(order_id, cycle.id)
+        bag = services.get_desk_bag(order_id, cycle.id)
     except NotInDistribution as error:
         _refuse(404, error.message)
     due = amount_due_cents(order_id)
@@ -370,7 +380,7 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
         "pickup/desk_bag.html", cycle=cycle, lieu=lieu, bag=bag, due=due,
         balance=desk_balance(bag.household.id, cycle.id),
         payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_enabled=card_enabled,
-        expected=services.expected_quantity,
+        expected=services.expected_quantity, today=services.paris_today(),
     ), status
 
 
@@ -385,7 +395,7 @@ def desk_bag(order_id: int):
 @roles_required("volunteer")
 def desk_pay(order_id: int):
     """Take cash, a cheque or the balance for a bag."""
-    cycle, _lieu = _bag_cycle_or_404(order_id)
+    cycle, _lieu = _desk_cycle_or_404(order_id)
     form = PaymentForm()
     if form.validate_on_submit():
         try:
@@ -430,9 +440,9 @@ def _render_desk_topup(order_id: int, form: DeskTopupForm, status: int = 200):
     """The top-up form for the bag's household, with its balance."""
     from orders.payments import MAX_TOPUP_CENTS, desk_balance
 
-    cycle, lieu = _bag_cycle_or_404(order_id)
+    cycle, lieu = _desk_cycle_or_404(order_id)
     try:
-        bag = services.get_bag(order_id, cycle.id)
+        bag = services.get_desk_bag(order_id, cycle.id)
     except NotInDistribution as error:
         _refuse(404, error.message)
     return render_template("pickup/desk_topup.html", cycle=cycle, lieu=lieu, bag=bag, form=form,
@@ -443,7 +453,7 @@ def _render_desk_topup(order_id: int, form: DeskTopupForm, status: int = 200):
 @roles_required("volunteer")
 def desk_topup(order_id: int):
     """Money the household hands in to keep on its account, counted in this distribution's till."""
-    cycle, _lieu = _bag_cycle_or_404(order_id)
+    cycle, _lieu = _desk_cycle_or_404(order_id)
     form = DeskTopupForm()
     if request.method == "GET":
         form.token.data = secrets.token_hex(16)
@@ -476,7 +486,7 @@ def desk_topup(order_id: int):
 @roles_required("volunteer")
 def collect(order_id: int):
     """The bag is handed over (once only), even unprepared or unpaid, with a warning saying so."""
-    cycle, lieu = _bag_cycle_or_404(order_id)
+    cycle, lieu = _desk_cycle_or_404(order_id)
     form = CollectForm()
     if not form.validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))

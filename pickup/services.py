@@ -13,7 +13,7 @@ from flask_babel import force_locale, format_datetime, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from app.db import plain_decimal, to_quantity, utcnow
 from app.extensions import db
@@ -37,12 +37,15 @@ from pickup.models import (
 )
 
 if TYPE_CHECKING:
-    from orders.payments import CashMovements
+    from orders.payments import CashMovements, Till
 
 #: Cycle statuses whose bags are prepared and handed out.
 DISTRIBUTION_STATUSES = ("closed", "finalized", "distributed")
 #: Another site's distribution is handled alongside the first one when it is at most this many days later.
 NEARBY_DISTRIBUTION_DAYS = 3
+#: The desk still finds a bag of the site's earlier distributions for this long: a bag nobody came for and
+#: kept at the café, or one handed out unpaid, is collected or paid at a later distribution, into its till.
+EARLIER_BAG_DAYS = 56
 #: A weight this many times the expected quantity is probably a typing mistake.
 SUSPICIOUS_FACTOR = 10
 
@@ -186,6 +189,8 @@ class Bag:
     household: Household
     slot: Slot | None
     pickup: Pickup | None
+    #: The day of the bag's own distribution when the desk of a later one handles it, else None.
+    earlier_day: date | None = None
 
     @property
     def status(self) -> str:
@@ -212,10 +217,10 @@ class Bag:
     def lines_to_weigh(self) -> list[OrderLine]:
         """Products sold by weight still to weigh, whose price, so the bag's amount, is an estimate until then.
 
-        None once the bag is handed out: nothing can be weighed any more, the amount is what it is (as for
-        receipts). Read from the lines already loaded: no query.
+        None once the bag is handed out or its distribution is past: nothing is weighed any more, the amount
+        is what it is (as for receipts). Read from the lines already loaded: no query.
         """
-        if self.status == "collected":
+        if self.status == "collected" or self.earlier_day is not None:
             return []
         return lines_priced_on_weighing(self.order.lines)
 
@@ -295,19 +300,78 @@ def get_bag(order_id: int, cycle_id: int) -> Bag:
     return Bag(*row)
 
 
+def _earlier_bags_query(cycle: Cycle):
+    """_bag_query for the bags of the site's earlier distributions (within EARLIER_BAG_DAYS) that the desk of
+    ``cycle`` may still hand out or take money for, with their distribution's day as a last column."""
+    earlier = aliased(Cycle)
+    return (
+        _bag_query().add_columns(earlier.distribution_date)
+        .join(earlier, earlier.id == Order.cycle_id)
+        .where(earlier.site_id == cycle.site_id, earlier.status.in_(DISTRIBUTION_STATUSES),
+               earlier.distribution_date < cycle.distribution_date,
+               earlier.distribution_date >= cycle.distribution_date - timedelta(days=EARLIER_BAG_DAYS))
+    )
+
+
+def _earlier_bags_to_settle(cycle: Cycle):
+    """_earlier_bags_query narrowed to the bags still to settle: not handed out, or handed out with money due."""
+    from orders.payments import paid_by_order_subquery
+
+    paid = paid_by_order_subquery()
+    due = Order.total_cents - sa.func.coalesce(paid.c.paid_cents, 0)
+    return (_earlier_bags_query(cycle).outerjoin(paid, paid.c.order_id == Order.id)
+            .where(sa.or_(Pickup.collected_at.is_(None), due > 0)))
+
+
+def desk_distribution(order_id: int, cycles: list[Cycle]) -> Cycle | None:
+    """Of the distributions being handled, the one whose desk handles this bag: its own, or else the next of
+    its site within EARLIER_BAG_DAYS (a bag collected or paid late goes through that desk and its till)."""
+    order = db.session.get(Order, order_id)
+    if order is None:
+        return None
+    own = next((cycle for cycle in cycles if cycle.id == order.cycle_id), None)
+    if own is not None:
+        return own
+    bag_cycle = db.session.get(Cycle, order.cycle_id)
+    return next((cycle for cycle in cycles if cycle.site_id == bag_cycle.site_id
+                 and bag_cycle.distribution_date < cycle.distribution_date
+                 <= bag_cycle.distribution_date + timedelta(days=EARLIER_BAG_DAYS)), None)
+
+
+def get_desk_bag(order_id: int, cycle_id: int) -> Bag:
+    """A bag the desk of this distribution handles: one of its own, or one of the site's earlier distributions
+    (settled or not: the desk shows it, and refuses to pay or hand it out twice). NotInDistribution otherwise."""
+    try:
+        return get_bag(order_id, cycle_id)
+    except NotInDistribution:
+        cycle = db.session.get(Cycle, cycle_id)
+        row = db.session.execute(_earlier_bags_query(cycle).where(Order.id == order_id)).first() if cycle else None
+        if row is None:
+            raise
+        return Bag(*row)
+
+
 def find_bags(cycle_id: int, query: str = "", slot_id: int | None = None, no_slot: bool = False) -> list[Bag]:
     """Bags of the distribution by household name (accents and case aside, every word), bag number or slot
-    (or those without a slot)."""
+    (or those without a slot). A name or number also finds, after them, the bags of the site's earlier
+    distributions still to collect or to pay."""
     stmt = _bag_query().where(Order.cycle_id == cycle_id)
     text = (query or "").strip()
     by_number = text.isdigit() and len(text) <= 9
+    earlier = None
+    if text and slot_id is None and not no_slot:
+        earlier = _earlier_bags_to_settle(db.session.get(Cycle, cycle_id))
     if by_number:
-        stmt = stmt.where(sa.or_(Order.bag_number == int(text), Household.name.contains(text, autoescape=True)))
+        matches = sa.or_(Order.bag_number == int(text), Household.name.contains(text, autoescape=True))
+        stmt = stmt.where(matches)
+        earlier = earlier.where(matches) if earlier is not None else None
     if slot_id is not None:
         stmt = stmt.where(Order.slot_id == slot_id)
     if no_slot:
         stmt = stmt.where(Order.slot_id.is_(None))
     bags = [Bag(*row) for row in db.session.execute(stmt)]
+    if earlier is not None:
+        bags += [Bag(*row) for row in db.session.execute(earlier)]
     words = fold(text).split() if text and not by_number else []  # a phone number typed finds no bag
     # A distribution's bags are a few hundred at most: the name is compared here, as app.search does.
     return [bag for bag in bags if all(word in fold(bag.household.name) for word in words)]
@@ -664,17 +728,17 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
     """
     from orders.payments import PaymentAlreadyRecorded, PaymentError, record_desk_payment, record_topup
 
-    bag = get_bag(order_id, cycle_id)
+    get_desk_bag(order_id, cycle_id)
     if method not in ("cash", "cheque", "balance"):
         raise PickupError(_("Choisissez espèces, chèque ou solde."))
     try:
         payment = record_desk_payment(
-            order_id, method, amount_cents, received_by_id=user_id,
-            cheque_number=cheque_number, cheque_bank=cheque_bank, token=token, with_change=True,
+            order_id, method, amount_cents, received_by_id=user_id, cheque_number=cheque_number,
+            cheque_bank=cheque_bank, token=token, with_change=True, cycle_id=cycle_id,
         )
         paid = DeskPaid(payment, amount_cents, change_cents=amount_cents - payment.amount_cents)
         if paid.change_cents and keep_change:
-            _check_money_kept_today(bag)
+            _check_money_kept_today(cycle_id)
             if amount_cents >= 10 * payment.amount_cents:
                 # « 75 » typed for 7,50 € would become 67,50 € of credit nobody handed over.
                 raise PaymentError(_(
@@ -682,7 +746,7 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
                     "compte du foyer, utilisez « Verser de l'argent sur le compte du foyer ».",
                     received=format_cents(amount_cents), due=format_cents(payment.amount_cents)))
             # The form's token makes the top-up's reference too: a second copy of the form stopped above.
-            record_topup(bag.household.id, paid.change_cents, method="cash", token=token or "",
+            record_topup(payment.household_id, paid.change_cents, method="cash", token=token or "",
                          created_by_id=user_id, cycle_id=cycle_id,
                          note=f"monnaie gardée sur le compte (paiement de la commande n° {order_id})")
             paid.kept_cents, paid.change_cents = paid.change_cents, 0
@@ -693,9 +757,9 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
     return paid
 
 
-def _check_money_kept_today(bag: Bag) -> None:
+def _check_money_kept_today(cycle_id: int) -> None:
     """Money kept on an account at the desk is counted in the distribution's till: only on its day."""
-    if db.session.get(Cycle, bag.order.cycle_id).distribution_date != paris_today():
+    if db.session.get(Cycle, cycle_id).distribution_date != paris_today():
         raise PickupError(_("Un versement sur le compte se prend le jour de la distribution, dans sa caisse. "
                             "Avant, la coordination l'enregistre."))
 
@@ -709,8 +773,8 @@ def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, 
     """
     from orders.payments import PaymentAlreadyRecorded, PaymentError, record_topup
 
-    bag = get_bag(order_id, cycle_id)
-    _check_money_kept_today(bag)
+    bag = get_desk_bag(order_id, cycle_id)
+    _check_money_kept_today(cycle_id)
     try:
         return record_topup(
             bag.household.id, amount_cents, method=method, token=token or "", created_by_id=user_id,
@@ -723,8 +787,9 @@ def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, 
 
 
 def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | None = None) -> Pickup:
-    """Hand the bag over: who and when, once only (a second click is refused)."""
-    get_bag(order_id, cycle_id)
+    """Hand the bag over: who and when, once only (a second click is refused). A bag of an earlier distribution
+    nobody came for is handed over too: it is then collected, no longer « non récupéré »."""
+    get_desk_bag(order_id, cycle_id)
     pickup = ensure_pickup(order_id)
     result = db.session.execute(
         sa.update(Pickup)
@@ -853,6 +918,8 @@ class ChequeTaken:
     bag_number: int | None
     #: A top-up kept on the household's account, not a payment for its bag.
     topup: bool = False
+    #: The bag's distribution day when the cheque paid another distribution's bag (last week's, paid today).
+    other_day: date | None = None
 
 
 @dataclass
@@ -871,15 +938,29 @@ class CashSummary:
     and the bags handed over unpaid."""
 
     cycle: Cycle
-    #: Order payments kept, per method.
-    totals: dict[str, int]
-    counts: dict[str, int]
+    #: Cash and cheque payments taken at this till, top-ups and credit handed back here.
+    till: Till
+    #: Card and balance payments of this distribution's orders (no money at the desk).
+    elsewhere: dict[str, int]
     #: Every cheque in the till: the payments', then the top-ups'.
     cheques: list[ChequeTaken]
-    #: Top-ups taken and credit handed back at this distribution.
-    handed_over: CashMovements
     #: Bags handed over with money still due: not in the till, to be paid later.
     unpaid: list[UnpaidBag] = field(default_factory=list)
+
+    @property
+    def handed_over(self) -> CashMovements:
+        """Top-ups taken and credit handed back at this distribution."""
+        return self.till.handed_over
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """Payments per method: cash and cheques taken at this till, card and balance of this distribution's bags."""
+        return {"cash": self.till.kept_cents("cash"), "cheque": self.till.kept_cents("cheque"), **self.elsewhere}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many payments of cash and of cheques this till took."""
+        return {"cash": self.till.count("cash"), "cheque": self.till.count("cheque")}
 
     @property
     def unpaid_cents(self) -> int:
@@ -888,13 +969,13 @@ class CashSummary:
 
     @property
     def total(self) -> int:
-        """Order payments, all methods together."""
+        """Payments, all methods together."""
         return sum(self.totals.values())
 
     @property
     def expected_cash(self) -> int:
-        """Cash that should be in the till: cash payments kept, plus cash top-ups, minus cash handed back."""
-        return self.totals["cash"] + self.handed_over.net_cash_cents
+        """Cash that should be in the till: cash payments taken, plus cash top-ups, minus cash handed back."""
+        return self.till.expected_cash_cents
 
     @property
     def cheques_cents(self) -> int:
@@ -903,31 +984,25 @@ class CashSummary:
 
 
 def cash_summary(cycle_id: int) -> CashSummary:
-    """The distribution's payments per method (kept amounts), its top-ups and credit handed back, and its cheques."""
-    from orders.payments import cash_movements
+    """The distribution's till (cash and cheques taken there, top-ups, hand-backs, every cheque), the card and
+    balance payments of its bags, and its bags handed over unpaid."""
+    from orders.payments import till as till_of
 
-    totals = {method: 0 for method in PAYMENT_METHOD_LABELS}
-    counts = {method: 0 for method in PAYMENT_METHOD_LABELS}
-    cheques = []
-    rows = db.session.execute(
-        sa.select(Payment, Household.name, Order.bag_number)
+    till = till_of(cycle_id)
+    elsewhere = {method: 0 for method in ("card", "balance")}
+    for method, cents in db.session.execute(
+        sa.select(Payment.method, sa.func.sum(Payment.amount_cents - Payment.refunded_cents))
         .join(Order, Order.id == Payment.order_id)
-        .join(Household, Household.id == Order.household_id)
-        .where(Order.cycle_id == cycle_id, Payment.status == "succeeded")
-        .order_by(Payment.completed_at, Payment.id)
-    )
-    for payment, household, bag_number in rows:
-        kept = payment.amount_cents - payment.refunded_cents
-        totals[payment.method] = totals.get(payment.method, 0) + kept
-        counts[payment.method] = counts.get(payment.method, 0) + 1
-        if payment.method == "cheque":
-            cheques.append(ChequeTaken(payment.provider_reference or "", payment.cheque_bank or "", kept,
-                                       household, bag_number))
-    moved = cash_movements(cycle_id)
+        .where(Order.cycle_id == cycle_id, Payment.status == "succeeded", Payment.method.in_(elsewhere))
+        .group_by(Payment.method)
+    ):
+        elsewhere[method] = int(cents or 0)
+    cheques = [ChequeTaken(row.payment.provider_reference or "", row.payment.cheque_bank or "", row.kept_cents,
+                           row.household_name, row.bag_number, other_day=row.other_day)
+               for row in till.payments if row.payment.method == "cheque"]
     cheques += [ChequeTaken(row.entry.cheque_number or "", row.entry.cheque_bank or "", row.amount_cents,
-                            row.household_name, row.bag_number, topup=True) for row in moved.topup_cheques]
-    return CashSummary(db.session.get(Cycle, cycle_id), totals, counts, cheques, moved,
-                       unpaid=unpaid_handed_over(cycle_id))
+                            row.household_name, row.bag_number, topup=True) for row in till.handed_over.topup_cheques]
+    return CashSummary(db.session.get(Cycle, cycle_id), till, elsewhere, cheques, unpaid=unpaid_handed_over(cycle_id))
 
 
 def unpaid_handed_over(cycle_id: int) -> list[UnpaidBag]:

@@ -26,6 +26,16 @@ def _differences(application) -> list:
         return compare_metadata(context, db.metadata)
 
 
+def _insert_site_and_cycle(conn, cycle_id: int, status: str) -> None:
+    """Site 1 and one of its cycles (distribution on 8 January 2026), written as SQL at an old revision."""
+    conn.execute(sa.text("INSERT INTO site (id, name, timezone) VALUES (1, 'Café', 'Europe/Paris')"))
+    conn.execute(sa.text(
+        "INSERT INTO cycle (id, site_id, opens_at, closes_at, distribution_date, distribution_starts_at, "
+        "distribution_ends_at, status, allocation_policy, created_at) VALUES (:id, 1, '2026-01-01 08:00:00', "
+        "'2026-01-05 22:59:00', '2026-01-08', '2026-01-08 15:30:00', '2026-01-08 18:30:00', :status, "
+        "'pro_rata', '2026-01-01 00:00:00')"), {"id": cycle_id, "status": status})
+
+
 def test_upgrade_on_empty_database_matches_the_models(fresh_database_url):
     application = _app_on(fresh_database_url)
     result = application.test_cli_runner().invoke(args=["db", "upgrade"])
@@ -51,12 +61,7 @@ def test_product_names_that_differ_by_case_get_their_key(fresh_database_url):
                 "is_contract_basket, active, created_at) VALUES (:id, 1, :name, 'kg', 100, 550, false, false, true, "
                 "'2026-01-01 00:00:00')"), {"id": product_id, "name": name})
         # An offer points at the product: SQLite's table rebuild must not trip over it.
-        conn.execute(sa.text("INSERT INTO site (id, name, timezone) VALUES (1, 'Café', 'Europe/Paris')"))
-        conn.execute(sa.text(
-            "INSERT INTO cycle (id, site_id, opens_at, closes_at, distribution_date, distribution_starts_at, "
-            "distribution_ends_at, status, allocation_policy, created_at) VALUES (1, 1, '2026-01-01 08:00:00', "
-            "'2026-01-05 22:59:00', '2026-01-08', '2026-01-08 15:30:00', '2026-01-08 18:30:00', 'open', "
-            "'pro_rata', '2026-01-01 00:00:00')"))
+        _insert_site_and_cycle(conn, 1, "open")
         conn.execute(sa.text("INSERT INTO offer (id, cycle_id, product_id, price_cents, reserved, active) "
                              "VALUES (1, 1, 1, 100, 0, true)"))
     result = runner.invoke(args=["db", "upgrade"])
@@ -127,6 +132,45 @@ def test_credit_handed_back_gets_its_method_back_from_its_note(fresh_database_ur
         assert not {"method", "cheque_number", "cheque_bank", "cycle_id"} & columns
         with db.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT sum(amount_cents) FROM ledger_entry")).scalar_one() == 1700
+        db.engine.dispose()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert _differences(application) == []
+    with application.app_context():
+        db.engine.dispose()
+
+
+def test_cash_and_cheque_payments_get_the_till_of_their_order(fresh_database_url):
+    """7c41d2e9a0b3: existing cash and cheque payments count in their order's till, as the reports read them."""
+    application = _app_on(fresh_database_url)
+    runner = application.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "06fde9681cf2"]).exit_code == 0
+    with application.app_context(), db.engine.begin() as conn:
+        _insert_site_and_cycle(conn, 7, "distributed")
+        conn.execute(sa.text("INSERT INTO household (id, name, active, created_at) "
+                             "VALUES (1, 'Foyer Dupont', true, '2026-01-01 00:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO \"order\" (id, cycle_id, household_id, status, entered_by_volunteer, total_cents, "
+            "created_at, updated_at) VALUES (3, 7, 1, 'confirmed', false, 4000, '2026-01-02 10:00:00', "
+            "'2026-01-02 10:00:00')"))
+        for payment_id, method in ((1, "cash"), (2, "cheque"), (3, "card"), (4, "balance")):
+            conn.execute(sa.text(
+                "INSERT INTO payment (id, order_id, household_id, method, amount_cents, status, refunded_cents, "
+                "created_at) VALUES (:id, 3, 1, :method, 1000, 'succeeded', 0, '2026-01-08 17:00:00')"),
+                {"id": payment_id, "method": method})
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with application.app_context():
+        with db.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, cycle_id FROM payment ORDER BY id"))
+            assert [tuple(row) for row in rows] == [(1, 7), (2, 7), (3, None), (4, None)]
+        with db.engine.connect() as conn, pytest.raises(sa.exc.IntegrityError):
+            # A card payment goes through no till.
+            conn.execute(sa.text("UPDATE payment SET cycle_id = 7 WHERE id = 3"))
+        db.engine.dispose()
+    down = runner.invoke(args=["db", "downgrade", "06fde9681cf2"])
+    assert down.exit_code == 0, down.output
+    with application.app_context():
+        assert "cycle_id" not in {column["name"] for column in sa.inspect(db.engine).get_columns("payment")}
         db.engine.dispose()
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
     assert _differences(application) == []

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import html
 import threading
+from datetime import time, timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
+from app.db import utcnow
 from app.extensions import db
+from app.timeutil import local_to_utc, local_today
 from orders.ledger import balance_cents, record_entry
 from orders.payment_models import LedgerEntry, Payment, Receipt
 from orders.payments import (
@@ -21,7 +24,7 @@ from orders.payments import (
     record_desk_payment,
     spendable_balance_cents,
 )
-from tests.factories import HouseholdFactory, OrderFactory, OrderLineFactory, UserFactory
+from tests.factories import CycleFactory, HouseholdFactory, OrderFactory, OrderLineFactory, UserFactory
 from tests.helpers import csrf_token, login
 
 
@@ -69,7 +72,8 @@ def test_coordinator_cancels_a_cash_payment_taken_for_the_wrong_household(client
     martin = HouseholdFactory(name="Foyer Martin")
     wrong = make_order(1490, household=dupont)
     right = make_order(1490, household=martin, cycle_id=wrong.cycle_id)
-    payment = record_desk_payment(wrong.id, "cash", 1490, received_by_id=people["volunteer"].id)
+    payment = record_desk_payment(wrong.id, "cash", 1490, received_by_id=people["volunteer"].id,
+                                  cycle_id=wrong.cycle_id)
     db.session.commit()
     payment_id, wrong_id, right_id = payment.id, wrong.id, right.id
     assert amount_due_cents(wrong_id) == 0 and db.session.query(Receipt).count() == 1
@@ -105,7 +109,7 @@ def test_coordinator_cancels_a_cash_payment_taken_for_the_wrong_household(client
     assert (second.replaces_id, second.snapshot["paid_cents"], second.snapshot["due_cents"]) == (first.id, 0, 1490)
 
     # The volunteer records the cash on the right order: the till and the money page count it once.
-    record_desk_payment(right_id, "cash", 1490, received_by_id=people["volunteer"].id)
+    record_desk_payment(right_id, "cash", 1490, received_by_id=people["volunteer"].id, cycle_id=wrong.cycle_id)
     db.session.commit()
     from pickup.services import cash_summary
 
@@ -117,9 +121,18 @@ def test_coordinator_cancels_a_cash_payment_taken_for_the_wrong_household(client
     assert "Payé : Espèces" in page and "14,90" in page
 
 
+def cycle_held_today():
+    """A closed cycle whose distribution is today: money taken now goes into its till."""
+    day, now = local_today(), utcnow()
+    starts = local_to_utc(day, time(16, 30))
+    return CycleFactory(opens_at=min(now, starts) - timedelta(days=5), closes_at=min(now, starts) - timedelta(days=1),
+                        distribution_date=day, distribution_starts_at=starts,
+                        distribution_ends_at=starts + timedelta(hours=3), status="closed")
+
+
 def test_cash_left_selected_for_a_cheque_is_cancelled_and_the_cheque_recorded(client, people):
-    order = make_order(2200, household=people["member"].household)
-    cash = record_desk_payment(order.id, "cash", 2200, received_by_id=None)
+    order = make_order(2200, household=people["member"].household, cycle_id=cycle_held_today().id)
+    cash = record_desk_payment(order.id, "cash", 2200, received_by_id=None, cycle_id=order.cycle_id)
     db.session.commit()
     login(client, people["coordinator"].email)
     desk = text(client.get(f"/commandes/{order.id}/paiement-accueil"))

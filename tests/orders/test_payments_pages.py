@@ -383,7 +383,7 @@ def test_money_view_counts_topups_and_cash_handed_back_at_its_distribution(clien
     a, b = HouseholdFactory(name="Foyer A"), HouseholdFactory(name="Foyer B")
     order = make_order(1190, household_id=a.id)
     cycle_id = order.cycle_id
-    record_desk_payment(order.id, "cash", 1190, received_by_id=None)
+    record_desk_payment(order.id, "cash", 1190, received_by_id=None, cycle_id=cycle_id)
     record_topup(b.id, 2000, method="cash", token="topupcash01", created_by_id=None, cycle_id=cycle_id)
     record_topup(b.id, 1500, method="cheque", cheque_number="42", cheque_bank="CIC", token="topupcheque01",
                  created_by_id=None, cycle_id=cycle_id)

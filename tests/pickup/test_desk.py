@@ -334,10 +334,11 @@ def test_volunteers_see_the_days_till_read_only(client, thursday, app):
     from orders.payments import record_desk_payment
     from tests.factories import UserFactory
 
-    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    till = thursday.cycle.id
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None, cycle_id=till)
     record_desk_payment(thursday.martin.id, "cheque", 750, received_by_id=None, cheque_number="0042",
-                        cheque_bank="La Poste")
-    record_desk_payment(thursday.leroy.id, "cash", 100, received_by_id=None)
+                        cheque_bank="La Poste", cycle_id=till)
+    record_desk_payment(thursday.leroy.id, "cash", 100, received_by_id=None, cycle_id=till)
     db.session.commit()
     login(client, thursday.volunteer_email)
     # The board and the money page stay the coordinator's.
@@ -457,7 +458,7 @@ def test_cash_handed_back_on_the_distribution_day_lowers_the_cash_expected(clien
     from orders.payment_models import LedgerEntry
     from orders.payments import record_desk_payment
 
-    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None)
+    record_desk_payment(thursday.dupont.id, "cash", 630, received_by_id=None, cycle_id=thursday.cycle.id)
     record_entry(thursday.leroy.household_id, 1000, "topup", "topup:before:1")  # Leroy's credit: 10,00 - 3,00
     db.session.commit()
     login(client, thursday.coordinator_email)

@@ -1,0 +1,206 @@
+"""Last week's bags at this week's desk, and tills that count the money they took.
+
+A bag nobody came for is kept at the café; a bag handed out unpaid still owes. The household comes back a
+week later: the desk finds the bag, hands it out or takes the money, and that money is in today's till,
+not in last week's, which was counted long ago.
+"""
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.db import utcnow
+from app.extensions import db
+from app.templating import local_date
+from app.timeutil import local_to_utc
+from orders.ledger import sync_order_charge
+from orders.payment_models import Payment
+from orders.payments import amount_due_cents, cycle_money
+from pickup.models import Pickup
+from pickup.services import cash_summary, find_bags, paris_today
+from producers.models import Offer
+from tests.factories import CycleFactory, HouseholdFactory, OfferFactory, OrderFactory, OrderLineFactory, SiteFactory
+from tests.helpers import csrf_token, login
+from tests.pickup.conftest import text
+
+
+def _distribution(site_id: int, days_ago: int, status: str = "distributed"):
+    """A distribution of the site that took place some days ago."""
+    day = paris_today() - timedelta(days=days_ago)
+    starts = local_to_utc(day, time(16, 30))
+    return CycleFactory(site_id=site_id, opens_at=starts - timedelta(days=6), closes_at=starts - timedelta(days=2),
+                        distribution_date=day, distribution_starts_at=starts,
+                        distribution_ends_at=starts + timedelta(hours=3), status=status)
+
+
+def _bag(cycle, household_id: int, product, pieces: int, bag_number: int, *, collected: bool, no_show: bool = False,
+         outcome: str | None = None):
+    """A confirmed, charged order of that distribution, with its pickup as the day left it."""
+    offer = db.session.scalar(sa.select(Offer).where(Offer.cycle_id == cycle.id, Offer.product_id == product.id))
+    offer = offer or OfferFactory(cycle_id=cycle.id, product=product)
+    order = OrderFactory(cycle_id=cycle.id, household_id=household_id, bag_number=bag_number)
+    OrderLineFactory(order=order, offer_id=offer.id, quantity=Decimal(pieces), quantity_allocated=Decimal(pieces),
+                     unit_price_cents=offer.price_cents, base_price_cents=offer.price_cents)
+    db.session.flush()
+    db.session.refresh(order)
+    sync_order_charge(order.id)
+    db.session.add(Pickup(order_id=order.id, no_show=no_show, no_show_outcome=outcome,
+                          collected_at=utcnow() - timedelta(days=7) if collected else None))
+    db.session.flush()
+    return order
+
+
+def _last_week(thursday):
+    """Last week's distribution of the same café: the Dupont's bag handed out unpaid (2 salads, 3,00 €) and
+    the Petit's bag nobody came for, kept at the café (3 boxes of eggs, 9,00 €)."""
+    cycle = _distribution(thursday.site.id, 7)
+    petit = HouseholdFactory(name="Foyer Petit", email="petit@example.org")
+    dupont = _bag(cycle, thursday.dupont.household_id, thursday.salad, 2, 4, collected=True)
+    kept = _bag(cycle, petit.id, thursday.eggs, 3, 5, collected=False, no_show=True,
+                outcome="Gardé au café, le foyer passera le chercher")
+    db.session.commit()
+    return cycle, dupont, kept
+
+
+def _desk(client, query: str) -> str:
+    return text(client.get("/retrait/accueil", query_string={"q": query})).replace("\xa0", " ")
+
+
+def _pay(client, order_id: int, data: dict):
+    """Send the desk's payment form of a bag as a fresh page shows it."""
+    url = f"/retrait/accueil/sac/{order_id}"
+    page = client.get(url)
+    assert page.status_code == 200
+    token = re.search(r'name="token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+    return client.post(f"{url}/paiement", data={"csrf_token": csrf_token(page.data), "token": token, **data},
+                       follow_redirects=True)
+
+
+def test_last_weeks_kept_bag_is_found_handed_out_and_paid_into_todays_till(client, thursday):
+    last_week, _dupont, kept = _last_week(thursday)
+    login(client, thursday.volunteer_email)
+    found = _desk(client, "petit")
+    assert "Foyer Petit" in found and f"sac du {local_date(last_week.distribution_date)}" in found
+    assert "À payer : 9,00 €" in found
+
+    page = text(client.get(f"/retrait/accueil/sac/{kept.id}"))
+    assert 'id="sac-precedent"' in page and "Personne n'est venu le chercher ce jour-là." in page
+    assert "Gardé au café, le foyer passera le chercher" in page
+    assert "L'argent pris ici compte dans la caisse d'aujourd'hui." in page
+    paid = text(_pay(client, kept.id, {"method": "cash", "amount": "10"})).replace("\xa0", " ")
+    assert "À rendre : 1,00 €" in paid
+    done = text(client.post(f"/retrait/accueil/sac/{kept.id}/remis",
+                            data={"csrf_token": csrf_token(client.get(f"/retrait/accueil/sac/{kept.id}").data)},
+                            follow_redirects=True))
+    assert "Sac remis." in done
+
+    db.session.expire_all()
+    pickup = db.session.scalar(sa.select(Pickup).where(Pickup.order_id == kept.id))
+    assert pickup.collected_at is not None and pickup.no_show is False
+    assert amount_due_cents(kept.id) == 0
+    payment = db.session.scalar(sa.select(Payment).where(Payment.order_id == kept.id))
+    assert payment.cycle_id == thursday.cycle.id  # today's till, not the bag's own
+    # Settled: the desk no longer offers it.
+    assert "Foyer Petit" not in _desk(client, "petit")
+
+    today = cash_summary(thursday.cycle.id)
+    assert (today.totals["cash"], today.counts["cash"], today.expected_cash) == (900, 1, 900)
+    assert [(row.household_name, row.other_day) for row in today.till.other_days] == [
+        ("Foyer Petit", last_week.distribution_date)]
+    assert cycle_money(thursday.cycle.id).expected_cash_cents == 900  # the money page says the same
+    earlier = cash_summary(last_week.id)
+    assert (earlier.totals["cash"], earlier.expected_cash) == (0, 0)
+    # Last week's money page sees the order paid: money is counted by order there, by till here.
+    assert cycle_money(last_week.id).paid_by_method["cash"] == 900
+    till_page = text(client.get("/retrait/caisse")).replace("\xa0", " ")
+    assert '<dd id="caisse-especes"><strong>9,00 €</strong>' in till_page
+    assert 'id="caisse-autres-distributions"' in till_page and "Foyer Petit · sac du" in till_page
+
+
+def test_a_bag_handed_out_unpaid_last_week_is_paid_this_week_by_cheque(client, thursday):
+    last_week, dupont, _kept = _last_week(thursday)
+    login(client, thursday.volunteer_email)
+    found = _desk(client, "dupont")
+    # This week's bag first, then last week's, which still owes its 3,00 €.
+    assert found.index(f"/retrait/accueil/sac/{thursday.dupont.id}") < found.index(f"/retrait/accueil/sac/{dupont.id}")
+    assert "À payer : 3,00 €" in found
+    paid = text(_pay(client, dupont.id, {"method": "cheque", "amount": "3,00", "cheque_number": "881",
+                                         "cheque_bank": "La Poste"}))
+    assert "Paiement enregistré." in paid
+    assert f"/retrait/accueil/sac/{dupont.id}" not in _desk(client, "dupont")
+    # Paid and handed out: the page still opens (after the redirect), and will not hand it out twice.
+    page = text(client.get(f"/retrait/accueil/sac/{dupont.id}"))
+    assert "Tout est payé." in page and "Sac remis le" in page
+    today = cash_summary(thursday.cycle.id)
+    assert [(c.number, c.household, c.other_day) for c in today.cheques] == [
+        ("881", "Foyer Dupont", last_week.distribution_date)]
+    till_page = text(client.get("/retrait/caisse"))
+    assert "881" in till_page and f"sac du {local_date(last_week.distribution_date)}" in till_page
+
+
+def test_the_desk_lists_earlier_bags_only_for_a_name_or_number_of_its_own_site_and_recent(client, thursday):
+    last_week, _dupont, kept = _last_week(thursday)
+    # The same household's bag at another café, and one of this café two months ago: not this desk's.
+    other_site = _distribution(SiteFactory(name="Épicerie du Port").id, 7)
+    elsewhere = _bag(other_site, kept.household_id, thursday.salad, 1, 1, collected=False, no_show=True)
+    long_ago = _bag(_distribution(thursday.site.id, 63), kept.household_id, thursday.salad, 1, 2, collected=False,
+                    no_show=True)
+    db.session.commit()
+    bags = find_bags(thursday.cycle.id, "petit")
+    assert [bag.order.id for bag in bags] == [kept.id]
+    assert bags[0].earlier_day == last_week.distribution_date and not bags[0].lines_to_weigh
+    assert [bag.order.id for bag in find_bags(thursday.cycle.id, "5")] == [kept.id]  # its bag number
+    # A slot's list is this distribution's bags only.
+    assert kept.id not in {bag.order.id for bag in find_bags(thursday.cycle.id, "", slot_id=thursday.slot1.id)}
+    login(client, thursday.volunteer_email)
+    for order_id in (elsewhere.id, long_ago.id):
+        assert client.get(f"/retrait/accueil/sac/{order_id}").status_code == 404
+    assert client.get(f"/retrait/accueil/sac/{kept.id}").status_code == 200
+    # Last week's bag is at the desk, not in this week's preparation.
+    assert client.get(f"/retrait/preparation/sac/{kept.id}").status_code == 404
+
+
+def test_change_kept_on_the_account_from_last_weeks_bag_goes_into_todays_till(client, thursday):
+    _last_week_cycle, _dupont, kept = _last_week(thursday)
+    login(client, thursday.volunteer_email)
+    paid = text(_pay(client, kept.id, {"method": "cash", "amount": "20", "change": "keep"})).replace("\xa0", " ")
+    assert "Monnaie gardée sur le compte du foyer : 11,00 €" in paid
+    assert cash_summary(thursday.cycle.id).expected_cash == 2000
+
+
+def test_the_detailed_payment_page_says_which_till_takes_the_money(client, thursday):
+    """Today's distribution's till when the household has a bag there; no till on another day."""
+    last_week, dupont, kept = _last_week(thursday)
+    login(client, thursday.coordinator_email)
+
+    def pay(order_id, amount):
+        url = f"/commandes/{order_id}/paiement-accueil"
+        page = client.get(url)
+        token = re.search(r'name="token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+        client.post(url, data={"csrf_token": csrf_token(page.data), "token": token, "method": "cash",
+                               "amount": amount})
+        db.session.expire_all()
+        return db.session.scalar(sa.select(Payment).where(Payment.order_id == order_id))
+
+    page = text(client.get(f"/commandes/{dupont.id}/paiement-accueil"))
+    assert "Espèces et chèques comptent dans la caisse de la distribution du" in page
+    assert pay(dupont.id, "3,00").cycle_id == thursday.cycle.id
+    # The Petit household has no bag today: its money goes through no distribution's till.
+    page = text(client.get(f"/commandes/{kept.id}/paiement-accueil"))
+    assert "ne comptent dans aucune caisse de distribution" in page
+    assert pay(kept.id, "9,00").cycle_id is None
+    assert cash_summary(last_week.id).expected_cash == 0
+    assert cash_summary(thursday.cycle.id).expected_cash == 300
+
+
+def test_the_detailed_payment_page_does_not_offer_an_estimate(client, thursday):
+    """The Dupont's apples are sold by weight and not weighed yet: ≈, a warning, and no amount typed in."""
+    login(client, thursday.coordinator_email)
+    page = text(client.get(f"/commandes/{thursday.dupont.id}/paiement-accueil")).replace("\xa0", " ")
+    assert "(estimé : pesée à faire)" in page and 'id="pesee-a-faire"' in page and "≈ " in page
+    assert not re.search(r'name="amount"[^>]*value="[^"]', page)
+    weighed = text(client.get(f"/commandes/{thursday.martin.id}/paiement-accueil"))
+    assert "pesée à faire" not in weighed and re.search(r'name="amount"[^>]*value="7,50"', weighed)
