@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ from app.models import Household, User, UserRole
 from app.money import format_cents, line_total_cents
 from app.search import fold
 from app.templating import local_date
-from app.timeutil import local_today
+from app.timeutil import local_to_utc, local_today
 from orders.models import Cycle, Order, OrderLine
 from orders.payment_models import LedgerEntry, Payment
 from pickup.models import (
@@ -930,6 +930,8 @@ class UnpaidBag:
     household: str
     bag_number: int | None
     due_cents: int
+    #: The bag's distribution day when it was an earlier distribution's bag, handed over at this one.
+    other_day: date | None = None
 
 
 @dataclass
@@ -1006,20 +1008,31 @@ def cash_summary(cycle_id: int) -> CashSummary:
 
 
 def unpaid_handed_over(cycle_id: int) -> list[UnpaidBag]:
-    """The distribution's bags handed over with money still due (as amount_due_cents says), by bag number; one query."""
+    """The distribution's bags handed over with money still due (as amount_due_cents says), and the site's
+    earlier bags handed over on its day with money due, by bag number; one query."""
     from orders.payments import paid_by_order_subquery
 
+    cycle = db.session.get(Cycle, cycle_id)
+    day_starts = local_to_utc(cycle.distribution_date, time(0))
+    day_ends = local_to_utc(cycle.distribution_date + timedelta(days=1), time(0))
+    bag_cycle = aliased(Cycle)
     paid = paid_by_order_subquery()
     due = Order.total_cents - sa.func.coalesce(paid.c.paid_cents, 0)
     rows = db.session.execute(
-        sa.select(Order.id, Household.name, Order.bag_number, due)
+        sa.select(Order.id, Household.name, Order.bag_number, due, bag_cycle.id, bag_cycle.distribution_date)
         .join(Pickup, Pickup.order_id == Order.id)
         .join(Household, Household.id == Order.household_id)
+        .join(bag_cycle, bag_cycle.id == Order.cycle_id)
         .outerjoin(paid, paid.c.order_id == Order.id)
-        .where(Order.cycle_id == cycle_id, Order.status == "confirmed", Pickup.collected_at.is_not(None), due > 0)
-        .order_by(Order.bag_number, Household.name, Order.id)
+        .where(Order.status == "confirmed", Pickup.collected_at.is_not(None), due > 0,
+               sa.or_(Order.cycle_id == cycle_id,
+                      sa.and_(bag_cycle.site_id == cycle.site_id,
+                              bag_cycle.distribution_date < cycle.distribution_date,
+                              Pickup.collected_at >= day_starts, Pickup.collected_at < day_ends)))
+        .order_by(bag_cycle.distribution_date.desc(), Order.bag_number, Household.name, Order.id)
     )
-    return [UnpaidBag(order_id, name, bag_number, int(cents)) for order_id, name, bag_number, cents in rows]
+    return [UnpaidBag(order_id, name, bag_number, int(cents), None if bag_cycle_id == cycle_id else day)
+            for order_id, name, bag_number, cents, bag_cycle_id, day in rows]
 
 
 # ---------------------------------------------------------------------------

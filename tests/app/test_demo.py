@@ -101,6 +101,27 @@ def test_demo_has_a_distribution_to_prepare_with_its_documents(app, client, runn
     assert "Terminer la distribution" in client.get("/retrait/accueil").get_data(as_text=True)
 
 
+def test_demo_has_last_weeks_bags_still_to_settle_at_todays_desk(app, client, runner):
+    """Last week's distribution is over: one bag left unpaid, one nobody came for, kept at the café."""
+    from orders.payments import amount_due_cents
+    from pickup.demo import KEPT_AT_CAFE, LAST_WEEK_NOTE
+    from pickup.services import current_distribution, find_bags
+
+    assert runner.invoke(args=["demo", "load"]).exit_code == 0
+    cycle = db.session.scalar(sa.select(Cycle).where(Cycle.note == LAST_WEEK_NOTE))
+    assert cycle.status == "distributed"
+    today = current_distribution()
+    households = db.session.scalars(sa.select(Household).order_by(Household.id).limit(13)).all()
+    unpaid, kept = (find_bags(today.id, households[i].name)[-1] for i in (0, 12))
+    assert unpaid.earlier_day == kept.earlier_day == cycle.distribution_date
+    assert unpaid.status == "collected" and amount_due_cents(unpaid.order.id) > 0
+    assert kept.status == "no_show" and kept.pickup.no_show_outcome == KEPT_AT_CAFE
+
+    login(client, "benevole@example.org", demo.DEMO_PASSWORD)
+    page = client.get(f"/retrait/accueil/sac/{kept.order.id}").get_data(as_text=True)
+    assert "Sac de la distribution du" in page and KEPT_AT_CAFE in page
+
+
 def test_loading_again_keeps_what_households_changed_and_the_weeks_ahead_have_the_catalogue(app, runner):
     from orders.models import Order, OrderLine
     from orders.services import save_order

@@ -204,3 +204,16 @@ def test_the_detailed_payment_page_does_not_offer_an_estimate(client, thursday):
     assert not re.search(r'name="amount"[^>]*value="[^"]', page)
     weighed = text(client.get(f"/commandes/{thursday.martin.id}/paiement-accueil"))
     assert "pesée à faire" not in weighed and re.search(r'name="amount"[^>]*value="7,50"', weighed)
+
+
+def test_last_weeks_bag_handed_out_unpaid_today_is_in_todays_unpaid_list(client, thursday):
+    last_week, _dupont, kept = _last_week(thursday)
+    login(client, thursday.volunteer_email)
+    client.post(f"/retrait/accueil/sac/{kept.id}/remis",
+                data={"csrf_token": csrf_token(client.get(f"/retrait/accueil/sac/{kept.id}").data)})
+    unpaid = cash_summary(thursday.cycle.id).unpaid
+    # Today's bags are not handed out yet; the Dupont's bag of last week left unpaid last week, not today.
+    assert [(bag.household, bag.due_cents, bag.other_day) for bag in unpaid] == [
+        ("Foyer Petit", 900, last_week.distribution_date)]
+    page = text(client.get("/retrait/caisse")).replace("\xa0", " ")
+    assert f"(sac du {local_date(last_week.distribution_date)})" in page
