@@ -6,9 +6,7 @@ and Document rows (unique per cycle, kind and chunk).
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import math
 import os
@@ -32,7 +30,7 @@ from app.models import Document, Household
 from app.money import line_total_cents
 from app.outbox import MessageSpec, site_link
 from app.pdf import render_pdf
-from app.spreadsheet import text_cell
+from app.spreadsheet import decimal_cell, euros_cell, french_csv, text_cell
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Site, Slot
 from producers.models import Offer, Producer, Product
@@ -475,15 +473,8 @@ def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> 
     # The producer reads units in French, as on the PDF ("panier", not "basket").
     from orders.routes import unit_label
 
-    def number(value) -> str:
-        return format(Decimal(value).normalize(), "f").replace(".", ",") if value is not None else ""
-
-    def euros(cents: int) -> str:
-        return number(Decimal(cents) / 100)
-
     rows = [row for row in rows if row.quantity > 0]
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";")
+    out, writer = french_csv()
     writer.writerow(["produit", "unite", "taille_colis", "quantite", "colis_entiers", "reste_unites", "tva_pct",
                      "prix_unitaire_ttc_eur", "total_ttc_eur", "remarque"]
                     + [f"creneau_{slot_label(slots.get(s))}" for s in slot_ids])
@@ -493,23 +484,24 @@ def purchase_order_csv(rows: list[PurchaseRow], slot_ids: list, slots: dict) -> 
             money = ["", "", "", _("panier AMAP, réglé par contrat")]
         else:
             note = _("montant estimé (au poids)") if row.sold_by_weight else ""
-            money = [number(Decimal(row.vat_rate_bp) / 100), euros(row.price_cents), euros(row.total_cents), note]
+            money = [decimal_cell(Decimal(row.vat_rate_bp) / 100), euros_cell(row.price_cents),
+                     euros_cell(row.total_cents), note]
         writer.writerow([
-            text_cell(row.name), unit_label(row.unit), number(row.case_size), number(row.quantity),
-            cases[0] if cases else "", number(cases[1]) if cases else "",
-        ] + money + [number(row.per_slot.get(s, Decimal(0))) for s in slot_ids])
-    writer.writerow(["TOTAL TTC", "", "", "", "", "", "", "", euros(sum(r.total_cents for r in rows))])
+            text_cell(row.name), unit_label(row.unit), decimal_cell(row.case_size), decimal_cell(row.quantity),
+            cases[0] if cases else "", decimal_cell(cases[1]) if cases else "",
+        ] + money + [decimal_cell(row.per_slot.get(s, Decimal(0))) for s in slot_ids])
+    writer.writerow(["TOTAL TTC", "", "", "", "", "", "", "", euros_cell(sum(r.total_cents for r in rows))])
     vat_lines = vat_summary(rows)
     if vat_lines:
         writer.writerow([])
         writer.writerow(["taux_tva_pct", "total_ht_eur", "tva_eur", "total_ttc_eur"])
         for line in vat_lines:
-            writer.writerow([number(Decimal(line.rate_bp) / 100), euros(line.net_cents), euros(line.vat_cents),
-                             euros(line.total_cents)])
+            writer.writerow([decimal_cell(Decimal(line.rate_bp) / 100), euros_cell(line.net_cents),
+                             euros_cell(line.vat_cents), euros_cell(line.total_cents)])
         if len(vat_lines) > 1:
-            writer.writerow(["TOTAL", euros(sum(v.net_cents for v in vat_lines)),
-                             euros(sum(v.vat_cents for v in vat_lines)), euros(sum(v.total_cents for v in vat_lines))])
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+            writer.writerow(["TOTAL"] + [euros_cell(sum(getattr(v, cents) for v in vat_lines))
+                                         for cents in ("net_cents", "vat_cents", "total_cents")])
+    return out.getvalue().encode("utf-8")
 
 
 def _slug(text: str) -> str:

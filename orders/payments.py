@@ -1,8 +1,6 @@
 """Payments towards orders: what is due, desk payments (cash, cheque, balance), balance settlement."""
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import utcnow
 from app.extensions import db
 from app.money import format_cents, line_total_cents
-from app.spreadsheet import text_cell
+from app.spreadsheet import euros_cell, french_csv, text_cell
 from app.timeutil import local_today
 from orders import ledger
 from orders.models import Order, OrderLine
@@ -845,61 +843,48 @@ def cycle_money(cycle_id: int) -> CycleMoney:
     )
 
 
-def euros(cents: int) -> str:
-    """Cents as a French spreadsheet reads an amount ("1234,50"), exact."""
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100},{abs(cents) % 100:02d}"
-
-
-def _french_csv() -> tuple[io.StringIO, csv.writer]:
-    """A CSV as French spreadsheets open it, as the purchase orders are: semicolons, decimal commas, a BOM."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    return out, csv.writer(out, delimiter=";")
-
-
 def cycle_money_csv(cycle_id: int) -> str:
     """The cycle's money view as CSV: one row per order, then one row per producer."""
     summary = cycle_money(cycle_id)
-    out, writer = _french_csv()
+    out, writer = french_csv()
     writer.writerow(["type", "foyer", "commande", "sac", "total", "carte", "especes", "cheque", "solde", "reste_du",
                      "porte_au_solde"])
     for row in summary.orders:
         m = row.methods
         writer.writerow([
             "commande", text_cell(row.household_name), row.order.id, row.order.bag_number or "",
-            euros(row.final_total_cents),
-            euros(m.get("card", 0)), euros(m.get("cash", 0)), euros(m.get("cheque", 0)),
-            euros(m.get("balance", 0)), euros(row.due_cents), euros(row.credited_cents),
+            euros_cell(row.final_total_cents),
+            euros_cell(m.get("card", 0)), euros_cell(m.get("cash", 0)), euros_cell(m.get("cheque", 0)),
+            euros_cell(m.get("balance", 0)), euros_cell(row.due_cents), euros_cell(row.credited_cents),
         ])
     paid = summary.paid_by_method
-    writer.writerow(["total", "", "", "", euros(summary.due_cents), euros(paid.get("card", 0)),
-                     euros(paid.get("cash", 0)), euros(paid.get("cheque", 0)), euros(paid.get("balance", 0)),
-                     euros(summary.still_owed_cents), euros(summary.credited_cents)])
+    writer.writerow(["total", "", "", "", euros_cell(summary.due_cents)]
+                    + [euros_cell(paid.get(method, 0)) for method in ("card", "cash", "cheque", "balance")]
+                    + [euros_cell(summary.still_owed_cents), euros_cell(summary.credited_cents)])
     writer.writerow([])
     writer.writerow(["type", "producteur", "du_au_producteur", "paniers_amap_regles_par_contrat"])
     for producer in summary.producers:
-        writer.writerow(["producteur", text_cell(producer.name), euros(producer.owed_cents),
-                         euros(producer.contract_cents)])
+        writer.writerow(["producteur", text_cell(producer.name), euros_cell(producer.owed_cents),
+                         euros_cell(producer.contract_cents)])
     moved = summary.handed_over
     writer.writerow([])
     writer.writerow(["type", "moyen", "montant", "nombre"])
     for kind, cents, counts in (("versement", moved.topups_by_method, moved.topup_counts),
                                 ("avoir_rendu", moved.handed_back_by_method, moved.handed_back_counts)):
         for method, label in (("cash", "especes"), ("cheque", "cheque")):
-            writer.writerow([kind, label, euros(cents[method]), counts[method]])
+            writer.writerow([kind, label, euros_cell(cents[method]), counts[method]])
     for method, label in (("cash", "paiements_especes"), ("cheque", "paiements_cheque")):
-        writer.writerow(["caisse", label, euros(summary.till.kept_cents(method)), summary.till.count(method)])
-    writer.writerow(["caisse", "especes_attendues", euros(summary.expected_cash_cents), ""])
+        writer.writerow(["caisse", label, euros_cell(summary.till.kept_cents(method)), summary.till.count(method)])
+    writer.writerow(["caisse", "especes_attendues", euros_cell(summary.expected_cash_cents), ""])
     return out.getvalue()
 
 
 def balances_csv() -> str:
     """Every household's balance as CSV."""
-    out, writer = _french_csv()
+    out, writer = french_csv()
     writer.writerow(["foyer_id", "foyer", "solde"])
     for row in household_balances():
-        writer.writerow([row.household_id, text_cell(row.name), euros(row.balance_cents)])
+        writer.writerow([row.household_id, text_cell(row.name), euros_cell(row.balance_cents)])
     return out.getvalue()
 
 

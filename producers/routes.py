@@ -25,6 +25,7 @@ from app.auth.decorators import roles_required
 from app.extensions import db
 from app.money import cents_to_input, parse_euros
 from app.search import folded_sort_key
+from app.spreadsheet import BOM, decimal_cell
 from app.templating import local_date, local_time, money
 from orders.models import Cycle
 from producers import bp
@@ -157,8 +158,7 @@ def _flash_weeks_at_another_price(product: Product, producer_id: int) -> None:
 
 def _fill_product_form(form: ProductForm, product: Product) -> None:
     """Show a product in the form, prices in euros with a comma."""
-    def fmt(value):
-        return "" if value is None else format(Decimal(value).normalize(), "f").replace(".", ",")
+    fmt = decimal_cell
     form.name.data, form.unit.data = product.name, product.unit
     form.price.data = cents_to_input(product.price_cents)
     form.vat.data = fmt(Decimal(product.vat_rate_bp) / 100)
@@ -279,7 +279,7 @@ def demand_view():
     if request.args.get("format") == "csv":
         text = (delivery_csv if page.final else demand_csv)(page.rows, page.slots, local_time)
         stem = "a-livrer" if page.final else "demande"
-        return Response("\ufeff" + text, mimetype="text/csv", headers={
+        return Response(BOM + text, mimetype="text/csv", headers={
             "Content-Disposition": f'attachment; filename="{stem}-{cycle.distribution_date}.csv"'})
     return render_template("producers/demand.html", cycle=cycle, page=page, rows=page.rows, slots=page.slots,
                            producer=producer, with_names=with_names, scope=scope, weeks=weeks,
@@ -333,5 +333,5 @@ def admin_import(producer_id: int):
 def admin_export(producer_id: int):
     """A producer's catalogue as CSV (the import format)."""
     producer = db.session.get(Producer, producer_id) or abort(404)
-    return Response("\ufeff" + export_catalogue(producer_id), mimetype="text/csv", headers={
+    return Response(BOM + export_catalogue(producer_id), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="catalogue-{producer.id}.csv"'})

@@ -21,7 +21,7 @@ from app.db import plain_decimal, utcnow
 from app.extensions import db
 from app.money import cents_to_input, parse_euros
 from app.search import folded_sort_key
-from app.spreadsheet import text_cell, text_from_cell
+from app.spreadsheet import decimal_cell, french_csv, text_cell, text_from_cell
 from orders.models import Cycle, Order, OrderLine
 from pickup.models import Slot
 from producers.models import DIVISIBLE_UNITS, UNITS, Offer, Producer, Product, name_key
@@ -437,22 +437,16 @@ def import_catalogue(producer_id: int, text: str) -> ImportReport:
     return report
 
 
-def _fmt_decimal(value: Decimal | None) -> str:
-    """A decimal with a French comma, no trailing zeros."""
-    return "" if value is None else format(value.normalize(), "f").replace(".", ",")
-
-
 def export_catalogue(producer_id: int) -> str:
     """The producer's catalogue as CSV text in the import format."""
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";")
+    out, writer = french_csv(bom=False)
     writer.writerow(CSV_COLUMNS)
     products = db.session.scalars(sa.select(Product).where(Product.producer_id == producer_id)).all()
     for p in sorted(products, key=lambda product: folded_sort_key(product.name)):
         writer.writerow([
             text_cell(p.name), EXPORT_UNIT_WORDS[p.unit], cents_to_input(p.price_cents),
-            _fmt_decimal(Decimal(p.vat_rate_bp) / 100), "oui" if p.sold_by_weight else "non", _fmt_decimal(p.case_size),
-            _fmt_decimal(p.portion_step), "oui" if p.active else "non", "oui" if p.is_contract_basket else "non",
+            decimal_cell(Decimal(p.vat_rate_bp) / 100), "oui" if p.sold_by_weight else "non", decimal_cell(p.case_size),
+            decimal_cell(p.portion_step), "oui" if p.active else "non", "oui" if p.is_contract_basket else "non",
             text_cell(p.description),
         ])
     return out.getvalue()
@@ -563,7 +557,7 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
         # Only whole cases are bought at close: households could fill a part case that is never bought.
         raise CatalogueError(_("%(name)s se vend par colis de %(size)s : le stock doit être un nombre entier de "
                                "colis (%(size)s, %(twice)s…).", name=product.name,
-                               size=_fmt_decimal(product.case_size), twice=_fmt_decimal(2 * product.case_size)))
+                               size=decimal_cell(product.case_size), twice=decimal_cell(2 * product.case_size)))
     if offer is None:
         offer = Offer(cycle_id=cycle_id, product_id=product_id, price_cents=price_cents, stock_cap=stock_cap,
                       reserved=Decimal(0), active=True)
@@ -579,7 +573,7 @@ def set_offer(cycle_id: int, product_id: int, producer_id: int, offered: bool,
             .execution_options(synchronize_session=False))
         if result.rowcount != 1:
             raise CatalogueError(_("%(name)s : déjà %(qty)s commandé, le stock ne peut pas être plus bas.",
-                                   name=product.name, qty=_fmt_decimal(offer.reserved)))
+                                   name=product.name, qty=decimal_cell(offer.reserved)))
     else:
         db.session.execute(sa.update(Offer).where(Offer.id == offer.id)
                            .values(stock_cap=None, price_cents=price_cents, active=True)
@@ -884,15 +878,14 @@ def demand_csv(rows: list[DemandRow], slots: list[Slot], local_time) -> str:
     from orders.routes import unit_label
 
     no_slot = any(row.no_slot for row in rows)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";")
+    out, writer = french_csv(bom=False)
     writer.writerow(["produit", "unite", "quantite", "tolerance", "colis_complets"]
                     + [f"creneau {local_time(s.starts_at)}" for s in slots] + (["sans creneau"] if no_slot else []))
     for row in rows:
-        writer.writerow([text_cell(row.product), unit_label(row.unit), _fmt_decimal(row.quantity),
-                         _fmt_decimal(row.tolerance), "" if row.full_cases is None else row.full_cases]
-                        + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots]
-                        + ([_fmt_decimal(row.no_slot)] if no_slot else []))
+        writer.writerow([text_cell(row.product), unit_label(row.unit), decimal_cell(row.quantity),
+                         decimal_cell(row.tolerance), "" if row.full_cases is None else row.full_cases]
+                        + [decimal_cell(row.by_slot.get(s.id, Decimal(0))) for s in slots]
+                        + ([decimal_cell(row.no_slot)] if no_slot else []))
     return out.getvalue()
 
 
@@ -902,8 +895,7 @@ def delivery_csv(rows: list[DeliveryRow], slots: list[Slot], local_time) -> str:
     from orders.routes import unit_label
 
     no_slot = any(row.no_slot for row in rows)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";")
+    out, writer = french_csv(bom=False)
     writer.writerow(["produit", "unite", "a_livrer", "commande", "colis_complets", "remarque"]
                     + [f"creneau {local_time(s.starts_at)}" for s in slots] + (["sans creneau"] if no_slot else []))
     for row in rows:
@@ -913,10 +905,10 @@ def delivery_csv(rows: list[DeliveryRow], slots: list[Slot], local_time) -> str:
             note = _("non livré : produit retiré")
         else:
             note = _("panier AMAP") if row.contract else ""
-        writer.writerow([text_cell(row.product), unit_label(row.unit), _fmt_decimal(row.quantity),
-                         _fmt_decimal(row.ordered), "" if row.full_cases is None else row.full_cases, note]
-                        + [_fmt_decimal(row.by_slot.get(s.id, Decimal(0))) for s in slots]
-                        + ([_fmt_decimal(row.no_slot)] if no_slot else []))
+        writer.writerow([text_cell(row.product), unit_label(row.unit), decimal_cell(row.quantity),
+                         decimal_cell(row.ordered), "" if row.full_cases is None else row.full_cases, note]
+                        + [decimal_cell(row.by_slot.get(s.id, Decimal(0))) for s in slots]
+                        + ([decimal_cell(row.no_slot)] if no_slot else []))
     return out.getvalue()
 
 

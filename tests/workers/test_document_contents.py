@@ -141,8 +141,9 @@ def test_amap_baskets_are_listed_to_bring_but_not_in_the_total(app):
     assert any(re.fullmatch(r"\S+ Panier de saison \(panier AMAP\) 1 panier", line) for line in lines), lines
     rows = {row[0]: row for row in csv_rows(document("purchase_order_csv")) if row}
     assert rows["Panier de saison"][3:10] == ["1", "", "", "", "", "", "panier AMAP, réglé par contrat"]
-    assert rows["TOTAL TTC"][8] == "8,4"
-    assert rows["5,5"][1:] == ["7,96", "0,44", "8,4"]  # only the vegetables: 840 x 5.5 / 105.5 = 43.8
+    # Amounts in euros always have their two decimals ("8,40"), as the money CSVs write them.
+    assert rows["TOTAL TTC"][8] == "8,40"
+    assert rows["5,5"][1:] == ["7,96", "0,44", "8,40"]  # only the vegetables: 840 x 5.5 / 105.5 = 43.8
 
 
 def test_purchase_order_shows_when_orders_were_really_stopped(app):
@@ -184,10 +185,10 @@ def test_vat_column_prices_tax_included_and_summary_per_rate(app):
     assert "Total 8,01 € 0,45 € 8,46 €" in text and "Total TTC 8,46 €" in text
     rows = csv_rows(document("purchase_order_csv"))
     assert rows[0][6:10] == ["tva_pct", "prix_unitaire_ttc_eur", "total_ttc_eur", "remarque"]
-    assert rows[1][:10] == ["Légume 1.1", "kg", "", "3", "", "", "5,5", "2,8", "8,4", ""]
+    assert rows[1][:10] == ["Légume 1.1", "kg", "", "3", "", "", "5,5", "2,80", "8,40", ""]
     assert rows[2][6:9] == ["20", "0,03", "0,06"]
     summary = rows[rows.index(["taux_tva_pct", "total_ht_eur", "tva_eur", "total_ttc_eur"]) + 1:]
-    assert summary == [["5,5", "7,96", "0,44", "8,4"], ["20", "0,05", "0,01", "0,06"],
+    assert summary == [["5,5", "7,96", "0,44", "8,40"], ["20", "0,05", "0,01", "0,06"],
                        ["TOTAL", "8,01", "0,45", "8,46"]]
 
 
