@@ -1,10 +1,10 @@
-"""Command-line commands: `flask users ...`, `flask demo ...`; packages add their own groups here."""
+"""Command-line commands: `flask users`, `flask demo`, `flask photos`; packages add their own groups here."""
 from __future__ import annotations
 
 import click
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app.auth.services import create_coordinator as create_coordinator_account
@@ -109,10 +109,27 @@ def demo_logins() -> None:
     click.echo(f"  mot de passe de tous les comptes : {demo.DEMO_PASSWORD}")
 
 
+photos_cli = AppGroup("photos", help="Photos des produits.")
+
+
+@photos_cli.command("clean")
+def photos_clean() -> None:
+    """Enregistre à nouveau, sans métadonnées (position GPS...), les photos gardées avant leur nettoyage."""
+    from producers.services import PhotoLimits, clean_stored_photos
+
+    report = clean_stored_photos(current_app.config["INSTANCE_DIR"], PhotoLimits.from_config(current_app.config))
+    click.echo(f"Photos nettoyées : {len(report.cleaned)} ; déjà propres : {report.already_clean}.")
+    for name in report.missing:
+        click.echo(f"Fichier introuvable : {name}")
+    for name in report.unreadable:
+        click.echo(f"Photo illisible, laissée telle quelle : {name}")
+
+
 def register(app: Flask) -> None:
     """Attach every command group to the app."""
     app.cli.add_command(users_cli)
     app.cli.add_command(demo_cli)
+    app.cli.add_command(photos_cli)
     from workers.cli import cycles_cli, outbox_cli
 
     app.cli.add_command(cycles_cli)

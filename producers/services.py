@@ -262,6 +262,58 @@ def _encode_photo(image, kind: str, quality: int) -> bytes:
     return out.getvalue()
 
 
+@dataclass
+class PhotosCleaned:
+    """What clean_stored_photos did: photos stored again without metadata, photos already clean, files lost."""
+
+    cleaned: list[str] = field(default_factory=list)
+    already_clean: int = 0
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def _needs_cleaning(content: bytes, limits: PhotoLimits) -> bool:
+    """Whether a stored photo still carries metadata (EXIF with a GPS position, XMP, a comment) or is larger
+    than photos are stored now: one uploaded before shrink_photo existed."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(content)) as image:
+        return (bool(image.getexif()) or any(key in image.info for key in ("exif", "xmp", "XML:com.adobe.xmp",
+                                                                             "comment"))
+                or max(image.size) > limits.max_side)
+
+
+def clean_stored_photos(instance_dir: str, limits: PhotoLimits = PhotoLimits()) -> PhotosCleaned:
+    """Store again, through shrink_photo, the product photos kept before it existed: upright, shrunk, without
+    EXIF (the farm's GPS position). Each gets a new name and the old file is removed once the product points
+    to the new one. Photos already clean are left as they are (a JPEG re-encoded loses a little each time).
+    Commits per photo."""
+    report = PhotosCleaned()
+    folder = Path(instance_dir) / "photos"
+    products = db.session.execute(
+        sa.select(Product.id, Product.photo_filename).where(Product.photo_filename.is_not(None)).order_by(Product.id)
+    ).all()
+    for product_id, name in products:
+        path = folder / name
+        if not path.is_file():
+            report.missing.append(name)
+            continue
+        content = path.read_bytes()
+        try:
+            if not _needs_cleaning(content, limits):
+                report.already_clean += 1
+                continue
+            photo, suffix = shrink_photo(content, limits)
+        except Exception:  # noqa: BLE001 - a damaged file: reported, left for a person to look at
+            report.unreadable.append(name)
+            continue
+        store_photo(product_id, photo, suffix, instance_dir)
+        db.session.commit()
+        path.unlink()
+        report.cleaned.append(name)
+    return report
+
+
 def store_photo(product_id: int, photo: bytes, suffix: str, instance_dir: str) -> str:
     """Keep a product photo (as shrink_photo made it) under instance/photos with a random name; returns that name."""
     folder = Path(instance_dir) / "photos"
