@@ -104,7 +104,8 @@ class AbsenceForm(PageForm):
     """A household will be away for one distribution: its basket is not brought."""
 
     contract_id = HiddenField(validators=[DataRequired()])
-    cycle_id = HiddenField(validators=[DataRequired()])
+    #: The season's date missed (ISO), whether its week's distribution exists yet or not.
+    day = HiddenField(validators=[DataRequired()])
     kind = RadioField(_l("Mon panier"), default="skip", validate_choice=False, choices=[
         SelectChoice("skip", _l("Ne pas le prendre (le producteur en apporte un de moins)")),
     ])
@@ -120,7 +121,8 @@ class VolunteerAbsenceForm(PageForm):
     """A volunteer declares an absence for a household: skip the basket or hand it to a chosen household."""
 
     contract_id = HiddenField(validators=[DataRequired()])
-    cycle_id = HiddenField(validators=[DataRequired()])
+    #: The season's date missed (ISO), whether its week's distribution exists yet or not.
+    day = HiddenField(validators=[DataRequired()])
     household_id = HiddenField(validators=[DataRequired()])
     kind = RadioField(_l("Le panier"), default="skip", choices=[
         SelectChoice("skip", _l("Ne pas prendre le panier")),

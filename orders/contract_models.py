@@ -71,13 +71,18 @@ INSTALMENT_METHODS = ("cheque", "cash", "transfer")
 
 
 class ContractAbsence(db.Model):
-    """A distribution a household will miss: the basket is skipped or handed to another household."""
+    """A distribution a household will miss: the basket is skipped or handed to another household.
+
+    Kept by week, not by cycle: a holiday is declared months ahead, before the week's distribution
+    exists; the basket is then left out of whichever distribution carries that week's baskets.
+    """
 
     __tablename__ = "contract_absence"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     contract_id: Mapped[int] = mapped_column(sa.ForeignKey("contract.id", ondelete="CASCADE"), index=True)
-    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("cycle.id"), index=True)
+    #: The Monday of the week missed (orders.contracts.cycle_monday of the distribution that week).
+    week: Mapped[date] = mapped_column(sa.Date, index=True)
     #: The household that is away (the holder, or the co-holder on its weeks of a shared basket).
     household_id: Mapped[int] = mapped_column(sa.ForeignKey("household.id"), index=True)
     #: "skip": the producer brings one basket less; "handover": another household collects it.
@@ -87,7 +92,7 @@ class ContractAbsence(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
-        sa.UniqueConstraint("contract_id", "cycle_id", name="uq_contract_absence_contract_cycle"),
+        sa.UniqueConstraint("contract_id", "week", name="uq_contract_absence_contract_week"),
         sa.CheckConstraint("kind IN ('skip', 'handover')", name="known_kind"),
         sa.CheckConstraint(
             "(kind = 'handover') = (handed_to_id IS NOT NULL)", name="handover_has_household"

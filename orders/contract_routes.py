@@ -1,6 +1,8 @@
 """Pages of the contracts and bulk areas of orders (thin: form in, service call, redirect or render)."""
 from __future__ import annotations
 
+from datetime import date
+
 import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -8,6 +10,7 @@ from flask_login import current_user, login_required
 from wtforms.fields.choices import SelectChoice
 
 from app.auth.decorators import roles_required
+from app.db import utcnow
 from app.extensions import db
 from app.models import Household
 from app.search import search_households
@@ -39,7 +42,7 @@ from orders.contracts import (
     cancel_contract,
     contract_view,
     create_contract_offer,
-    declare_absence,
+    declare_absence_on,
     household_choices,
     household_contracts,
     mark_instalment_passed_on,
@@ -111,7 +114,7 @@ def contracts():
         "orders/contracts/index.html", views=views, offers=offers, products=products,
         received=baskets_received(household_id), subscribe_form=MemberSubscribeForm(),
         absence_form=AbsenceForm(), cancel_form=ConfirmForm(),
-        share_hint=SHARE_BY_VOLUNTEER, handover_hint=HANDOVER_BY_VOLUNTEER,
+        share_hint=SHARE_BY_VOLUNTEER, handover_hint=HANDOVER_BY_VOLUNTEER, now=utcnow(),
     )
 
 
@@ -152,8 +155,8 @@ def contract_absence():
         _form_errors(form)
         return redirect(url_for("orders.contracts"))
     try:
-        declare_absence(int(form.contract_id.data), int(form.cycle_id.data), current_user.household_id,
-                        "skip", declared_by_id=current_user.id)
+        declare_absence_on(int(form.contract_id.data), date.fromisoformat(form.day.data), current_user.household_id,
+                           "skip", declared_by_id=current_user.id)
     except (ContractError, ValueError) as error:
         db.session.rollback()
         _flash_error(error)
@@ -307,8 +310,8 @@ def contract_absence_for(contract_id: int):
         return redirect(url_for("orders.contract_detail", contract_id=contract.id))
     handed_to_id = form.handed_to_id.data if form.kind.data == "handover" else None
     try:
-        declare_absence(contract.id, int(form.cycle_id.data), household_id, form.kind.data,
-                        handed_to_id=handed_to_id, declared_by_id=current_user.id)
+        declare_absence_on(contract.id, date.fromisoformat(form.day.data), household_id, form.kind.data,
+                           handed_to_id=handed_to_id, declared_by_id=current_user.id)
     except (ContractError, ValueError) as error:
         db.session.rollback()
         _flash_error(error)

@@ -186,24 +186,23 @@ def contract_view(contract: Contract, household_id: int, now: datetime | None = 
     dates = nominal_dates(offer)
     cycles = site_cycles(offer.site_id, offer.first_date, offer.last_date)
     absences = {
-        a.cycle_id: a
+        a.week: a
         for a in db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.contract_id == contract.id))
     }
     used = sum(1 for a in absences.values() if a.household_id == household_id)
     names = _household_names({a.handed_to_id for a in absences.values() if a.handed_to_id})
+    this_week = week_monday(_local_today(now))
     rows = []
     for index, day in enumerate(dates):
         if not covers(contract, index) or taker_id(contract, index) != household_id:
             continue
-        cycle = cycles.get(week_monday(day))
-        absence = absences.get(cycle.id) if cycle else None
-        can = (
-            cycle is not None
-            and absence is None
-            and cycle.status in GENERATE_STATUSES
-            and cycle.closes_at > now
-            and used < offer.absences_allowed
-        )
+        monday = week_monday(day)
+        cycle = cycles.get(monday)
+        absence = absences.get(monday)
+        # Until the week's deadline; a week whose distribution does not exist yet is declared ahead.
+        open_week = (cycle.status in GENERATE_STATUSES and cycle.closes_at > now) if cycle is not None \
+            else monday > this_week
+        can = absence is None and open_week and used < offer.absences_allowed
         rows.append(ScheduleRow(day, cycle, absence, can,
                                 names.get(absence.handed_to_id) if absence and absence.handed_to_id else None))
     partner_id = contract.household_id if contract.co_holder_id == household_id else contract.co_holder_id
@@ -257,24 +256,24 @@ class HandedBasket:
 
 
 def baskets_received(household_id: int, today: date | None = None) -> list[HandedBasket]:
-    """Baskets other households hand to this one, in cycles still to come."""
+    """Baskets other households hand to this one, in distributions still to come."""
     today = today or _local_today(utcnow())
     rows = db.session.execute(
-        sa.select(Cycle.distribution_date, Product.name, Household.name)
-        .select_from(ContractAbsence)
-        .join(Cycle, Cycle.id == ContractAbsence.cycle_id)
+        sa.select(ContractAbsence.week, ContractOffer.site_id, Product.name, Household.name)
         .join(Contract, Contract.id == ContractAbsence.contract_id)
         .join(ContractOffer, ContractOffer.id == Contract.contract_offer_id)
         .join(Product, Product.id == ContractOffer.product_id)
         .join(Household, Household.id == ContractAbsence.household_id)
-        .where(
-            ContractAbsence.handed_to_id == household_id,
-            Cycle.status.in_(("draft", "open", "closed", "finalized")),
-            Cycle.distribution_date >= today,
-        )
-        .order_by(Cycle.distribution_date)
+        .where(ContractAbsence.handed_to_id == household_id, ContractAbsence.week >= week_monday(today))
+        .order_by(ContractAbsence.week)
     ).all()
-    return [HandedBasket(day, product, name) for day, product, name in rows]
+    received = []
+    for week, site_id, product, name in rows:
+        cycle = site_cycles(site_id, week, week + timedelta(days=6)).get(week)
+        if cycle is not None and cycle.status in ("draft", "open", "closed", "finalized") \
+                and cycle.distribution_date >= today:
+            received.append(HandedBasket(cycle.distribution_date, product, name))
+    return received
 
 
 def open_offers(today: date | None = None) -> list[ContractOffer]:
@@ -524,9 +523,17 @@ def declare_absence(
             raise ContractError(_("Le panier doit être donné à un autre foyer que le vôtre."))
     else:
         handed_to_id = None
+    absence = _record_absence(contract, cycle_monday(cycle), household_id, kind, handed_to_id, declared_by_id, now)
+    generate_contract_lines(cycle.id)
+    return absence
+
+
+def _record_absence(contract: Contract, week: date, household_id: int, kind: str, handed_to_id: int | None,
+                    declared_by_id: int | None, now: datetime) -> ContractAbsence:
+    """Write the absence once checked: one per contract and week, within the offer's allowance."""
+    offer = contract.contract_offer
     existing = db.session.scalar(
-        sa.select(ContractAbsence)
-        .where(ContractAbsence.contract_id == contract.id, ContractAbsence.cycle_id == cycle.id)
+        sa.select(ContractAbsence.id).where(ContractAbsence.contract_id == contract.id, ContractAbsence.week == week)
     )
     if existing is not None:
         raise ContractError(_("Une absence est déjà déclarée pour cette distribution."))
@@ -539,39 +546,84 @@ def declare_absence(
         raise ContractError(
             _("Vous avez déjà utilisé vos %(n)d absences autorisées pour ce contrat.", n=offer.absences_allowed)
         )
-    absence = ContractAbsence(
-        contract_id=contract.id,
-        cycle_id=cycle.id,
-        household_id=household_id,
-        kind=kind,
-        handed_to_id=handed_to_id,
-        declared_by_id=declared_by_id,
-        created_at=now,
-    )
+    absence = ContractAbsence(contract_id=contract.id, week=week, household_id=household_id, kind=kind,
+                              handed_to_id=handed_to_id, declared_by_id=declared_by_id, created_at=now)
     db.session.add(absence)
     db.session.flush()
-    generate_contract_lines(cycle.id)
     return absence
+
+
+def declare_absence_on(
+    contract_id: int,
+    day: date,
+    household_id: int,
+    kind: str,
+    *,
+    handed_to_id: int | None = None,
+    declared_by_id: int | None = None,
+    now: datetime | None = None,
+) -> ContractAbsence:
+    """An absence for one of the season's dates: through its week's distribution when it exists (declare_absence),
+    else declared ahead for that week. Ahead, the basket can only be skipped: handing it to another household
+    puts it in that household's order, which exists with the week's distribution."""
+    now = now or utcnow()
+    contract = db.session.scalar(
+        sa.select(Contract).where(Contract.id == contract_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if contract is None or contract.status != "active":
+        raise ContractError(_("Contrat ou distribution inconnus."))
+    offer = contract.contract_offer
+    monday = week_monday(day)
+    cycle = site_cycles(offer.site_id, monday, monday + timedelta(days=6)).get(monday)
+    if cycle is not None:
+        return declare_absence(contract.id, cycle.id, household_id, kind, handed_to_id=handed_to_id,
+                               declared_by_id=declared_by_id, now=now)
+    if household_id not in (contract.household_id, contract.co_holder_id):
+        raise ContractError(_("Ce contrat n'est pas celui de votre foyer."))
+    index = distribution_index(offer, monday)
+    if index is None or not covers(contract, index) or taker_id(contract, index) != household_id:
+        raise ContractError(_("Votre foyer n'a pas de panier à cette distribution."))
+    if monday <= week_monday(_local_today(now)):
+        raise ContractError(
+            _("La date limite de cette distribution est passée : l'absence ne peut plus être déclarée."))
+    if kind != "skip":
+        raise ContractError(_("Le panier pourra être donné à un autre foyer quand la commande de cette semaine "
+                              "sera créée (quelques semaines avant). D'ici là, on peut seulement déclarer "
+                              "l'absence."))
+    return _record_absence(contract, monday, household_id, "skip", None, declared_by_id, now)
 
 
 def absence_cycle_ids(household_id: int) -> set[int]:
     """The distributions at which the household declared it will not take its basket (skip absences)."""
-    return set(db.session.scalars(sa.select(ContractAbsence.cycle_id).where(
-        ContractAbsence.household_id == household_id, ContractAbsence.kind == "skip")))
+    rows = db.session.execute(
+        sa.select(ContractAbsence.week, ContractOffer.site_id)
+        .join(Contract, Contract.id == ContractAbsence.contract_id)
+        .join(ContractOffer, ContractOffer.id == Contract.contract_offer_id)
+        .where(ContractAbsence.household_id == household_id, ContractAbsence.kind == "skip")
+    ).all()
+    ids = set()
+    for week, site_id in rows:
+        cycle = site_cycles(site_id, week, week + timedelta(days=6)).get(week)
+        if cycle is not None:
+            ids.add(cycle.id)
+    return ids
 
 
 def cancel_absence(absence_id: int, household_id: int, now: datetime | None = None) -> None:
-    """Take back an absence before the deadline: the basket returns to the household."""
+    """Take back an absence before the deadline (any time when declared ahead): the basket returns."""
     now = now or utcnow()
     absence = db.session.get(ContractAbsence, absence_id)
     if absence is None or absence.household_id != household_id:
         raise ContractError(_("Absence inconnue."))
-    cycle = db.session.get(Cycle, absence.cycle_id)
-    if cycle.status not in GENERATE_STATUSES or cycle.closes_at <= now:
+    offer = db.session.get(Contract, absence.contract_id).contract_offer
+    cycle = site_cycles(offer.site_id, absence.week, absence.week + timedelta(days=6)).get(absence.week)
+    if cycle is not None and (cycle.status not in GENERATE_STATUSES or cycle.closes_at <= now):
         raise ContractError(_("La date limite de cette distribution est passée."))
     db.session.delete(absence)
     db.session.flush()
-    generate_contract_lines(cycle.id)
+    if cycle is not None:
+        generate_contract_lines(cycle.id)
 
 
 # --- contract lines in each cycle's orders ------------------------------------------------------------
@@ -611,8 +663,9 @@ def planned_baskets(cycle: Cycle) -> list[PlannedBasket]:
     ).all()
     absences = {
         a.contract_id: a
-        for a in db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.cycle_id == cycle.id))
-    }
+        for a in db.session.scalars(sa.select(ContractAbsence).where(
+            ContractAbsence.week == monday, ContractAbsence.contract_id.in_([row[0].id for row in rows])))
+    } if rows else {}
     planned = []
     for contract, offer in rows:
         index = distribution_index(offer, monday)
@@ -914,12 +967,13 @@ def producer_distributions(producer_id: int, today: date | None = None) -> list[
             shown_day = cycle.distribution_date if cycle else day
             if shown_day < today or (cycle is not None and cycle.status == "cancelled"):
                 continue
-            absences = {}
-            if cycle is not None:
-                absences = {
-                    a.contract_id: a
-                    for a in db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.cycle_id == cycle.id))
-                }
+            # Absences declared ahead count before the week's distribution exists: the producer plans with them.
+            absences = {
+                a.contract_id: a
+                for a in db.session.scalars(sa.select(ContractAbsence).where(
+                    ContractAbsence.week == week_monday(day),
+                    ContractAbsence.contract_id.in_([c.id for c in contracts])))
+            } if contracts else {}
             row = by_day.setdefault(shown_day, DistributionCount(shown_day, cycle, {}, Decimal(0)))
             row.baskets.setdefault(product.name, Decimal(0))
             for contract in contracts:

@@ -539,7 +539,7 @@ def cancel_cycle(cycle_id: int, now: datetime | None = None) -> Cycle:
 
 def _move_week_baskets(cycle: Cycle, now: datetime) -> Cycle | None:
     """Hand the cancelled week's AMAP baskets to the site's other distribution that week, if any; returns it."""
-    from orders.contract_models import ContractAbsence
+    from orders.contract_models import Contract, ContractAbsence, ContractOffer
     from orders.contracts import GENERATE_STATUSES, cycle_monday, generate_contract_lines, site_cycles
 
     # The cycle is cancelled by now, so the contracts' own rule names the week's other distribution, if any.
@@ -547,15 +547,13 @@ def _move_week_baskets(cycle: Cycle, now: datetime) -> Cycle | None:
     chosen = site_cycles(cycle.site_id, monday, monday + timedelta(days=6)).get(monday)
     replacement = chosen if chosen is not None and chosen.id != cycle.id and chosen.status in GENERATE_STATUSES \
         and chosen.closes_at > now else None
-    absences = db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.cycle_id == cycle.id)).all()
-    taken = set(db.session.scalars(sa.select(ContractAbsence.contract_id).where(
-        ContractAbsence.cycle_id == replacement.id))) if replacement is not None else set()
-    for absence in absences:
-        # An absence follows the basket; with no basket this week it no longer counts against the allowance.
-        if replacement is not None and absence.contract_id not in taken:
-            absence.cycle_id = replacement.id
-        else:
-            db.session.delete(absence)
+    if replacement is None:
+        # An absence follows the basket (it is kept by week); with no basket this week it no longer counts
+        # against the allowance.
+        site_contracts = (sa.select(Contract.id).join(ContractOffer, ContractOffer.id == Contract.contract_offer_id)
+                          .where(ContractOffer.site_id == cycle.site_id))
+        db.session.execute(sa.delete(ContractAbsence).where(ContractAbsence.week == monday,
+                                                            ContractAbsence.contract_id.in_(site_contracts)))
     db.session.flush()
     if replacement is not None:
         generate_contract_lines(replacement.id, now)

@@ -176,3 +176,63 @@ def test_cash_and_cheque_payments_get_the_till_of_their_order(fresh_database_url
     assert _differences(application) == []
     with application.app_context():
         db.engine.dispose()
+
+
+def test_absences_are_kept_by_the_week_of_their_distribution(fresh_database_url):
+    """b5e0a7c3d912: an absence gets its distribution's week (the one it was made for, even once moved)."""
+    application = _app_on(fresh_database_url)
+    runner = application.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "7c41d2e9a0b3"]).exit_code == 0
+    with application.app_context(), db.engine.begin() as conn:
+        _insert_site_and_cycle(conn, 7, "open")  # distribution on Thursday 8 January 2026, no week written
+        # Made for week 3 (Thursday 15 January), moved to Monday 19 January.
+        conn.execute(sa.text(
+            "INSERT INTO cycle (id, site_id, week, opens_at, closes_at, distribution_date, distribution_starts_at, "
+            "distribution_ends_at, status, allocation_policy, created_at) VALUES (8, 1, '2026-W03', "
+            "'2026-01-08 08:00:00', '2026-01-12 22:59:00', '2026-01-19', '2026-01-19 15:30:00', "
+            "'2026-01-19 18:30:00', 'open', 'pro_rata', '2026-01-01 00:00:00')"))
+        conn.execute(sa.text("INSERT INTO household (id, name, active, created_at) "
+                             "VALUES (1, 'Foyer Dupont', true, '2026-01-01 00:00:00')"))
+        conn.execute(sa.text("INSERT INTO producer (id, name, kind, show_household_names, active, created_at) "
+                             "VALUES (1, 'Ferme', 'farmer', false, true, '2026-01-01 00:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO product (id, producer_id, name, name_key, unit, price_cents, vat_rate_bp, sold_by_weight, "
+            "is_contract_basket, active, created_at) VALUES (1, 1, 'Panier', 'panier', 'basket', 1200, 550, "
+            "false, true, true, '2026-01-01 00:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO contract_offer (id, producer_id, product_id, site_id, name, first_date, last_date, "
+            "every_weeks, price_cents, absences_allowed, shareable, open_for_subscription, created_at) VALUES "
+            "(1, 1, 1, 1, 'Hiver', '2026-01-08', '2026-03-26', 1, 1200, 3, false, true, '2026-01-01 00:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO contract (id, contract_offer_id, household_id, quantity, status, created_at) "
+            "VALUES (1, 1, 1, 1000, 'active', '2026-01-01 00:00:00')"))
+        for absence_id, cycle_id in ((1, 7), (2, 8)):
+            conn.execute(sa.text(
+                "INSERT INTO contract_absence (id, contract_id, cycle_id, household_id, kind, created_at) "
+                "VALUES (:id, 1, :cycle, 1, 'skip', '2026-01-02 00:00:00')"), {"id": absence_id, "cycle": cycle_id})
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with application.app_context():
+        with db.engine.connect() as conn:
+            weeks = conn.execute(sa.text("SELECT id, week FROM contract_absence ORDER BY id")).all()
+            assert [(row[0], str(row[1])) for row in weeks] == [(1, "2026-01-05"), (2, "2026-01-12")]
+        db.engine.dispose()
+    down = runner.invoke(args=["db", "downgrade", "7c41d2e9a0b3"])
+    assert down.exit_code == 0, down.output
+    with application.app_context():
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT id, cycle_id FROM contract_absence ORDER BY id")).all() == [
+                (1, 7), (2, 8)]
+        db.engine.dispose()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    with application.app_context():
+        # An absence declared ahead, for a week without a distribution: downgrading would lose it.
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO contract_absence (id, contract_id, week, household_id, kind, created_at) "
+                                 "VALUES (3, 1, '2026-02-16', 1, 'skip', '2026-01-02 00:00:00')"))
+        db.engine.dispose()
+    refused = runner.invoke(args=["db", "downgrade", "7c41d2e9a0b3"])
+    assert refused.exit_code != 0
+    assert _differences(application) == []
+    with application.app_context():
+        db.engine.dispose()

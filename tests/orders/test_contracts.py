@@ -102,8 +102,9 @@ def test_subscription_shows_the_season_total_and_schedule(app):
     view = contract_view(contract, home.id, now=NOW)
     assert view.total_cents == 8 * 1200 * 2
     assert [row.day for row in view.rows] == [FIRST + timedelta(weeks=k) for k in range(8)]
-    # Cycles exist for the first three weeks only; absences may be declared there.
-    assert [row.can_declare for row in view.rows] == [True] * 3 + [False] * 5
+    # Cycles exist for the first three weeks only; the later weeks' absences are declared ahead.
+    assert [row.cycle is not None for row in view.rows] == [True] * 3 + [False] * 5
+    assert [row.can_declare for row in view.rows] == [True] * 8
 
 
 def test_shared_basket_alternates_and_each_household_pays_its_weeks(app):

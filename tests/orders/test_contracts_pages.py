@@ -116,14 +116,14 @@ def test_member_cannot_hand_a_basket_to_another_household(app, client):
     assert 'name="handed_to_name"' not in page.text
     token = csrf_token(page.data)
     refused = client.post("/commandes/contrats/absence", data={
-        "csrf_token": token, "contract_id": contract.id, "cycle_id": season.cycles[1].id,
+        "csrf_token": token, "contract_id": contract.id, "day": season.cycles[1].distribution_date.isoformat(),
         "kind": "handover", "handed_to_name": "lef"}, follow_redirects=True)
     assert "Pour donner votre panier à un autre foyer" in refused.text
     assert "Lefèvre" not in refused.text
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 0
     assert contract_rows(neighbour.id) == (0, 0)
     skipped = client.post("/commandes/contrats/absence", data={
-        "csrf_token": token, "contract_id": contract.id, "cycle_id": season.cycles[1].id,
+        "csrf_token": token, "contract_id": contract.id, "day": season.cycles[1].distribution_date.isoformat(),
         "kind": "skip"}, follow_redirects=True)
     assert "le producteur apportera un panier de moins" in skipped.text
     assert "absent·e, panier non apporté" in skipped.text
@@ -152,7 +152,7 @@ def test_volunteer_hands_a_basket_to_a_neighbour_chosen_in_a_list(app, client):
     page = client.get(url)
     assert f'<option value="{neighbour_id}">Lefèvre</option>' in page.text
     token = csrf_token(page.data)
-    data = {"csrf_token": token, "contract_id": contract_id, "cycle_id": season.cycles[1].id,
+    data = {"csrf_token": token, "contract_id": contract_id, "day": season.cycles[1].distribution_date.isoformat(),
             "household_id": household.id, "kind": "handover"}
     refused = client.post(url + "/absence", data=data, follow_redirects=True)
     assert "Choisissez le foyer qui récupère le panier." in refused.text
@@ -353,14 +353,14 @@ def test_volunteer_declares_an_absence_for_a_household_at_the_cafe(app, client):
     household = HouseholdFactory(name="Mme Roussel")
     contract = subscribe(season.offer.id, household.id, now=NOW)
     volunteer = UserFactory(roles=["volunteer"])
-    contract_id, household_id, cycle_id = contract.id, household.id, season.cycles[0].id
+    contract_id, household_id, day = contract.id, household.id, season.cycles[0].distribution_date.isoformat()
     db.session.commit()
     login(client, volunteer.email)
     url = f"/commandes/contrats/contrat/{contract_id}"
     page = client.get(url)
     assert "Déclarer une absence" in page.text
     done = client.post(url + "/absence", data={
-        "csrf_token": csrf_token(page.data), "contract_id": contract_id, "cycle_id": cycle_id,
+        "csrf_token": csrf_token(page.data), "contract_id": contract_id, "day": day,
         "household_id": household_id, "kind": "skip"}, follow_redirects=True)
     assert "Absence enregistrée" in done.text and "absent·e" in done.text
     assert db.session.scalar(sa.select(ContractAbsence.declared_by_id)) == volunteer.id

@@ -1,0 +1,119 @@
+"""AMAP absences declared months ahead, before the week's distribution exists (holidays, Christmas).
+
+The absence is kept by week: the producer counts it at once, and the week's distribution, created weeks
+later by the schedule, leaves the basket out of the household's order.
+"""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from orders.contract_models import Contract, ContractAbsence
+from orders.contracts import (
+    ContractError,
+    cancel_absence,
+    contract_view,
+    declare_absence_on,
+    generate_contract_lines,
+    producer_distributions,
+    subscribe,
+)
+from tests.factories import HouseholdFactory, UserFactory
+from tests.helpers import csrf_token, login
+from tests.orders.test_contracts import FIRST, NOW, Season, contract_lines, make_cycle, rows_written
+
+#: The sixth distribution of the season: its week has no cycle yet (Season makes the first three).
+SIXTH = FIRST + timedelta(weeks=5)
+
+
+def test_an_absence_declared_ahead_is_counted_at_once_and_kept_out_of_the_weeks_order(app):
+    season = Season()
+    martin, diallo = HouseholdFactory(name="Martin"), HouseholdFactory(name="Diallo")
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    subscribe(season.offer.id, diallo.id, now=NOW)
+    absence = declare_absence_on(contract.id, SIXTH, martin.id, "skip", now=NOW)
+    assert absence.week == SIXTH - timedelta(days=SIXTH.weekday())
+    view = contract_view(contract, martin.id, now=NOW)
+    sixth = next(row for row in view.rows if row.day == SIXTH)
+    assert sixth.cycle is None and sixth.absence is not None and not sixth.can_declare
+    assert view.absences_used == 1 and view.absences_left == 1
+    # The producer plans with it before the week exists.
+    counts = {row.day: (row.baskets["Petit panier"], row.skipped)
+              for row in producer_distributions(season.farmer.id, today=date(2030, 1, 1))}
+    assert counts[SIXTH] == (Decimal(1), Decimal(1))
+
+    # Weeks later the schedule creates the week: Martin's basket is not in it, Diallo's is.
+    cycle = make_cycle(season.site.id, SIXTH)
+    generate_contract_lines(cycle.id, now=NOW)
+    assert [name for name, *_ in contract_lines(cycle.id)] == ["Diallo"]
+
+
+def test_an_absence_declared_ahead_is_taken_back_at_any_time_before_its_week(app):
+    season = Season()
+    martin = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    absence = declare_absence_on(contract.id, SIXTH, martin.id, "skip", now=NOW)
+    cancel_absence(absence.id, martin.id, now=NOW)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 0
+    cycle = make_cycle(season.site.id, SIXTH)
+    generate_contract_lines(cycle.id, now=NOW)
+    assert [name for name, *_ in contract_lines(cycle.id)] == ["Martin"]
+
+
+def test_absences_ahead_share_the_allowance_and_cannot_be_handed_over_yet(app):
+    season = Season(absences=2)
+    martin, neighbour = HouseholdFactory(name="Martin"), HouseholdFactory(name="Lefèvre")
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    declare_absence_on(contract.id, FIRST, martin.id, "skip", now=NOW)  # a week with its distribution
+    declare_absence_on(contract.id, SIXTH, martin.id, "skip", now=NOW)  # a week without
+    contract_id, martin_id, neighbour_id = contract.id, martin.id, neighbour.id
+    db.session.commit()
+    before = rows_written()
+    for day, kind, handed_to, message in (
+        (SIXTH + timedelta(weeks=1), "skip", None, "absences autorisées"),
+        (SIXTH, "skip", None, "déjà déclarée"),
+        (SIXTH + timedelta(weeks=1), "handover", neighbour_id, "quand la commande de cette semaine sera créée"),
+        (FIRST + timedelta(weeks=8), "skip", None, "pas de panier"),  # after the season
+    ):
+        with pytest.raises(ContractError, match=message):
+            declare_absence_on(contract_id, day, martin_id, kind, handed_to_id=handed_to, now=NOW)
+        db.session.rollback()
+        assert rows_written() == before
+
+
+def test_a_week_already_begun_cannot_be_declared_ahead(app):
+    season = Season(cycles=0)
+    martin = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    during_the_first_week = NOW + timedelta(days=4)  # Friday 4 January 2030, after the first distribution
+    with pytest.raises(ContractError, match="date limite"):
+        declare_absence_on(contract.id, FIRST, martin.id, "skip", now=during_the_first_week)
+
+
+def test_a_member_declares_christmas_from_the_contracts_page(client, app):
+    season = Season(weeks=8)
+    martin = HouseholdFactory(name="Martin")
+    user = UserFactory(roles=["member"], household=martin)
+    subscribe(season.offer.id, martin.id, now=NOW)
+    db.session.commit()
+    login(client, user.email)
+    page = client.get("/commandes/contrats")
+    assert "même des mois à l'avance" in page.text
+    assert f'name="day" value="{SIXTH.isoformat()}"' in page.text
+    contract_id = db.session.scalar(sa.select(Contract.id))
+    done = client.post("/commandes/contrats/absence", data={
+        "csrf_token": csrf_token(page.data), "contract_id": contract_id, "day": SIXTH.isoformat(), "kind": "skip"},
+        follow_redirects=True)
+    assert "le producteur apportera un panier de moins" in done.text
+    assert "absent·e, panier non apporté" in done.text and "Annuler l'absence" in done.text
+    assert db.session.scalar(sa.select(ContractAbsence.week)) == SIXTH - timedelta(days=SIXTH.weekday())
+    # A date that is not one of the season's is refused in French, nothing written.
+    bad = client.post("/commandes/contrats/absence", data={
+        "csrf_token": csrf_token(page.data), "contract_id": contract_id, "day": "2030-13-45", "kind": "skip"},
+        follow_redirects=True)
+    assert bad.status_code == 200
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 1
