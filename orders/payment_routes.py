@@ -21,6 +21,7 @@ from app.auth.decorators import roles_required
 from app.extensions import csrf, db
 from app.models import Household
 from app.money import cents_to_input, format_cents
+from app.timeutil import local_today
 from orders import bp
 from orders.ledger import balance_cents as household_balance_cents
 from orders.models import Cycle, Order
@@ -301,8 +302,10 @@ def desk_payment(order_id: int):
     order = db.session.get(Order, order_id) or abort(404)
     household = db.session.get(Household, order.household_id)
     form = DeskPaymentForm()
-    # Cash and cheques taken today go into the till of the household's distribution held today, if any.
-    till = distribution_today(order.household_id)
+    # Cash and cheques taken today go into the till the desk would use for this bag, when it is held today.
+    from pickup.services import desk_till_today
+
+    till = desk_till_today(order.id)
     estimated = awaiting_weight(order)
     if request.method == "GET":
         form.token.data = secrets.token_hex(16)
@@ -327,10 +330,13 @@ def desk_payment(order_id: int):
             db.session.commit()
             flash(_("Paiement enregistré."), "success")
             return redirect(url_for("orders.desk_payment", order_id=order.id))
+    payments = order_payments(order.id)
     return render_template(
         "orders/payments/desk_payment.html", form=form, order=order, household=household,
         due_cents=amount_due_cents(order.id), spendable_cents=spendable_balance_cents(order.household_id),
-        receipt=receipt_for_order(order.id), payments=order_payments(order.id), till=till, estimated=estimated,
+        receipt=receipt_for_order(order.id), payments=payments, till=till, estimated=estimated,
+        till_days=dict(db.session.execute(sa.select(Cycle.id, Cycle.distribution_date).where(
+            Cycle.id.in_({p.cycle_id for p in payments if p.cycle_id}))).all()),
     )
 
 
@@ -425,7 +431,10 @@ def money():
     cycles = db.session.scalars(
         sa.select(Cycle).where(Cycle.status != "draft").order_by(Cycle.distribution_date.desc()).limit(30)
     ).all()
-    cycle_id = request.args.get("cycle", type=int) or (cycles[0].id if cycles else None)
+    # By default the latest distribution held (today's on distribution day), not next week's still open.
+    today = local_today()
+    shown = next((c for c in cycles if c.distribution_date <= today), cycles[-1] if cycles else None)
+    cycle_id = request.args.get("cycle", type=int) or (shown.id if shown else None)
     cycle = db.session.get(Cycle, cycle_id) if cycle_id else None
     if cycle_id and cycle is None:
         abort(404)

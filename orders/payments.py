@@ -24,8 +24,9 @@ DESK_METHODS = ("cash", "cheque", "balance")
 TILL_METHODS = ("cash", "cheque")
 #: No single desk payment is larger than this (a typo guard: 2 000,00 €).
 MAX_DESK_PAYMENT_CENTS = 200_000
-#: Cash handed over beyond what is due by more than this is a typo ("1581" for 15,81 €), not change (200,00 €).
-MAX_CHANGE_CENTS = 20_000
+#: Cash handed over beyond what is due by more than this is a typo ("150" for 15,00 €), not change: no one
+#: pays a bag with more than a 100 € note (100,00 €).
+MAX_CHANGE_CENTS = 10_000
 
 
 class PaymentError(ValueError):

@@ -376,8 +376,12 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
     collector = db.session.get(User, bag.pickup.collected_by_id) if (
         bag.pickup and bag.pickup.collected_by_id) else None
     card_enabled = _card_payments_enabled()
+    from orders.payments import amounts_due_cents
+
+    others = services.other_bags_to_settle(bag, cycle.id)
     return render_template(
-        "pickup/desk_bag.html", cycle=cycle, lieu=lieu, bag=bag, due=due,
+        "pickup/desk_bag.html", cycle=cycle, lieu=lieu, bag=bag, due=due, others=others,
+        other_dues=amounts_due_cents([other.order for other in others]) if others else {},
         balance=desk_balance(bag.household.id, cycle.id),
         payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_enabled=card_enabled,
         expected=services.expected_quantity, today=services.paris_today(),
@@ -501,7 +505,7 @@ def collect(order_id: int):
         return redirect(url_for("pickup.desk_bag", order_id=order_id))
     db.session.commit()
     # Handing out is allowed anyway (the café decides); the volunteer is told what is left to settle.
-    warnings = services.handover_warnings(pickup)
+    warnings = services.handover_warnings(pickup, earlier=db.session.get(Order, order_id).cycle_id != cycle.id)
     if warnings:
         flash(_("Sac remis. Attention : %(what)s.", what=" ; ".join(warnings)), "warning")
     else:

@@ -338,6 +338,22 @@ def desk_distribution(order_id: int, cycles: list[Cycle]) -> Cycle | None:
                  <= bag_cycle.distribution_date + timedelta(days=EARLIER_BAG_DAYS)), None)
 
 
+def other_bags_to_settle(bag: Bag, cycle_id: int) -> list[Bag]:
+    """The household's earlier bags (other than this one) the desk of this distribution may still hand out or
+    take money for: a volunteer serving today's bag sees last week's is still unpaid."""
+    cycle = db.session.get(Cycle, cycle_id)
+    rows = db.session.execute(_earlier_bags_to_settle(cycle).where(Order.household_id == bag.household.id,
+                                                                   Order.id != bag.order.id))
+    return [Bag(*row) for row in rows]
+
+
+def desk_till_today(order_id: int) -> Cycle | None:
+    """The till money for this bag goes into when taken at the café today: the distribution whose desk handles
+    the bag (desk_distribution), if it is held today; None on any other day."""
+    cycle = desk_distribution(order_id, current_distributions())
+    return cycle if cycle is not None and cycle.distribution_date == paris_today() else None
+
+
 def get_desk_bag(order_id: int, cycle_id: int) -> Bag:
     """A bag the desk of this distribution handles: one of its own, or one of the site's earlier distributions
     (settled or not: the desk shows it, and refuses to pay or hand it out twice). NotInDistribution otherwise."""
@@ -810,15 +826,16 @@ def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | N
     return pickup
 
 
-def handover_warnings(pickup: Pickup) -> list[str]:
-    """What the volunteer handing a bag out should know: money still owed, bag never prepared."""
+def handover_warnings(pickup: Pickup, earlier: bool = False) -> list[str]:
+    """What the volunteer handing a bag out should know: money still owed, bag never prepared (not said of an
+    ``earlier`` distribution's bag, which is no longer prepared)."""
     from orders.payments import amount_due_cents
 
     warnings = []
     due = amount_due_cents(pickup.order_id)
     if due > 0:
         warnings.append(_("il reste %(due)s à payer", due=format_cents(due)))
-    if pickup.prepared_at is None:
+    if pickup.prepared_at is None and not earlier:
         warnings.append(_("sac non préparé"))
     return warnings
 

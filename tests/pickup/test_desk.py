@@ -282,7 +282,7 @@ def test_desk_balance_leaves_out_orders_of_distributions_still_to_come(client, t
     page = text(client.get(_desk_url(thursday.dupont))).replace("\xa0", " ")
     assert '<strong id="reste-a-payer">6,30 €' in page
     # Today's bag and last week's debt, not next week's order.
-    assert "Solde du foyer, sans les commandes à venir" in page and '<dd id="solde">-8,30 €' in page
+    assert "Solde du foyer, ses sacs jusqu'à aujourd'hui déduits" in page and '<dd id="solde">-8,30 €' in page
     assert "76,81 € à payer plus tard, pas aujourd'hui" in page
     assert "-85,11" not in page
 
@@ -565,6 +565,9 @@ def test_cheques_and_the_balance_stay_exact_and_a_typo_is_not_change(client, thu
     assert response.status_code == 422 and "Le montant dépasse ce qui reste à payer" in text(response)
     # « 750 » typed for 7,50 €: 742,50 € of change is a typo, refused.
     response = _pay(client, order, {"method": "cash", "amount": "750"})
+    assert response.status_code == 422 and "vérifiez le montant" in text(response)
+    # « 150 » typed for 15,00 € is no note anyone pays with: more than 100 € of change is refused too.
+    response = _pay(client, order, {"method": "cash", "amount": "110"})
     assert response.status_code == 422 and "vérifiez le montant" in text(response)
     assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0 and _topups() == []
     assert amount_due_cents(order.id) == 750

@@ -171,9 +171,15 @@ def test_change_kept_on_the_account_from_last_weeks_bag_goes_into_todays_till(cl
     assert cash_summary(thursday.cycle.id).expected_cash == 2000
 
 
-def test_the_detailed_payment_page_says_which_till_takes_the_money(client, thursday):
-    """Today's distribution's till when the household has a bag there; no till on another day."""
+def test_the_detailed_payment_page_takes_money_into_the_till_the_desk_would(client, thursday):
+    """The coordinator's detailed page and the desk agree: the bag's desk's till when it is held today (last
+    week's bags included, and after the distribution was ended), no till for a café with no distribution today."""
+    from pickup.services import end_distribution
+
     last_week, dupont, kept = _last_week(thursday)
+    elsewhere = _bag(_distribution(SiteFactory(name="Épicerie du Port").id, 7), kept.household_id, thursday.salad,
+                     1, 1, collected=True)
+    db.session.commit()
     login(client, thursday.coordinator_email)
 
     def pay(order_id, amount):
@@ -188,12 +194,21 @@ def test_the_detailed_payment_page_says_which_till_takes_the_money(client, thurs
     page = text(client.get(f"/commandes/{dupont.id}/paiement-accueil"))
     assert "Espèces et chèques comptent dans la caisse de la distribution du" in page
     assert pay(dupont.id, "3,00").cycle_id == thursday.cycle.id
-    # The Petit household has no bag today: its money goes through no distribution's till.
-    page = text(client.get(f"/commandes/{kept.id}/paiement-accueil"))
+    # The Petit household has no bag today, only last week's: the desk would take it into today's till.
+    assert pay(kept.id, "9,00").cycle_id == thursday.cycle.id
+    # Ended, today's distribution still takes money for the rest of its day, at the desk as here.
+    end_distribution(thursday.cycle.id)
+    db.session.commit()
+    assert pay(thursday.martin.id, "7,50").cycle_id == thursday.cycle.id
+    page = text(client.get(f"/commandes/{elsewhere.id}/paiement-accueil"))
     assert "ne comptent dans aucune caisse de distribution" in page
-    assert pay(kept.id, "9,00").cycle_id is None
+    assert pay(elsewhere.id, "1,50").cycle_id is None
+    paid = text(client.get(f"/commandes/{elsewhere.id}/paiement-accueil"))
+    assert "hors caisse de distribution" in paid
+    assert f"caisse du {local_date(thursday.cycle.distribution_date)}" in text(
+        client.get(f"/commandes/{kept.id}/paiement-accueil"))
     assert cash_summary(last_week.id).expected_cash == 0
-    assert cash_summary(thursday.cycle.id).expected_cash == 300
+    assert cash_summary(thursday.cycle.id).expected_cash == 300 + 900 + 750
 
 
 def test_the_detailed_payment_page_does_not_offer_an_estimate(client, thursday):
@@ -217,3 +232,49 @@ def test_last_weeks_bag_handed_out_unpaid_today_is_in_todays_unpaid_list(client,
         ("Foyer Petit", 900, last_week.distribution_date)]
     page = text(client.get("/retrait/caisse")).replace("\xa0", " ")
     assert f"(sac du {local_date(last_week.distribution_date)})" in page
+
+
+def test_todays_bag_page_says_last_weeks_bag_is_still_to_pay(client, thursday):
+    last_week, dupont, _kept = _last_week(thursday)
+    login(client, thursday.volunteer_email)
+    page = text(client.get(f"/retrait/accueil/sac/{thursday.dupont.id}")).replace("\xa0", " ")
+    assert 'id="autres-sacs"' in page and f"Sac du {local_date(last_week.distribution_date)}" in page
+    assert f"/retrait/accueil/sac/{dupont.id}" in page and "À payer : 3,00 €" in page
+    # Last week's bag, handed out, says on which day its slot was, and is not « non préparé » when paid later.
+    earlier = text(client.get(f"/retrait/accueil/sac/{dupont.id}"))
+    assert f"Créneau du {local_date(last_week.distribution_date)}" in earlier
+
+
+def test_last_weeks_bag_handed_out_now_is_not_said_unprepared(client, thursday):
+    _last_week_cycle, _dupont, kept = _last_week(thursday)
+    login(client, thursday.volunteer_email)
+    done = text(client.post(f"/retrait/accueil/sac/{kept.id}/remis",
+                            data={"csrf_token": csrf_token(client.get(f"/retrait/accueil/sac/{kept.id}").data)},
+                            follow_redirects=True)).replace("\xa0", " ")
+    assert "Sac remis. Attention : il reste 9,00 € à payer." in done and "non préparé" not in done
+
+
+def test_a_second_payment_of_a_paid_bag_is_refused_out_loud(client, thursday):
+    """Two tabs on the same bag: the second « Encaisser » says the bag is already paid."""
+    login(client, thursday.volunteer_email)
+    first, second = (client.get(f"/retrait/accueil/sac/{thursday.martin.id}") for _ in range(2))
+
+    def send(page):
+        token = re.search(r'name="token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+        return client.post(f"/retrait/accueil/sac/{thursday.martin.id}/paiement",
+                           data={"csrf_token": csrf_token(page.data), "token": token, "method": "cash", "amount": "10"})
+
+    assert send(first).status_code == 302
+    refused = send(second)
+    assert refused.status_code == 422 and "Cette commande est déjà payée." in text(refused)
+
+
+def test_the_money_page_opens_on_todays_distribution_not_next_weeks(client, thursday):
+    from tests.factories import UserFactory
+
+    _distribution(thursday.site.id, -7, status="open")  # next week's, open for orders
+    UserFactory(email="argent@example.org", roles=["coordinator"])
+    db.session.commit()
+    login(client, "argent@example.org")
+    page = text(client.get("/commandes/argent"))
+    assert f"Distribution du {local_date(thursday.cycle.distribution_date)}" in page
