@@ -33,7 +33,7 @@ from orders.contract_forms import (
     SubscribeForm,
     VolunteerAbsenceForm,
 )
-from orders.contract_models import Contract, ContractInstalment, ContractOffer
+from orders.contract_models import Contract, ContractAbsence, ContractInstalment, ContractOffer
 from orders.contracts import (
     ContractError,
     InstalmentInput,
@@ -140,6 +140,14 @@ def contract_subscribe():
     return redirect(url_for("orders.contracts"))
 
 
+def _season_day(text: str | None) -> date:
+    """The date a schedule row's form sent back; ContractError (French) when it is not a date."""
+    try:
+        return date.fromisoformat(text or "")
+    except ValueError:
+        raise ContractError(_("Contrat ou distribution inconnus.")) from None
+
+
 @bp.route("/contrats/absence", methods=["POST"])
 @roles_required("member")
 def contract_absence():
@@ -155,7 +163,7 @@ def contract_absence():
         _form_errors(form)
         return redirect(url_for("orders.contracts"))
     try:
-        declare_absence_on(int(form.contract_id.data), date.fromisoformat(form.day.data), current_user.household_id,
+        declare_absence_on(int(form.contract_id.data), _season_day(form.day.data), current_user.household_id,
                            "skip", declared_by_id=current_user.id)
     except (ContractError, ValueError) as error:
         db.session.rollback()
@@ -283,7 +291,7 @@ def contract_detail(contract_id: int):
     ids = [contract.household_id] + ([contract.co_holder_id] if contract.co_holder_id else [])
     views = [(db.session.get(Household, hid), contract_view(contract, hid)) for hid in ids]
     return render_template("orders/contracts/contract.html", contract=contract, views=views, form=form,
-                           confirm=ConfirmForm(), absence_form=_volunteer_absence_form())
+                           confirm=ConfirmForm(), absence_form=_volunteer_absence_form(), now=utcnow())
 
 
 def _volunteer_absence_form() -> VolunteerAbsenceForm:
@@ -310,7 +318,7 @@ def contract_absence_for(contract_id: int):
         return redirect(url_for("orders.contract_detail", contract_id=contract.id))
     handed_to_id = form.handed_to_id.data if form.kind.data == "handover" else None
     try:
-        declare_absence_on(contract.id, date.fromisoformat(form.day.data), household_id, form.kind.data,
+        declare_absence_on(contract.id, _season_day(form.day.data), household_id, form.kind.data,
                            handed_to_id=handed_to_id, declared_by_id=current_user.id)
     except (ContractError, ValueError) as error:
         db.session.rollback()
@@ -318,11 +326,31 @@ def contract_absence_for(contract_id: int):
     else:
         db.session.commit()
         if handed_to_id:
-            flash(_("Absence enregistrée : le foyer %(name)s récupérera le panier.",
+            flash(_("Absence enregistrée : %(name)s récupérera le panier.",
                     name=db.session.get(Household, handed_to_id).name), "success")
         else:
             flash(_("Absence enregistrée."), "success")
     return redirect(url_for("orders.contract_detail", contract_id=contract.id))
+
+
+@bp.route("/contrats/contrat/<int:contract_id>/absence/<int:absence_id>/annuler", methods=["POST"])
+@roles_required("volunteer")
+def contract_absence_cancel_for(contract_id: int, absence_id: int):
+    """A volunteer takes back an absence entered for a household (a mistake, or plans changed), before the deadline."""
+    absence = db.session.get(ContractAbsence, absence_id)
+    if absence is None or absence.contract_id != contract_id:
+        abort(404)
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    try:
+        cancel_absence(absence.id, absence.household_id)
+    except ContractError as error:
+        db.session.rollback()
+        _flash_error(error)
+    else:
+        db.session.commit()
+        flash(_("Absence annulée : le foyer récupère son panier."), "success")
+    return redirect(url_for("orders.contract_detail", contract_id=contract_id))
 
 
 @bp.route("/contrats/offre/<int:offer_id>/inscriptions", methods=["POST"])

@@ -520,7 +520,13 @@ def declare_absence(
         if other is None or not other.active:
             raise ContractError(_("Foyer inconnu : indiquez le foyer qui récupère le panier."))
         if other.id == household_id:
-            raise ContractError(_("Le panier doit être donné à un autre foyer que le vôtre."))
+            raise ContractError(_("Le panier doit être donné à un autre foyer que celui qui est absent."))
+        away = db.session.scalar(sa.select(ContractAbsence.id).where(
+            ContractAbsence.household_id == other.id, ContractAbsence.week == cycle_monday(cycle),
+            ContractAbsence.kind == "skip"))
+        if away is not None:
+            raise ContractError(_("%(name)s a déclaré être absent cette semaine-là : choisissez un foyer qui sera là.",
+                                  name=other.name))
     else:
         handed_to_id = None
     absence = _record_absence(contract, cycle_monday(cycle), household_id, kind, handed_to_id, declared_by_id, now)

@@ -64,6 +64,7 @@ ACCESS: dict[str, object] = {
     "orders.contract_absence": ("member",),
     "orders.contract_absence_cancel": ("member",),
     "orders.contract_absence_for": ("volunteer",),
+    "orders.contract_absence_cancel_for": ("volunteer",),
     "orders.contract_admin": ("volunteer",),
     "orders.contract_detail": ("volunteer",),
     "orders.contract_instalment_step": ("volunteer",),

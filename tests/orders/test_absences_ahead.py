@@ -117,3 +117,41 @@ def test_a_member_declares_christmas_from_the_contracts_page(client, app):
         follow_redirects=True)
     assert bad.status_code == 200
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 1
+
+
+def test_a_volunteer_takes_back_an_absence_entered_by_mistake(client, app):
+    season = Season()
+    martin = HouseholdFactory(name="Martin")
+    volunteer = UserFactory(roles=["volunteer"])
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    declare_absence_on(contract.id, SIXTH, martin.id, "skip", now=NOW)
+    contract_id = contract.id
+    db.session.commit()
+    login(client, volunteer.email)
+    url = f"/commandes/contrats/contrat/{contract_id}"
+    page = client.get(url)
+    assert "Annuler l'absence" in page.text and "1 absence déclarée" in page.text
+    # Ahead of its week, the basket can only be skipped: no hand-over offered for that row.
+    assert "Le donner à un autre foyer sera possible quand la commande de cette semaine sera créée" in page.text
+    absence_id = db.session.scalar(sa.select(ContractAbsence.id))
+    done = client.post(f"{url}/absence/{absence_id}/annuler", data={"csrf_token": csrf_token(page.data)},
+                       follow_redirects=True)
+    assert "Absence annulée : le foyer récupère son panier." in done.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 0
+    # A bad date sent back is refused in French.
+    bad = client.post(f"{url}/absence", data={"csrf_token": csrf_token(page.data), "contract_id": contract_id,
+                                              "day": "abc", "household_id": martin.id, "kind": "skip"},
+                      follow_redirects=True)
+    assert "Contrat ou distribution inconnus." in bad.text and "isoformat" not in bad.text
+
+
+def test_a_basket_is_not_handed_to_a_household_away_that_week(app):
+    season = Season()
+    martin, lefevre = HouseholdFactory(name="Martin"), HouseholdFactory(name="Lefèvre")
+    mine = subscribe(season.offer.id, martin.id, now=NOW)
+    theirs = subscribe(season.large_offer.id, lefevre.id, now=NOW)
+    from orders.contracts import declare_absence
+
+    declare_absence(theirs.id, season.cycles[1].id, lefevre.id, "skip", now=NOW)
+    with pytest.raises(ContractError, match="Lefèvre a déclaré être absent cette semaine-là"):
+        declare_absence(mine.id, season.cycles[1].id, martin.id, "handover", handed_to_id=lefevre.id, now=NOW)
