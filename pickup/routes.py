@@ -21,6 +21,7 @@ from werkzeug.exceptions import Conflict, NotFound
 from wtforms.fields.choices import SelectChoice
 
 from app.auth.decorators import roles_required
+from app.db import utcnow
 from app.extensions import db
 from app.models import User
 from app.money import cents_to_input, format_cents
@@ -495,6 +496,8 @@ def collect(order_id: int):
     if not form.validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
     try:
+        # Read before: once handed out, nothing is weighed any more and the estimate is the price.
+        unweighed = [line.offer.product.name for line in services.get_desk_bag(order_id, cycle.id).lines_to_weigh]
         pickup = services.collect_bag(order_id, cycle_id=cycle.id, user_id=current_user.id)
     except NotInDistribution as error:
         db.session.rollback()
@@ -505,7 +508,8 @@ def collect(order_id: int):
         return redirect(url_for("pickup.desk_bag", order_id=order_id))
     db.session.commit()
     # Handing out is allowed anyway (the café decides); the volunteer is told what is left to settle.
-    warnings = services.handover_warnings(pickup, earlier=db.session.get(Order, order_id).cycle_id != cycle.id)
+    warnings = services.handover_warnings(pickup, earlier=db.session.get(Order, order_id).cycle_id != cycle.id,
+                                          unweighed=unweighed)
     if warnings:
         flash(_("Sac remis. Attention : %(what)s.", what=" ; ".join(warnings)), "warning")
     else:
@@ -523,17 +527,20 @@ def end_distribution(cycle_id: int):
             _refuse(409, _("Cette distribution n'a pas encore eu lieu : elle se termine le jour même, pas avant."))
         # One tap marks many bags: the volunteer first sees how many and which.
         return render_template("pickup/end_distribution.html", cycle=cycle, lieu=lieu,
-                               bags=services.bags_left(cycle.id), end_form=EndDistributionForm())
+                               bags=services.bags_left(cycle.id), end_form=EndDistributionForm(), now=utcnow())
     if not EndDistributionForm().validate_on_submit():
         _refuse(409, _("Le formulaire a expiré. Rechargez la page."))
+    if cycle.status == "distributed":
+        flash(_("Cette distribution est déjà terminée."), "warning")
+        return redirect(url_for("pickup.desk", lieu=lieu))
     try:
         count = services.end_distribution(cycle_id)
     except PickupError as error:
         db.session.rollback()
         _refuse(409, error.message)
     db.session.commit()
-    flash(ngettext("Distribution terminée : %(num)s sac non récupéré.", "Distribution terminée : %(num)s sacs non récupérés.",
-                   count), "success")
+    flash(ngettext("Distribution terminée : %(num)s sac non récupéré.",
+                   "Distribution terminée : %(num)s sacs non récupérés.", count), "success")
     if current_user.has_role("coordinator"):
         return redirect(url_for("pickup.no_shows"))
     return redirect(url_for("pickup.desk", lieu=lieu))

@@ -826,12 +826,17 @@ def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | N
     return pickup
 
 
-def handover_warnings(pickup: Pickup, earlier: bool = False) -> list[str]:
-    """What the volunteer handing a bag out should know: money still owed, bag never prepared (not said of an
-    ``earlier`` distribution's bag, which is no longer prepared)."""
+def handover_warnings(pickup: Pickup, earlier: bool = False, unweighed: list[str] | None = None) -> list[str]:
+    """What the volunteer handing a bag out should know: products handed out ``unweighed`` (their estimate is now
+    the price), money still owed, bag never prepared (not said of an ``earlier`` distribution's bag, which is
+    no longer prepared)."""
     from orders.payments import amount_due_cents
 
     warnings = []
+    if unweighed:
+        warnings.append(ngettext("%(names)s n'a pas été pesé : le montant estimé devient le prix",
+                                 "%(names)s n'ont pas été pesés : le montant estimé devient le prix",
+                                 len(unweighed), names=", ".join(unweighed)))
     due = amount_due_cents(pickup.order_id)
     if due > 0:
         warnings.append(_("il reste %(due)s à payer", due=format_cents(due)))

@@ -119,9 +119,11 @@ def test_end_of_distribution_lists_no_shows_for_the_coordinator(client, thursday
     page = text(response)
     assert "2 sacs non récupérés" in page
     assert "Foyer Martin" in page and "Foyer Leroy" in page and "Foyer Dupont" not in page
-    # Pressing the button again marks nothing more.
+    # Pressing the button again marks nothing more, and says the day is already over.
+    no_shows = db.session.scalar(sa.select(sa.func.count(Pickup.id)).where(Pickup.no_show.is_(True)))
     response = post_form(client, f"/retrait/distribution/{thursday.cycle.id}/fin", {}, form_url="/retrait/accueil")
-    assert "0 sac non récupéré" in text(response)
+    assert "Cette distribution est déjà terminée." in text(response)
+    assert db.session.scalar(sa.select(sa.func.count(Pickup.id)).where(Pickup.no_show.is_(True))) == no_shows == 2
 
     response = post_form(client, f"/retrait/non-recuperes/{thursday.martin.id}",
                          {f"n{thursday.martin.id}-outcome": "kept", f"n{thursday.martin.id}-note": "passera vendredi"},
@@ -686,3 +688,23 @@ def test_money_is_kept_on_an_account_at_the_desk_only_on_the_distribution_day(ap
         desk_topup(later.dupont.id, cycle_id=later.cycle.id, method="cash", amount_cents=2000, user_id=None,
                    token="t1")
     assert _topups() == []
+
+
+def test_handing_out_a_bag_never_weighed_says_the_estimate_becomes_the_price(client, thursday):
+    login(client, thursday.volunteer_email)
+    response = post_form(client, f"{_desk_url(thursday.dupont)}/remis", {}, form_url=_desk_url(thursday.dupont))
+    assert "Pommes n'a pas été pesé : le montant estimé devient le prix" in text(response)
+
+
+def test_ending_the_distribution_early_or_twice_is_said(client, thursday):
+    from app.db import utcnow
+
+    login(client, thursday.volunteer_email)
+    url = f"/retrait/distribution/{thursday.cycle.id}/fin"
+    page = text(client.get(url))
+    if utcnow() < thursday.cycle.distribution_ends_at:  # the fixture's afternoon ends at 19:30, Paris time
+        assert 'id="pas-finie"' in page and "La distribution n'est pas finie" in page
+    post_form(client, url, {})
+    again = text(post_form(client, url, {}))
+    assert "Cette distribution est déjà terminée." in again and "0 sac non récupéré" not in again
+    assert 'id="deja-terminee"' in text(client.get(url))
