@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from wtforms import HiddenField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, HiddenField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     DataRequired,
@@ -107,6 +107,8 @@ class DeskPaymentForm(PageForm):
     # No Optional() here: it would stop the chain before the cheque checks below.
     cheque_number = StringField(_l("Numéro du chèque"), validators=[Length(max=40)])
     cheque_bank = StringField(_l("Banque"), validators=[Length(max=80)])
+    #: On a distribution day: the money did not go through its till (a cheque sent to the coordinators).
+    outside_till = BooleanField(_l("Reçu hors de la caisse du jour (par courrier, remis à la coordination)"))
     #: A token made when the form is shown: the same form sent twice records one payment.
     token = HiddenField()
     submit = SubmitField(_l("Enregistrer le paiement"))

@@ -303,9 +303,9 @@ def desk_payment(order_id: int):
     household = db.session.get(Household, order.household_id)
     form = DeskPaymentForm()
     # Cash and cheques taken today go into the till the desk would use for this bag, when it is held today.
-    from pickup.services import desk_till_today
+    from pickup.services import till_today
 
-    till = desk_till_today(order.id)
+    till = till_today(order.id)
     estimated = awaiting_weight(order)
     if request.method == "GET":
         form.token.data = secrets.token_hex(16)
@@ -318,7 +318,8 @@ def desk_payment(order_id: int):
         try:
             record_desk_payment(order.id, form.method.data, form.amount.cents, received_by_id=current_user.id,
                                 cheque_number=form.cheque_number.data, cheque_bank=form.cheque_bank.data,
-                                token=form.token.data or "", cycle_id=till.id if till else None)
+                                token=form.token.data or "",
+                                cycle_id=till.id if till and not form.outside_till.data else None)
         except PaymentAlreadyRecorded as error:
             db.session.rollback()
             flash(str(error), "warning")

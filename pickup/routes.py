@@ -385,7 +385,7 @@ def _render_desk_bag(order_id: int, status: int = 200, payment_form: PaymentForm
         other_dues=amounts_due_cents([other.order for other in others]) if others else {},
         balance=desk_balance(bag.household.id, cycle.id),
         payment_form=payment_form, collect_form=CollectForm(), collector=collector, card_enabled=card_enabled,
-        expected=services.expected_quantity, today=services.paris_today(),
+        expected=services.expected_quantity, today=services.paris_today(), till=services.till_today(order_id),
     ), status
 
 

@@ -204,6 +204,13 @@ class Bag:
         return "todo"
 
     @property
+    def gone(self) -> bool:
+        """Nobody came for it and the coordinators noted it left the café (given, thrown, delivered): it cannot
+        be handed out any more, only paid."""
+        outcome = self.pickup.no_show_outcome if self.pickup is not None else None
+        return bool(outcome) and not outcome.startswith(kept_at_cafe_labels())
+
+    @property
     def lines(self) -> list[OrderLine]:
         """The lines that put something in the bag (nothing allocated means nothing to pack)."""
         return [line for line in self.order.lines if expected_quantity(line) > 0 or line.missing]
@@ -313,14 +320,29 @@ def _earlier_bags_query(cycle: Cycle):
     )
 
 
+def kept_at_cafe_labels() -> tuple[str, ...]:
+    """How a no-show outcome « kept at the café » starts, in each language a coordinator may have written it in
+    (pickup.forms.NO_SHOW_OUTCOMES["kept"], then an optional note)."""
+    from pickup.forms import NO_SHOW_OUTCOMES
+
+    labels = []
+    for locale in ("fr", "en"):
+        with force_locale(locale):
+            labels.append(str(NO_SHOW_OUTCOMES["kept"]))
+    return tuple(labels)
+
+
 def _earlier_bags_to_settle(cycle: Cycle):
-    """_earlier_bags_query narrowed to the bags still to settle: not handed out, or handed out with money due."""
+    """_earlier_bags_query narrowed to the bags still to settle: still at the café to hand out (not collected, and
+    not noted as given, thrown or delivered), or owing money."""
     from orders.payments import paid_by_order_subquery
 
     paid = paid_by_order_subquery()
     due = Order.total_cents - sa.func.coalesce(paid.c.paid_cents, 0)
+    still_here = sa.or_(Pickup.no_show_outcome.is_(None), Pickup.no_show_outcome == "",
+                        *(Pickup.no_show_outcome.startswith(label, autoescape=True) for label in kept_at_cafe_labels()))
     return (_earlier_bags_query(cycle).outerjoin(paid, paid.c.order_id == Order.id)
-            .where(sa.or_(Pickup.collected_at.is_(None), due > 0)))
+            .where(sa.or_(sa.and_(Pickup.collected_at.is_(None), still_here), due > 0)))
 
 
 def desk_distribution(order_id: int, cycles: list[Cycle]) -> Cycle | None:
@@ -347,11 +369,19 @@ def other_bags_to_settle(bag: Bag, cycle_id: int) -> list[Bag]:
     return [Bag(*row) for row in rows]
 
 
-def desk_till_today(order_id: int) -> Cycle | None:
-    """The till money for this bag goes into when taken at the café today: the distribution whose desk handles
-    the bag (desk_distribution), if it is held today; None on any other day."""
-    cycle = desk_distribution(order_id, current_distributions())
-    return cycle if cycle is not None and cycle.distribution_date == paris_today() else None
+def till_today(order_id: int) -> Cycle | None:
+    """The till that cash or a cheque for this order goes into when taken now: the distribution held today at
+    the order's site (ended or not), whichever week's bag it pays; None on a day without one. The desk and
+    the detailed payment page both ask here, so the same money lands in the same till."""
+    site_id = db.session.scalar(sa.select(Cycle.site_id).join(Order, Order.cycle_id == Cycle.id)
+                                .where(Order.id == order_id))
+    if site_id is None:
+        return None
+    return db.session.scalar(
+        sa.select(Cycle).where(Cycle.site_id == site_id, Cycle.distribution_date == paris_today(),
+                               Cycle.status.in_(DISTRIBUTION_STATUSES))
+        .order_by(Cycle.schedule_id.is_(None), Cycle.id).limit(1)
+    )
 
 
 def get_desk_bag(order_id: int, cycle_id: int) -> Bag:
@@ -747,14 +777,15 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
     get_desk_bag(order_id, cycle_id)
     if method not in ("cash", "cheque", "balance"):
         raise PickupError(_("Choisissez espèces, chèque ou solde."))
+    till = till_today(order_id)
     try:
         payment = record_desk_payment(
             order_id, method, amount_cents, received_by_id=user_id, cheque_number=cheque_number,
-            cheque_bank=cheque_bank, token=token, with_change=True, cycle_id=cycle_id,
+            cheque_bank=cheque_bank, token=token, with_change=True, cycle_id=till.id if till else None,
         )
         paid = DeskPaid(payment, amount_cents, change_cents=amount_cents - payment.amount_cents)
         if paid.change_cents and keep_change:
-            _check_money_kept_today(cycle_id)
+            _check_money_kept_today(till)
             if amount_cents >= 10 * payment.amount_cents:
                 # « 75 » typed for 7,50 € would become 67,50 € of credit nobody handed over.
                 raise PaymentError(_(
@@ -763,7 +794,7 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
                     received=format_cents(amount_cents), due=format_cents(payment.amount_cents)))
             # The form's token makes the top-up's reference too: a second copy of the form stopped above.
             record_topup(payment.household_id, paid.change_cents, method="cash", token=token or "",
-                         created_by_id=user_id, cycle_id=cycle_id,
+                         created_by_id=user_id, cycle_id=till.id,
                          note=f"monnaie gardée sur le compte (paiement de la commande n° {order_id})")
             paid.kept_cents, paid.change_cents = paid.change_cents, 0
     except PaymentAlreadyRecorded as error:
@@ -773,9 +804,9 @@ def desk_payment(order_id: int, *, cycle_id: int, method: str, amount_cents: int
     return paid
 
 
-def _check_money_kept_today(cycle_id: int) -> None:
-    """Money kept on an account at the desk is counted in the distribution's till: only on its day."""
-    if db.session.get(Cycle, cycle_id).distribution_date != paris_today():
+def _check_money_kept_today(till: Cycle | None) -> None:
+    """Money kept on an account at the desk is counted in the till of the distribution held today: none, no top-up."""
+    if till is None:
         raise PickupError(_("Un versement sur le compte se prend le jour de la distribution, dans sa caisse. "
                             "Avant, la coordination l'enregistre."))
 
@@ -790,11 +821,12 @@ def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, 
     from orders.payments import PaymentAlreadyRecorded, PaymentError, record_topup
 
     bag = get_desk_bag(order_id, cycle_id)
-    _check_money_kept_today(cycle_id)
+    till = till_today(order_id)
+    _check_money_kept_today(till)
     try:
         return record_topup(
             bag.household.id, amount_cents, method=method, token=token or "", created_by_id=user_id,
-            cheque_number=cheque_number, cheque_bank=cheque_bank, cycle_id=cycle_id,
+            cheque_number=cheque_number, cheque_bank=cheque_bank, cycle_id=till.id,
         )
     except PaymentAlreadyRecorded as error:
         raise AlreadyRecorded(str(error)) from error
@@ -804,8 +836,12 @@ def desk_topup(order_id: int, *, cycle_id: int, method: str, amount_cents: int, 
 
 def collect_bag(order_id: int, *, cycle_id: int, user_id: int, now: datetime | None = None) -> Pickup:
     """Hand the bag over: who and when, once only (a second click is refused). A bag of an earlier distribution
-    nobody came for is handed over too: it is then collected, no longer « non récupéré »."""
-    get_desk_bag(order_id, cycle_id)
+    nobody came for is handed over too: it is then collected, no longer « non récupéré ». One noted as gone
+    (given, thrown, delivered) is refused."""
+    bag = get_desk_bag(order_id, cycle_id)
+    if bag.earlier_day is not None and bag.gone:
+        raise PickupError(_("Ce sac n'est plus au café : la coordination a noté « %(what)s ».",
+                            what=bag.pickup.no_show_outcome))
     pickup = ensure_pickup(order_id)
     result = db.session.execute(
         sa.update(Pickup)
@@ -1030,8 +1066,8 @@ def cash_summary(cycle_id: int) -> CashSummary:
 
 
 def unpaid_handed_over(cycle_id: int) -> list[UnpaidBag]:
-    """The distribution's bags handed over with money still due (as amount_due_cents says), and the site's
-    earlier bags handed over on its day with money due, by bag number; one query."""
+    """The distribution's bags handed over on its day with money still due (as amount_due_cents says), and the
+    site's earlier bags handed over on its day with money due, by bag number; one query."""
     from orders.payments import paid_by_order_subquery
 
     cycle = db.session.get(Cycle, cycle_id)
@@ -1047,7 +1083,8 @@ def unpaid_handed_over(cycle_id: int) -> list[UnpaidBag]:
         .join(bag_cycle, bag_cycle.id == Order.cycle_id)
         .outerjoin(paid, paid.c.order_id == Order.id)
         .where(Order.status == "confirmed", Pickup.collected_at.is_not(None), due > 0,
-               sa.or_(Order.cycle_id == cycle_id,
+               # Its own bags handed out by the end of its day (one collected at a later desk is that one's),
+               sa.or_(sa.and_(Order.cycle_id == cycle_id, Pickup.collected_at < day_ends),
                       sa.and_(bag_cycle.site_id == cycle.site_id,
                               bag_cycle.distribution_date < cycle.distribution_date,
                               Pickup.collected_at >= day_starts, Pickup.collected_at < day_ends)))

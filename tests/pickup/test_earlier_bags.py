@@ -278,3 +278,79 @@ def test_the_money_page_opens_on_todays_distribution_not_next_weeks(client, thur
     login(client, "argent@example.org")
     page = text(client.get("/commandes/argent"))
     assert f"Distribution du {local_date(thursday.cycle.distribution_date)}" in page
+
+
+def test_next_weeks_order_paid_today_counts_in_todays_till_and_a_posted_cheque_in_none(client, thursday):
+    """The till is the distribution held today at the order's café, whichever week's bag the money pays."""
+    next_week = _distribution(thursday.site.id, -7, status="open")
+    order = _bag(next_week, thursday.martin.household_id, thursday.salad, 2, 1, collected=False)
+    db.session.commit()
+    login(client, thursday.coordinator_email)
+    url = f"/commandes/{order.id}/paiement-accueil"
+
+    def pay(data):
+        page = client.get(url)
+        token = re.search(r'name="token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+        client.post(url, data={"csrf_token": csrf_token(page.data), "token": token, **data})
+        db.session.expire_all()
+        return db.session.scalars(sa.select(Payment.cycle_id).where(Payment.order_id == order.id)
+                                  .order_by(Payment.id)).all()
+
+    assert "Reçu hors de la caisse du jour" in text(client.get(url))
+    assert pay({"method": "cash", "amount": "1,00"}) == [thursday.cycle.id]
+    # A cheque that came by post, recorded today: it never went through the till.
+    assert pay({"method": "cheque", "amount": "2,00", "cheque_number": "77", "cheque_bank": "CIC",
+                "outside_till": "y"}) == [thursday.cycle.id, None]
+    today = cash_summary(thursday.cycle.id)
+    assert (today.expected_cash, today.cheques_cents) == (100, 0)
+
+
+def test_money_taken_at_the_desk_before_the_distribution_day_goes_into_no_till(client, app):
+    from pickup.services import till_today
+    from tests.factories import UserFactory
+    from tests.pickup.conftest import make_thursday
+
+    ahead = make_thursday(day=paris_today() + timedelta(days=2))  # prepared two days ahead
+    UserFactory(email="prep@example.org", roles=["volunteer"])
+    db.session.commit()
+    login(client, "prep@example.org")
+    assert till_today(ahead.martin.id) is None
+    page = text(client.get(f"/retrait/accueil/sac/{ahead.martin.id}"))
+    assert 'id="hors-caisse"' in page
+    paid = _pay(client, ahead.martin.id, {"method": "cash", "amount": "7,50"})
+    assert "Paiement enregistré." in text(paid)
+    assert db.session.scalar(sa.select(Payment.cycle_id).where(Payment.order_id == ahead.martin.id)) is None
+    assert cash_summary(ahead.cycle.id).expected_cash == 0
+    kept = _pay(client, ahead.leroy.id, {"method": "cash", "amount": "20", "change": "keep"})
+    assert kept.status_code == 422 and "Un versement sur le compte se prend le jour de la distribution" in text(kept)
+
+
+def test_a_bag_handed_out_at_a_later_desk_is_unpaid_there_not_in_its_own_distribution(client, thursday):
+    last_week, _dupont, kept = _last_week(thursday)
+    login(client, thursday.volunteer_email)
+    client.post(f"/retrait/accueil/sac/{kept.id}/remis",
+                data={"csrf_token": csrf_token(client.get(f"/retrait/accueil/sac/{kept.id}").data)})
+    assert [bag.household for bag in cash_summary(thursday.cycle.id).unpaid] == ["Foyer Petit"]
+    # Last week's list keeps only what left unpaid last week: the Dupont's bag.
+    assert [(bag.household, bag.due_cents) for bag in cash_summary(last_week.id).unpaid] == [("Foyer Dupont", 300)]
+
+
+def test_a_bag_noted_as_thrown_is_paid_but_not_handed_out(client, thursday):
+    last_week = _distribution(thursday.site.id, 7)
+    thrown = _bag(last_week, HouseholdFactory(name="Foyer Roux").id, thursday.eggs, 1, 7, collected=False,
+                  no_show=True, outcome="Jeté (produits abîmés) — salade pourrie")
+    given = _bag(last_week, HouseholdFactory(name="Foyer Blanc").id, thursday.eggs, 1, 8, collected=False,
+                 no_show=True, outcome="Donné (association, voisins)")
+    from orders.payments import record_desk_payment
+
+    record_desk_payment(given.id, "cash", 300, received_by_id=None)  # paid: nothing left to settle
+    db.session.commit()
+    assert [bag.order.id for bag in find_bags(thursday.cycle.id, "roux")] == [thrown.id]  # still owes 3,00 €
+    assert find_bags(thursday.cycle.id, "blanc") == []
+    login(client, thursday.volunteer_email)
+    page = text(client.get(f"/retrait/accueil/sac/{thrown.id}"))
+    assert "Jeté (produits abîmés)" in page and f"/retrait/accueil/sac/{thrown.id}/remis" not in page
+    refused = client.post(f"/retrait/accueil/sac/{thrown.id}/remis", data={"csrf_token": csrf_token(
+        client.get(f"/retrait/accueil/sac/{thrown.id}").data)}, follow_redirects=True)
+    assert "Ce sac n'est plus au café" in text(refused)
+    assert db.session.scalar(sa.select(Pickup.collected_at).where(Pickup.order_id == thrown.id)) is None
