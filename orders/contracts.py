@@ -97,7 +97,7 @@ def _local_today(now: datetime) -> date:
     return local_today(now)
 
 
-def site_cycles(site_id: int, start: date, end: date) -> dict[date, Cycle]:
+def site_cycles(site_id: int, start: date, end: date, as_if_open: int | None = None) -> dict[date, Cycle]:
     """The cycle carrying baskets for each week of a site between two dates.
 
     A week's baskets go to its first distribution that is not cancelled, one of the site's regular
@@ -114,7 +114,8 @@ def site_cycles(site_id: int, start: date, end: date) -> dict[date, Cycle]:
         .order_by(Cycle.distribution_date, Cycle.id)
     ).all()
     def rank(cycle: Cycle) -> tuple[bool, bool]:
-        return cycle.status == "cancelled", cycle.schedule_id is None
+        # as_if_open: a cycle just cancelled, ranked as before (did it carry the week's baskets?).
+        return cycle.status == "cancelled" and cycle.id != as_if_open, cycle.schedule_id is None
 
     by_week: dict[date, Cycle] = {}
     for cycle in cycles:  # in date order: on equal rank the earlier distribution stays
@@ -264,7 +265,8 @@ def baskets_received(household_id: int, today: date | None = None) -> list[Hande
         .join(ContractOffer, ContractOffer.id == Contract.contract_offer_id)
         .join(Product, Product.id == ContractOffer.product_id)
         .join(Household, Household.id == ContractAbsence.household_id)
-        .where(ContractAbsence.handed_to_id == household_id, ContractAbsence.week >= week_monday(today))
+        .where(ContractAbsence.handed_to_id == household_id, ContractAbsence.week >= week_monday(today),
+               Contract.status == "active")
         .order_by(ContractAbsence.week)
     ).all()
     received = []
@@ -461,7 +463,16 @@ def cancel_contract(contract_id: int) -> bool:
     ).rowcount
     db.session.refresh(contract)
     if changed:
-        _regenerate_open_cycles(contract.contract_offer, utcnow())
+        now = utcnow()
+        offer = contract.contract_offer
+        cycles = site_cycles(offer.site_id, offer.first_date, offer.last_date)
+        for absence in db.session.scalars(sa.select(ContractAbsence).where(ContractAbsence.contract_id == contract.id)):
+            cycle = cycles.get(absence.week)
+            # Weeks to come have no basket any more: their absences go (a new subscription starts afresh).
+            if cycle is None or (cycle.status in GENERATE_STATUSES and cycle.closes_at > now):
+                db.session.delete(absence)
+        db.session.flush()
+        _regenerate_open_cycles(offer, now)
     return bool(changed)
 
 
@@ -521,9 +532,11 @@ def declare_absence(
             raise ContractError(_("Foyer inconnu : indiquez le foyer qui récupère le panier."))
         if other.id == household_id:
             raise ContractError(_("Le panier doit être donné à un autre foyer que celui qui est absent."))
-        away = db.session.scalar(sa.select(ContractAbsence.id).where(
-            ContractAbsence.household_id == other.id, ContractAbsence.week == cycle_monday(cycle),
-            ContractAbsence.kind == "skip"))
+        # Away that week, whether it skips its own basket or hands it on itself.
+        away = db.session.scalar(
+            sa.select(ContractAbsence.id).join(Contract, Contract.id == ContractAbsence.contract_id)
+            .where(ContractAbsence.household_id == other.id, ContractAbsence.week == cycle_monday(cycle),
+                   Contract.status == "active"))
         if away is not None:
             raise ContractError(_("%(name)s a déclaré être absent cette semaine-là : choisissez un foyer qui sera là.",
                                   name=other.name))
@@ -543,6 +556,15 @@ def _record_absence(contract: Contract, week: date, household_id: int, kind: str
     )
     if existing is not None:
         raise ContractError(_("Une absence est déjà déclarée pour cette distribution."))
+    receiving = db.session.scalar(
+        sa.select(Household.name).join(ContractAbsence, ContractAbsence.household_id == Household.id)
+        .join(Contract, Contract.id == ContractAbsence.contract_id)
+        .where(ContractAbsence.handed_to_id == household_id, ContractAbsence.week == week,
+               Contract.status == "active").limit(1)
+    )
+    if receiving is not None:
+        raise ContractError(_("Ce foyer récupère cette semaine-là le panier de %(name)s : voyez d'abord avec la "
+                              "coordination qui le prendra à sa place.", name=receiving))
     used = db.session.scalar(
         sa.select(sa.func.count()).select_from(ContractAbsence).where(
             ContractAbsence.contract_id == contract.id, ContractAbsence.household_id == household_id
@@ -608,11 +630,13 @@ def absence_cycle_ids(household_id: int) -> set[int]:
         .join(ContractOffer, ContractOffer.id == Contract.contract_offer_id)
         .where(ContractAbsence.household_id == household_id, ContractAbsence.kind == "skip")
     ).all()
-    ids = set()
+    weeks_by_site: dict[int, set[date]] = {}
     for week, site_id in rows:
-        cycle = site_cycles(site_id, week, week + timedelta(days=6)).get(week)
-        if cycle is not None:
-            ids.add(cycle.id)
+        weeks_by_site.setdefault(site_id, set()).add(week)
+    ids = set()
+    for site_id, weeks in weeks_by_site.items():  # one query per site, not per absence
+        cycles = site_cycles(site_id, min(weeks), max(weeks) + timedelta(days=6))
+        ids.update(cycles[week].id for week in weeks if week in cycles)
     return ids
 
 
@@ -968,18 +992,18 @@ def producer_distributions(producer_id: int, today: date | None = None) -> list[
         contracts = db.session.scalars(
             sa.select(Contract).where(Contract.contract_offer_id == offer.id, Contract.status == "active")
         ).all()
+        # Absences declared ahead count before the week's distribution exists: the producer plans with them.
+        # All of the offer's at once, by week.
+        absences_by_week: dict[date, dict[int, ContractAbsence]] = {}
+        for a in db.session.scalars(sa.select(ContractAbsence).where(
+                ContractAbsence.contract_id.in_([c.id for c in contracts]))) if contracts else ():
+            absences_by_week.setdefault(a.week, {})[a.contract_id] = a
         for index, day in enumerate(nominal_dates(offer)):
             cycle = cycles.get(week_monday(day))
             shown_day = cycle.distribution_date if cycle else day
             if shown_day < today or (cycle is not None and cycle.status == "cancelled"):
                 continue
-            # Absences declared ahead count before the week's distribution exists: the producer plans with them.
-            absences = {
-                a.contract_id: a
-                for a in db.session.scalars(sa.select(ContractAbsence).where(
-                    ContractAbsence.week == week_monday(day),
-                    ContractAbsence.contract_id.in_([c.id for c in contracts])))
-            } if contracts else {}
+            absences = absences_by_week.get(week_monday(day), {})
             row = by_day.setdefault(shown_day, DistributionCount(shown_day, cycle, {}, Decimal(0)))
             row.baskets.setdefault(product.name, Decimal(0))
             for contract in contracts:

@@ -547,6 +547,9 @@ def _move_week_baskets(cycle: Cycle, now: datetime) -> Cycle | None:
     chosen = site_cycles(cycle.site_id, monday, monday + timedelta(days=6)).get(monday)
     replacement = chosen if chosen is not None and chosen.id != cycle.id and chosen.status in GENERATE_STATUSES \
         and chosen.closes_at > now else None
+    carried = site_cycles(cycle.site_id, monday, monday + timedelta(days=6), as_if_open=cycle.id).get(monday)
+    if carried is None or carried.id != cycle.id:
+        return None  # an extra distribution that never carried the week's baskets: absences stay as they are
     if replacement is None:
         # An absence follows the basket (it is kept by week); with no basket this week it no longer counts
         # against the allowance.

@@ -304,13 +304,20 @@ def clean_stored_photos(instance_dir: str, limits: PhotoLimits = PhotoLimits()) 
                 report.already_clean += 1
                 continue
             photo, suffix = shrink_photo(content, limits)
-        except Exception:  # noqa: BLE001 - a damaged file: reported, left for a person to look at
+        except Exception:  # noqa: BLE001 - a damaged or refused file: reported, left for a person to look at
             report.unreadable.append(name)
             continue
-        store_photo(product_id, photo, suffix, instance_dir)
+        new_name = f"{product_id}-{uuid.uuid4().hex[:12]}{suffix}"
+        (folder / new_name).write_bytes(photo)
+        # Only if the product still shows this photo: a producer may have uploaded another meanwhile.
+        moved = db.session.execute(sa.update(Product).where(Product.id == product_id, Product.photo_filename == name)
+                                   .values(photo_filename=new_name)).rowcount
         db.session.commit()
-        path.unlink()
-        report.cleaned.append(name)
+        if moved:
+            path.unlink()
+            report.cleaned.append(name)
+        else:
+            (folder / new_name).unlink()
     return report
 
 

@@ -6,7 +6,8 @@ Create Date: 2026-11-22 15:00:00
 
 contract_absence: ``week`` (the Monday of the week missed) replaces ``cycle_id``. Existing absences get
 the week of their distribution (the week it was made for, kept when it was moved: cycle.week, else the
-week of its distribution date).
+week of its distribution date). A contract with two absences in one week (possible before, when the
+week got a second distribution after the first absence) keeps the first one declared.
 
 Downgrading gives each absence back the distribution of its site that carries that week's baskets (the
 first one not cancelled, a scheduled one before one added by hand). It is refused while an absence is
@@ -52,6 +53,12 @@ def upgrade():
     ).all()
     for absence_id, made_for, day in rows:
         bind.execute(absence.update().where(absence.c.id == absence_id).values(week=_monday(made_for, day)))
+    seen = set()
+    for absence_id, contract_id, week in bind.execute(
+            sa.select(absence.c.id, absence.c.contract_id, absence.c.week).order_by(absence.c.id)).all():
+        if (contract_id, week) in seen:
+            bind.execute(absence.delete().where(absence.c.id == absence_id))
+        seen.add((contract_id, week))
     with op.batch_alter_table("contract_absence", schema=None) as batch_op:
         batch_op.alter_column("week", existing_type=sa.Date(), nullable=False)
         batch_op.drop_constraint("uq_contract_absence_contract_cycle", type_="unique")

@@ -206,7 +206,13 @@ def test_absences_are_kept_by_the_week_of_their_distribution(fresh_database_url)
         conn.execute(sa.text(
             "INSERT INTO contract (id, contract_offer_id, household_id, quantity, status, created_at) "
             "VALUES (1, 1, 1, 1000, 'active', '2026-01-01 00:00:00')"))
-        for absence_id, cycle_id in ((1, 7), (2, 8)):
+        # A Saturday market the same week as cycle 7, on which a second absence of the contract was declared.
+        conn.execute(sa.text(
+            "INSERT INTO cycle (id, site_id, opens_at, closes_at, distribution_date, distribution_starts_at, "
+            "distribution_ends_at, status, allocation_policy, created_at) VALUES (9, 1, '2026-01-01 08:00:00', "
+            "'2026-01-07 22:59:00', '2026-01-10', '2026-01-10 09:00:00', '2026-01-10 12:00:00', 'open', "
+            "'pro_rata', '2026-01-01 00:00:00')"))
+        for absence_id, cycle_id in ((1, 7), (2, 8), (3, 9)):
             conn.execute(sa.text(
                 "INSERT INTO contract_absence (id, contract_id, cycle_id, household_id, kind, created_at) "
                 "VALUES (:id, 1, :cycle, 1, 'skip', '2026-01-02 00:00:00')"), {"id": absence_id, "cycle": cycle_id})
@@ -215,6 +221,7 @@ def test_absences_are_kept_by_the_week_of_their_distribution(fresh_database_url)
     with application.app_context():
         with db.engine.connect() as conn:
             weeks = conn.execute(sa.text("SELECT id, week FROM contract_absence ORDER BY id")).all()
+            # One absence per contract and week: the first declared stays.
             assert [(row[0], str(row[1])) for row in weeks] == [(1, "2026-01-05"), (2, "2026-01-12")]
         db.engine.dispose()
     down = runner.invoke(args=["db", "downgrade", "7c41d2e9a0b3"])

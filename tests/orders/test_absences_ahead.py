@@ -155,3 +155,74 @@ def test_a_basket_is_not_handed_to_a_household_away_that_week(app):
     declare_absence(theirs.id, season.cycles[1].id, lefevre.id, "skip", now=NOW)
     with pytest.raises(ContractError, match="Lefèvre a déclaré être absent cette semaine-là"):
         declare_absence(mine.id, season.cycles[1].id, martin.id, "handover", handed_to_id=lefevre.id, now=NOW)
+
+
+def test_cancelling_an_extra_distribution_keeps_the_weeks_absences(app):
+    """A market added by hand on the Saturday never carried the baskets: cancelling it gives no absence back."""
+    from orders.services import cancel_cycle
+
+    season = Season()
+    martin = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    declare_absence_on(contract.id, FIRST + timedelta(weeks=1), martin.id, "skip", now=NOW)
+    season.cycles[1].status = "closed"  # Thursday's orders are closed: no other distribution takes the baskets
+    extra = make_cycle(season.site.id, FIRST + timedelta(weeks=1, days=2), week=False)
+    db.session.flush()
+    cancel_cycle(extra.id, now=NOW)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 1
+    assert contract_view(contract, martin.id, now=NOW).absences_used == 1
+
+
+def test_a_household_that_collects_a_neighbours_basket_cannot_skip_that_week(app):
+    from orders.contracts import declare_absence
+
+    season = Season()
+    martin, lefevre, diallo = (HouseholdFactory(name=name) for name in ("Martin", "Lefèvre", "Diallo"))
+    mine = subscribe(season.offer.id, martin.id, now=NOW)
+    theirs = subscribe(season.large_offer.id, lefevre.id, now=NOW)
+    declare_absence(mine.id, season.cycles[1].id, martin.id, "handover", handed_to_id=lefevre.id, now=NOW)
+    with pytest.raises(ContractError, match="récupère cette semaine-là le panier de Martin"):
+        declare_absence(theirs.id, season.cycles[1].id, lefevre.id, "skip", now=NOW)
+    # Nor can a basket go to Martin, who hands his own on that week.
+    third = subscribe(season.offer.id, diallo.id, now=NOW)
+    with pytest.raises(ContractError, match="Martin a déclaré être absent cette semaine-là"):
+        declare_absence(third.id, season.cycles[1].id, diallo.id, "handover", handed_to_id=martin.id, now=NOW)
+
+
+def test_a_cancelled_contract_takes_its_absences_to_come_with_it(app):
+    from orders.contracts import baskets_received, cancel_contract, declare_absence
+
+    season = Season()
+    martin, lefevre = HouseholdFactory(name="Martin"), HouseholdFactory(name="Lefèvre")
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    declare_absence(contract.id, season.cycles[1].id, martin.id, "handover", handed_to_id=lefevre.id, now=NOW)
+    declare_absence_on(contract.id, SIXTH, martin.id, "skip", now=NOW)
+    assert cancel_contract(contract.id)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractAbsence)) == 0
+    assert baskets_received(lefevre.id, today=date(2030, 1, 1)) == []
+    # Subscribed again, the household starts with its whole allowance.
+    again = subscribe(season.offer.id, martin.id, now=NOW)
+    assert contract_view(again, martin.id, now=NOW).absences_left == 2
+
+
+def test_the_order_history_reads_absences_in_one_query_per_site(app, client):
+    from orders.contracts import absence_cycle_ids
+
+    season = Season(weeks=8, absences=8)
+    martin = HouseholdFactory(name="Martin")
+    contract = subscribe(season.offer.id, martin.id, now=NOW)
+    for week in (1, 2, 4, 6):
+        declare_absence_on(contract.id, FIRST + timedelta(weeks=week), martin.id, "skip", now=NOW)
+    statements = []
+    from sqlalchemy import event
+
+    def count(*args):
+        statements.append(args[2])
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        ids = absence_cycle_ids(martin.id)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert ids == {season.cycles[1].id, season.cycles[2].id}
+    assert len(statements) == 2  # the absences, then the site's cycles
