@@ -24,6 +24,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from sqlalchemy.exc import IntegrityError
 
 from app.db import to_quantity, utcnow
@@ -303,17 +304,38 @@ def create_contract_offer(
     price_cents: int,
     absences_allowed: int = 0,
     shareable: bool = False,
+    today: date | None = None,
 ) -> ContractOffer:
-    """Open a season offer for a producer's basket product (checks dates, product, frequency)."""
+    """Open a season offer for a producer's basket product (checks dates, product, frequency, allowance)."""
+    from flask_babel import format_date
+
+    from orders.models import Schedule
+
     product = db.session.get(Product, product_id)
     if product is None or not product.is_contract_basket:
         raise ContractError(_("Choisissez un panier de saison d'un producteur."))
     if last_date < first_date:
         raise ContractError(_("La dernière distribution doit être après la première."))
+    if last_date < (today or _local_today(utcnow())):
+        raise ContractError(_("Cette saison est déjà finie : choisissez des dates à venir."))
     if every_weeks not in (1, 2):
         raise ContractError(_("La fréquence est chaque semaine ou une semaine sur deux."))
     if price_cents < 0 or absences_allowed < 0:
         raise ContractError(_("Le prix et le nombre d'absences ne peuvent pas être négatifs."))
+    # The season's dates are the site's distribution days: a Monday season at a Thursday café splits the
+    # producer's weekly counts and tells households the wrong day.
+    weekdays = set(db.session.scalars(sa.select(Schedule.distribution_weekday).where(
+        Schedule.site_id == site_id, Schedule.active.is_(True))))
+    if weekdays and first_date.weekday() not in weekdays:
+        days = ", ".join(format_date(first_date + timedelta(days=(weekday - first_date.weekday()) % 7), "EEEE")
+                         for weekday in sorted(weekdays))
+        raise ContractError(_("La première distribution doit tomber un jour de distribution du lieu (%(days)s).",
+                              days=days))
+    distributions = ((last_date - first_date).days // 7) // every_weeks + 1
+    if absences_allowed > distributions:
+        raise ContractError(ngettext("Au plus %(num)d absence : la saison compte %(num)d distribution.",
+                                     "Au plus %(num)d absences : la saison compte %(num)d distributions.",
+                                     distributions))
     offer = ContractOffer(
         producer_id=product.producer_id,
         product_id=product.id,

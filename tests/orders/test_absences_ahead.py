@@ -226,3 +226,27 @@ def test_the_order_history_reads_absences_in_one_query_per_site(app, client):
         event.remove(db.engine, "before_cursor_execute", count)
     assert ids == {season.cycles[1].id, season.cycles[2].id}
     assert len(statements) == 2  # the absences, then the site's cycles
+
+
+def test_a_season_is_checked_against_the_cafes_distribution_day_and_its_length(app):
+    from datetime import time
+
+    from orders.contracts import create_contract_offer
+    from orders.models import Schedule
+    from tests.factories import ProducerFactory, ProductFactory, SiteFactory
+
+    site = SiteFactory()
+    db.session.add(Schedule(site_id=site.id, name="Jeudi", opens_weekday=4, opens_time=time(8), closes_weekday=1,
+                            closes_time=time(20), distribution_weekday=3, distribution_start=time(17),
+                            distribution_end=time(19)))  # Thursdays
+    basket = ProductFactory(producer=ProducerFactory(), name="Panier", unit="basket", is_contract_basket=True)
+    monday = FIRST + timedelta(days=4)
+    with pytest.raises(ContractError, match=r"jour de distribution du lieu \(jeudi\)"):
+        create_contract_offer(basket.id, site.id, "Lundi", monday, monday + timedelta(weeks=4), 1, 1200, today=FIRST)
+    with pytest.raises(ContractError, match="Au plus 5 absences : la saison compte 5 distributions"):
+        create_contract_offer(basket.id, site.id, "Trop", FIRST, FIRST + timedelta(weeks=4), 1, 1200, 30, today=FIRST)
+    with pytest.raises(ContractError, match="déjà finie"):
+        create_contract_offer(basket.id, site.id, "Passée", FIRST, FIRST + timedelta(weeks=4), 1, 1200,
+                              today=FIRST + timedelta(weeks=5))
+    assert create_contract_offer(basket.id, site.id, "Jeudis", FIRST, FIRST + timedelta(weeks=4), 1, 1200, 2,
+                                 today=FIRST).id

@@ -445,3 +445,13 @@ def test_the_cycle_page_lists_the_households_to_phone(week, client):
             in listed)
     assert "Pas d&#39;internet, appeler le matin" in listed and "Famille Roux" not in listed
     assert "Annuler la distribution" not in page  # a cancelled distribution has nothing left to move or cancel
+
+
+def test_a_distribution_moved_to_another_day_says_the_day_changes(week):
+    cycle, offer = week
+    order_in(cycle, offer, slots_of(cycle.id)[0], email="day@example.org")
+    move_cycle(cycle.id, cycle.opens_at, cycle.closes_at, paris(2026, 12, 11, 16, 30), paris(2026, 12, 11, 19, 30))
+    db.session.commit()
+    [mail] = messages("cycle_moved")
+    assert "Le jour de retrait de votre commande change." in mail.body and "vendredi 11 décembre" in mail.body
+    assert "L'heure de retrait" not in mail.body
