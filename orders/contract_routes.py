@@ -373,6 +373,9 @@ def contract_cancel(contract_id: int):
     if not ConfirmForm().validate_on_submit():
         abort(400)
     contract = db.session.get(Contract, contract_id) or abort(404)
+    if request.form.get("confirm") != "yes":
+        flash(_("Cochez la case pour confirmer la résiliation."), "error")
+        return redirect(url_for("orders.contract_detail", contract_id=contract.id))
     if cancel_contract(contract.id):
         db.session.commit()
         flash(_("Contrat résilié : ses paniers sont retirés des commandes encore ouvertes."), "success")

@@ -328,8 +328,13 @@ def test_coordinator_closes_subscriptions_and_ends_a_contract(app, client):
     closed = client.post(f"/commandes/contrats/offre/{offer_id}/inscriptions", data={"csrf_token": token},
                          follow_redirects=True)
     assert "Inscriptions closes" in closed.text and "Rouvrir les inscriptions" in closed.text
-    ended = client.post(f"/commandes/contrats/contrat/{contract_id}/resilier", data={"csrf_token": token},
-                        follow_redirects=True)
+    # One tap is not enough: the tick box confirms it.
+    kept = client.post(f"/commandes/contrats/contrat/{contract_id}/resilier", data={"csrf_token": token},
+                       follow_redirects=True)
+    assert "Cochez la case pour confirmer la résiliation." in kept.text
+    assert db.session.get(Contract, contract_id).status == "active"
+    ended = client.post(f"/commandes/contrats/contrat/{contract_id}/resilier",
+                        data={"csrf_token": token, "confirm": "yes"}, follow_redirects=True)
     assert "Contrat résilié" in ended.text
     assert db.session.scalar(sa.select(sa.func.count()).select_from(OrderLine)) == 0
     assert db.session.get(Contract, contract_id).status == "cancelled"
