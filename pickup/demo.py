@@ -56,8 +56,9 @@ def _closed_distribution(day, note: str, households, ordered_at) -> int | None:
         return None
     site = db.session.get(Site, schedule.site_id)
     times = slot_times(schedule, day, ZoneInfo(site.timezone))
-    # Orders stop a few minutes after they were placed (now for today's, the eve of the day for a past one).
-    closes_at = min(utcnow(), ordered_at + timedelta(days=2)) + timedelta(minutes=5)
+    # Orders stop a few minutes from now (the eve of the day for a past one), and never after the distribution
+    # starts: the demo may be loaded at 18:00, during today's.
+    closes_at = min(min(utcnow(), ordered_at + timedelta(days=2)) + timedelta(minutes=5), times[0][0])
     cycle = Cycle(site_id=site.id, schedule_id=None, week=None, status="open", note=note,
                   opens_at=ordered_at - timedelta(days=4), closes_at=closes_at,
                   distribution_date=day, distribution_starts_at=times[0][0], distribution_ends_at=times[-1][1],

@@ -144,3 +144,16 @@ def test_loading_again_keeps_what_households_changed_and_the_weeks_ahead_have_th
     assert runner.invoke(args=["demo", "load"]).exit_code == 0
     assert db.session.scalar(sa.select(OrderLine.id).where(OrderLine.order_id == order.id,
                                                            OrderLine.offer_id == rice.id)) is None
+
+
+def test_demo_loads_in_the_evening_after_todays_distribution_started(app, runner, monkeypatch):
+    """Today's demo distribution starts at 16:30: loaded at 20:00, its deadline is not after its start."""
+    from datetime import time
+
+    import app.db as app_db
+    from app.timeutil import local_to_utc, local_today
+
+    evening = local_to_utc(local_today(), time(20, 0))
+    monkeypatch.setattr(app_db, "utcnow", lambda: evening)
+    result = runner.invoke(args=["demo", "load"])
+    assert result.exit_code == 0, result.output
