@@ -390,17 +390,18 @@ def hand_back_credit(household_id: int, amount_cents: int, method: str, *, note:
 
 
 def distribution_today(household_id: int, today=None):
-    """The distribution held today whose till money handed over now belongs to, or None.
+    """The distribution held today whose till a household's top-up or hand-back goes through, or None.
 
-    Only a distribution held today and not yet ended (its till not yet counted) in which the household
-    has an order: the money went through that desk. Otherwise None: it went through no distribution's till.
+    A distribution held today (ended or not, as pickup.services.till_today counts an order's payment) in
+    which the household has an order: the money went through that desk. Otherwise None: it went through no
+    distribution's till.
     """
     from orders.models import Cycle
 
     today = today or local_today()
     return db.session.scalar(
         sa.select(Cycle).join(Order, Order.cycle_id == Cycle.id)
-        .where(Cycle.distribution_date == today, Cycle.status.in_(("closed", "finalized")),
+        .where(Cycle.distribution_date == today, Cycle.status.in_(("closed", "finalized", "distributed")),
                Order.household_id == household_id)
         .order_by(Cycle.id).limit(1)
     )

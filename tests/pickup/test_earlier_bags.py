@@ -354,3 +354,14 @@ def test_a_bag_noted_as_thrown_is_paid_but_not_handed_out(client, thursday):
         client.get(f"/retrait/accueil/sac/{thrown.id}").data)}, follow_redirects=True)
     assert "Ce sac n'est plus au café" in text(refused)
     assert db.session.scalar(sa.select(Pickup.collected_at).where(Pickup.order_id == thrown.id)) is None
+
+
+def test_after_the_day_is_ended_a_top_up_counts_in_the_same_till_as_a_payment(thursday):
+    """Top-ups and hand-backs (by household) and payments (by order) agree on today's till, ended or not."""
+    from orders.payments import distribution_today
+    from pickup.services import end_distribution, till_today
+
+    end_distribution(thursday.cycle.id)
+    db.session.commit()
+    assert till_today(thursday.martin.id).id == thursday.cycle.id
+    assert distribution_today(thursday.martin.household_id).id == thursday.cycle.id
