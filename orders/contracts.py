@@ -509,6 +509,14 @@ def _regenerate_open_cycles(offer: ContractOffer, now: datetime) -> None:
 # --- absences ----------------------------------------------------------------------------------------
 
 
+def _locked_contract(contract_id: int) -> Contract | None:
+    """The contract, row-locked: two absences declared at once count each other against the allowance."""
+    return db.session.scalar(
+        sa.select(Contract).where(Contract.id == contract_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 def declare_absence(
     contract_id: int,
     cycle_id: int,
@@ -521,11 +529,7 @@ def declare_absence(
 ) -> ContractAbsence:
     """Record that a household misses a distribution: skip the basket or hand it to another household."""
     now = now or utcnow()
-    # Locking the contract row makes two declarations at once count each other's absences.
-    contract = db.session.scalar(
-        sa.select(Contract).where(Contract.id == contract_id).with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    contract = _locked_contract(contract_id)
     cycle = db.session.get(Cycle, cycle_id)
     if contract is None or cycle is None or contract.status != "active":
         raise ContractError(_("Contrat ou distribution inconnus."))
@@ -617,10 +621,7 @@ def declare_absence_on(
     else declared ahead for that week. Ahead, the basket can only be skipped: handing it to another household
     puts it in that household's order, which exists with the week's distribution."""
     now = now or utcnow()
-    contract = db.session.scalar(
-        sa.select(Contract).where(Contract.id == contract_id).with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    contract = _locked_contract(contract_id)
     if contract is None or contract.status != "active":
         raise ContractError(_("Contrat ou distribution inconnus."))
     offer = contract.contract_offer
